@@ -1,0 +1,125 @@
+//! Rebuilding the read model from offset 0, and exporting history.
+//!
+//! A rebuild creates a fresh schema, applies the migrations into it, and runs
+//! every projection there until it reaches the log's end as of the start.
+//! `swap` then renames schemas in one transaction: queries use unqualified
+//! names resolved through `search_path` at each statement, so they move to
+//! the new tables at once, and the retired schema is kept for inspection.
+//! Because projection offsets live in the same schema as the tables, the
+//! live projector simply continues from the rebuilt schema's offsets.
+
+use crate::runner::{self, Offsets, Until};
+use crate::{ProjectionError, MIGRATIONS, TABLES};
+use imlog_events::Topic;
+use imlog_log::SharedLog;
+use imlog_postgres::{connect_pool, migrate, validate_schema_name};
+use std::sync::Arc;
+use tokio_postgres::GenericClient;
+
+/// Builds the whole read model from offset 0 into `schema`, which must not
+/// exist yet. Returns the offsets it caught up to.
+pub async fn rebuild(url: &str, log: &SharedLog, schema: &str) -> Result<Offsets, ProjectionError> {
+    validate_schema_name(schema)?;
+    let pool = connect_pool(url, 4, Some(schema))?;
+    {
+        let mut client = pool.get().await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+            .await?
+            .is_some();
+        if exists {
+            return Err(ProjectionError::Other(format!(
+                "schema {schema} already exists; a rebuild needs a fresh schema"
+            )));
+        }
+        migrate(&mut client, schema, MIGRATIONS).await?;
+    }
+    let mut target = Offsets::new();
+    for topic in Topic::ALL {
+        for (partition, end) in log.end_offsets(topic).await?.into_iter().enumerate() {
+            target.insert((topic, partition as i32), end);
+        }
+    }
+    let until = Until::Reached(Arc::new(target.clone()));
+    let runs = crate::all().into_iter().map(|projection| {
+        let (pool, until) = (pool.clone(), until.clone());
+        async move { runner::run(&pool, log, projection.as_ref(), &until).await }
+    });
+    for result in futures::future::join_all(runs).await {
+        result?;
+    }
+    Ok(target)
+}
+
+/// Makes `rebuilt` the live read model; the old one is renamed to `retired`.
+pub async fn swap(url: &str, live: &str, rebuilt: &str, retired: &str) -> Result<(), ProjectionError> {
+    for s in [live, rebuilt, retired] {
+        validate_schema_name(s)?;
+    }
+    let pool = connect_pool(url, 1, None)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "ALTER SCHEMA {live} RENAME TO {retired}; ALTER SCHEMA {rebuilt} RENAME TO {live};"
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Tables whose contents differ between two read-model schemas (empty when
+/// they are equal). `projection_offsets` is compared without its timestamps'
+/// source of truth changing: both come from the log.
+pub async fn differences(c: &impl GenericClient, a: &str, b: &str) -> Result<Vec<String>, ProjectionError> {
+    validate_schema_name(a)?;
+    validate_schema_name(b)?;
+    let mut differing = Vec::new();
+    for table in TABLES {
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM ((TABLE {a}.{table} EXCEPT ALL TABLE {b}.{table})
+                                           UNION ALL
+                                           (TABLE {b}.{table} EXCEPT ALL TABLE {a}.{table})) d)"
+        );
+        let count: i64 = c.query_one(&sql, &[]).await?.get(0);
+        if count != 0 {
+            differing.push(format!("{table}: {count} rows differ"));
+        }
+    }
+    Ok(differing)
+}
+
+/// Writes the whole message history as JSON lines, in log order per thread.
+pub async fn export_messages(
+    c: &impl GenericClient,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<u64, ProjectionError> {
+    let mut after = 0i64;
+    let mut written = 0u64;
+    loop {
+        let rows = c
+            .query(
+                "SELECT message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at
+                 FROM messages WHERE message_id > $1 ORDER BY message_id LIMIT 5000",
+                &[&after],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(written);
+        }
+        for r in &rows {
+            let line = serde_json::json!({
+                "message_id": r.get::<_, i64>(0),
+                "thread_id": r.get::<_, i64>(1),
+                "seq": r.get::<_, i64>(2),
+                "sender_id": r.get::<_, i64>(3),
+                "unique_id": r.get::<_, String>(4),
+                "kind": r.get::<_, String>(5),
+                "body": r.get::<_, String>(6),
+                "created_at": r.get::<_, chrono::DateTime<chrono::Utc>>(7),
+            });
+            writeln!(out, "{line}").map_err(|e| ProjectionError::Other(format!("writing export: {e}")))?;
+            written += 1;
+            after = r.get(0);
+        }
+    }
+}

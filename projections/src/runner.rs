@@ -1,0 +1,212 @@
+//! Runs projections over the log, exactly once.
+//!
+//! Each batch is applied in one Postgres transaction that also advances the
+//! projection's offsets, guarded by the offsets it started from: if another
+//! projector advanced them meanwhile, the transaction changes nothing and
+//! this runner reloads. Offsets are never committed to the log backend; a
+//! restarted projector resumes from Postgres.
+
+use crate::{Projection, ProjectionError};
+use imlog_events::{Envelope, Topic};
+use imlog_log::{ReadFrom, Record, SharedLog};
+use imlog_postgres::Pool;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Notified in every projector transaction; readers waiting for their writes
+/// LISTEN to it.
+pub const PROJECTED_CHANNEL: &str = "imlog_projected";
+const BATCH: usize = 500;
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Next offset per topic partition.
+pub type Offsets = BTreeMap<(Topic, i32), i64>;
+
+/// When a runner stops.
+#[derive(Clone)]
+pub enum Until {
+    /// On shutdown (a live projector).
+    Cancelled(CancellationToken),
+    /// Once every partition reached these offsets (a rebuild).
+    Reached(Arc<Offsets>),
+}
+
+/// Runs every projection until `shutdown`; a failing projection is restarted
+/// from its stored offsets after a pause, the others carry on.
+pub async fn run_all(pool: Pool, log: SharedLog, projections: Vec<Arc<dyn Projection>>, shutdown: CancellationToken) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for projection in projections {
+        let (pool, log, shutdown) = (pool.clone(), log.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            while !shutdown.is_cancelled() {
+                match run(&pool, &log, projection.as_ref(), &Until::Cancelled(shutdown.clone())).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        metrics::counter!("imlog_projection_restarts_total", "projection" => projection.name())
+                            .increment(1);
+                        tracing::warn!(projection = projection.name(), error = %e, "projection failed; restarting");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Loads the projection's offsets and applies the log from there until
+/// `until`. Returns an error on any failure; nothing half-applied remains.
+pub async fn run(pool: &Pool, log: &SharedLog, projection: &dyn Projection, until: &Until) -> Result<(), ProjectionError> {
+    let mut next = load_offsets(pool, projection).await?;
+    let from = next
+        .iter()
+        .map(|(&(topic, partition), &offset)| ReadFrom {
+            topic,
+            partition,
+            offset,
+        })
+        .collect();
+    let mut reader = log.reader(from).await?;
+    let name = projection.name();
+    let mut last_lag = Instant::now() - LAG_EVERY;
+    let mut last_appended = None;
+    loop {
+        if let Until::Reached(target) = until {
+            if reached(&next, target) {
+                return Ok(());
+            }
+        }
+        if last_lag.elapsed() >= LAG_EVERY {
+            record_lag(log, name, &next, last_appended).await;
+            last_lag = Instant::now();
+        }
+        let batch = match until {
+            Until::Cancelled(shutdown) => tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                batch = reader.next_batch(BATCH, IDLE_WAIT) => batch?,
+            },
+            Until::Reached(_) => reader.next_batch(BATCH, IDLE_WAIT).await?,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        apply_batch(pool, projection, &batch, &mut next).await?;
+        last_appended = batch.last().map(|r| r.appended_at);
+        metrics::counter!("imlog_projection_records_total", "projection" => name).increment(batch.len() as u64);
+        metrics::histogram!("imlog_projection_batch_seconds", "projection" => name)
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The stored next offset of every partition the projection consumes (0
+/// where it never applied anything).
+pub async fn load_offsets(pool: &Pool, projection: &dyn Projection) -> Result<Offsets, ProjectionError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1",
+            &[&projection.name()],
+        )
+        .await?;
+    let mut offsets = Offsets::new();
+    for &topic in projection.topics() {
+        for partition in 0..topic.partitions() {
+            offsets.insert((topic, partition), 0);
+        }
+    }
+    for row in rows {
+        let topic: String = row.get(0);
+        if let Some(topic) = Topic::from_base_name(&topic) {
+            offsets.insert((topic, row.get(1)), row.get(2));
+        }
+    }
+    Ok(offsets)
+}
+
+async fn apply_batch(
+    pool: &Pool,
+    projection: &dyn Projection,
+    batch: &[Record],
+    next: &mut Offsets,
+) -> Result<(), ProjectionError> {
+    let name = projection.name();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut advanced: BTreeMap<(Topic, i32), (i64, chrono::DateTime<chrono::Utc>)> = BTreeMap::new();
+    for record in batch {
+        match Envelope::decode(&record.payload) {
+            Ok(envelope) => projection.apply(&tx, record, &envelope).await?,
+            Err(e) => {
+                // Deterministic: a replay skips the same record the same way.
+                metrics::counter!("imlog_projection_skipped_total", "projection" => name).increment(1);
+                tracing::error!(projection = name, topic = %record.topic, partition = record.partition,
+                    offset = record.offset, error = %e, "skipping undecodable record");
+            }
+        }
+        advanced.insert((record.topic, record.partition), (record.offset + 1, record.appended_at));
+    }
+    for (&(topic, partition), &(new_next, appended_at)) in &advanced {
+        let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
+        let updated = tx
+            .execute(
+                "INSERT INTO projection_offsets (projection, topic, partition, next_offset, last_appended_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (projection, topic, partition) DO UPDATE
+                 SET next_offset = EXCLUDED.next_offset, last_appended_at = EXCLUDED.last_appended_at
+                 WHERE projection_offsets.next_offset = $6",
+                &[&name, &topic.base_name(), &partition, &new_next, &appended_at, &expected],
+            )
+            .await?;
+        if updated != 1 {
+            return Err(ProjectionError::Conflict { projection: name });
+        }
+    }
+    tx.execute("SELECT pg_notify($1, $2)", &[&PROJECTED_CHANNEL, &name]).await?;
+    tx.commit().await?;
+    for (key, (new_next, _)) in advanced {
+        next.insert(key, new_next);
+    }
+    Ok(())
+}
+
+fn reached(next: &Offsets, target: &Offsets) -> bool {
+    next.iter()
+        .all(|(key, &offset)| offset >= target.get(key).copied().unwrap_or(0))
+}
+
+async fn record_lag(
+    log: &SharedLog,
+    name: &'static str,
+    next: &Offsets,
+    last_appended: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let mut behind = 0i64;
+    let topics: std::collections::BTreeSet<Topic> = next.keys().map(|(t, _)| *t).collect();
+    for topic in topics {
+        match log.end_offsets(topic).await {
+            Ok(ends) => {
+                for (partition, end) in ends.into_iter().enumerate() {
+                    let at = next.get(&(topic, partition as i32)).copied().unwrap_or(0);
+                    behind += (end - at).max(0);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read end offsets for lag");
+                return;
+            }
+        }
+    }
+    let seconds = match (behind, last_appended) {
+        (0, _) | (_, None) => 0.0,
+        (_, Some(at)) => (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0,
+    };
+    metrics::gauge!("imlog_projection_lag_events", "projection" => name).set(behind as f64);
+    metrics::gauge!("imlog_projection_lag_seconds", "projection" => name).set(seconds);
+}

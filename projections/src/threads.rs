@@ -1,0 +1,56 @@
+//! Threads and their members.
+
+use crate::{Projection, ProjectionError};
+use async_trait::async_trait;
+use imlog_events::{Envelope, Event, ThreadId, Topic};
+use imlog_log::Record;
+use tokio_postgres::Transaction;
+
+pub struct Threads;
+
+#[async_trait]
+impl Projection for Threads {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+
+    fn topics(&self) -> &'static [Topic] {
+        &[Topic::Threads]
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>, record: &Record, envelope: &Envelope) -> Result<(), ProjectionError> {
+        let at = envelope.meta.occurred_at;
+        if let Event::PrivateThreadCreated(e) = &envelope.event {
+            // Two servers may race to open the same pair's thread; the first
+            // event in log order creates it, later ones are no-ops.
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM private_threads WHERE user_low = $1 AND user_high = $2",
+                    &[&e.user_low.0, &e.user_high.0],
+                )
+                .await?
+                .is_some();
+            if exists || e.user_low >= e.user_high {
+                return Ok(());
+            }
+            let thread_id = ThreadId::from_position(record.position());
+            tx.execute(
+                "INSERT INTO threads (thread_id, kind, created_at) VALUES ($1, 'private', $2)",
+                &[&thread_id.0, &at],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO private_threads (thread_id, user_low, user_high) VALUES ($1, $2, $3)",
+                &[&thread_id.0, &e.user_low.0, &e.user_high.0],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO thread_members (thread_id, user_id, role, joined_at)
+                 VALUES ($1, $2, 'member', $4), ($1, $3, 'member', $4)",
+                &[&thread_id.0, &e.user_low.0, &e.user_high.0, &at],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! The Kafka backend, through rdkafka: an idempotent producer with
+//! `acks=all` whose delivery is awaited before an append returns, `QueueFull`
+//! treated as backpressure, and readers that assign partitions at explicit
+//! offsets (no consumer-group commits: projections keep their offsets in
+//! Postgres, in the same transaction as their effects).
+
+use crate::{EventLog, LogError, LogReader, ReadFrom, Record, TopicNames};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use imlog_events::{partition_for_key, LogPosition, Topic};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port...]`
+    pub brokers: String,
+    /// Prefix of every topic name.
+    pub topic_prefix: String,
+    /// Replication factor for topics this process creates.
+    pub replication_factor: i32,
+    /// Producer `linger.ms`: batching delay against throughput.
+    pub linger_ms: u32,
+}
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct KafkaLog {
+    settings: KafkaSettings,
+    names: TopicNames,
+    producer: FutureProducer,
+    /// For metadata and watermarks (blocking calls, run off the runtime).
+    metadata: Arc<BaseConsumer>,
+}
+
+impl KafkaLog {
+    pub fn connect(settings: KafkaSettings) -> Result<KafkaLog, LogError> {
+        let producer: FutureProducer = client_config(&settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", settings.linger_ms.to_string())
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(fatal)?;
+        let metadata: BaseConsumer = consumer_config(&settings.brokers).create().map_err(fatal)?;
+        Ok(KafkaLog {
+            names: TopicNames::new(settings.topic_prefix.clone()),
+            settings,
+            producer,
+            metadata: Arc::new(metadata),
+        })
+    }
+
+    async fn partition_count(&self, name: &str) -> Result<Option<usize>, LogError> {
+        let consumer = self.metadata.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let md = consumer
+                .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+                .map_err(classify)?;
+            Ok(md
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none())
+                .map(|t| t.partitions().len())
+                .filter(|&n| n > 0))
+        })
+        .await
+        .map_err(|e| LogError::Fatal(e.to_string()))?
+    }
+}
+
+fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("client.id", "imlog")
+        .set("log_level", "4");
+    config
+}
+
+fn consumer_config(brokers: &str) -> ClientConfig {
+    let mut config = client_config(brokers);
+    // Readers assign partitions explicitly and never commit, so the group id
+    // is only a label librdkafka requires.
+    config
+        .set("group.id", "imlog-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50")
+        .set("auto.offset.reset", "error");
+    config
+}
+
+#[async_trait]
+impl EventLog for KafkaLog {
+    async fn ensure_topics(&self) -> Result<(), LogError> {
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.settings.brokers).create().map_err(fatal)?;
+        let names: Vec<String> = Topic::ALL.iter().map(|&t| self.names.name(t)).collect();
+        let new_topics: Vec<NewTopic> = Topic::ALL
+            .iter()
+            .zip(&names)
+            .map(|(t, name)| {
+                NewTopic::new(
+                    name,
+                    t.partitions(),
+                    TopicReplication::Fixed(self.settings.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(&new_topics, &options).await.map_err(classify)? {
+            match result {
+                Ok(name) => tracing::info!(topic = name, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(LogError::Fatal(format!("creating topic {name}: {code}"))),
+            }
+        }
+        for (topic, name) in Topic::ALL.iter().zip(&names) {
+            // A topic just created may take a moment to show in metadata.
+            let mut found = None;
+            for _ in 0..50 {
+                found = self.partition_count(name).await?;
+                if found.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            match found {
+                Some(n) if n == topic.partitions() as usize => {}
+                Some(n) => {
+                    return Err(LogError::Fatal(format!(
+                        "topic {name} has {n} partitions, this build needs {}",
+                        topic.partitions()
+                    )))
+                }
+                None => return Err(LogError::Unavailable(format!("topic {name} does not show in metadata"))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<LogPosition, LogError> {
+        let partition = partition_for_key(key.as_bytes(), topic.partitions());
+        self.append_to(topic, partition, key, payload).await
+    }
+
+    async fn append_to(
+        &self,
+        topic: Topic,
+        partition: i32,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<LogPosition, LogError> {
+        let name = self.names.name(topic);
+        let mut record = FutureRecord::to(&name).partition(partition).key(key).payload(&payload);
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    // The producer's queue is full: wait for deliveries to drain
+                    // it rather than fail or buffer without bound.
+                    metrics::counter!("imlog_log_backpressure_total", "backend" => "kafka").increment(1);
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(classify(e)),
+            }
+        };
+        match delivery.await {
+            Ok(Ok(d)) => Ok(LogPosition {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => Err(classify(e)),
+            Err(_) => Err(LogError::Unavailable("producer shut down before delivery".into())),
+        }
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<i64>, LogError> {
+        let consumer = self.metadata.clone();
+        let name = self.names.name(topic);
+        tokio::task::spawn_blocking(move || {
+            (0..topic.partitions())
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&name, p, METADATA_TIMEOUT)
+                        .map(|(_low, high)| high)
+                        .map_err(classify)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| LogError::Fatal(e.to_string()))?
+    }
+
+    async fn reader(&self, from: Vec<ReadFrom>) -> Result<Box<dyn LogReader>, LogError> {
+        let consumer: StreamConsumer = consumer_config(&self.settings.brokers).create().map_err(fatal)?;
+        let mut assignment = TopicPartitionList::new();
+        for f in &from {
+            assignment
+                .add_partition_offset(&self.names.name(f.topic), f.partition, Offset::Offset(f.offset))
+                .map_err(fatal)?;
+        }
+        consumer.assign(&assignment).map_err(fatal)?;
+        Ok(Box::new(KafkaReader {
+            consumer,
+            names: self.names.clone(),
+        }))
+    }
+
+    fn backend(&self) -> &'static str {
+        "kafka"
+    }
+}
+
+struct KafkaReader {
+    consumer: StreamConsumer,
+    names: TopicNames,
+}
+
+#[async_trait]
+impl LogReader for KafkaReader {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        let mut records = Vec::new();
+        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => return Ok(records),
+            Ok(result) => result.map_err(classify)?,
+        };
+        records.push(self.to_record(&first)?);
+        drop(first);
+        while records.len() < max {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => records.push(self.to_record(&message)?),
+                Some(Err(e)) => return Err(classify(e)),
+                None => break,
+            }
+        }
+        Ok(records)
+    }
+}
+
+impl KafkaReader {
+    fn to_record(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<Record, LogError> {
+        let topic = self
+            .names
+            .topic(m.topic())
+            .ok_or_else(|| LogError::Fatal(format!("record from unexpected topic {}", m.topic())))?;
+        let appended_at = m
+            .timestamp()
+            .to_millis()
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or_else(Utc::now);
+        Ok(Record {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            appended_at,
+        })
+    }
+}
+
+fn fatal(e: KafkaError) -> LogError {
+    LogError::Fatal(e.to_string())
+}
+
+/// Sorts Kafka errors into "try again" and "give up".
+fn classify(e: KafkaError) -> LogError {
+    use RDKafkaErrorCode as C;
+    let code = match &e {
+        KafkaError::MessageProduction(c)
+        | KafkaError::MessageConsumption(c)
+        | KafkaError::MetadataFetch(c)
+        | KafkaError::AdminOp(c) => Some(*c),
+        KafkaError::Canceled => return LogError::Unavailable(e.to_string()),
+        _ => e.rdkafka_error_code(),
+    };
+    match code {
+        Some(
+            C::QueueFull
+            | C::MessageTimedOut
+            | C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::NotEnoughReplicas
+            | C::NotEnoughReplicasAfterAppend
+            | C::NotLeaderForPartition
+            | C::LeaderNotAvailable
+            | C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::NetworkException
+            | C::BrokerNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::UnknownTopicOrPartition,
+        ) => LogError::Unavailable(e.to_string()),
+        _ => LogError::Fatal(e.to_string()),
+    }
+}

@@ -1,0 +1,366 @@
+//! The embedded log backend: records in a Postgres table.
+//!
+//! Offsets must become visible in order, or a tailing reader could pass offset
+//! 8 before 7 commits and never see 7. So an append takes the next offsets by
+//! updating the partition's row (`next_offset`), whose row lock is held until
+//! the transaction commits: appenders to one partition commit one after the
+//! other, in offset order. Appends are grouped into one transaction per batch
+//! by a single writer task, which makes that serialisation cheap.
+//!
+//! Tailing does not poll: the writer issues `NOTIFY imlog_log` in its
+//! transaction and every process LISTENs; readers wait on that (with a slow
+//! fallback poll should the listening connection be down).
+
+use crate::{EventLog, LogError, LogReader, ReadFrom, Record, TopicNames};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use imlog_events::{partition_for_key, LogPosition, Topic};
+use imlog_postgres::{connect_pool, migrate, spawn_listener, Migration, Pool};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+const SCHEMA: &str = "imlog_log";
+const CHANNEL: &str = "imlog_log";
+/// Most records one append transaction carries.
+const MAX_BATCH: usize = 1000;
+/// Appends waiting for the writer; callers beyond this wait (backpressure).
+const QUEUE: usize = 10_000;
+/// How often a waiting reader checks anyway, in case a notification was lost.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "log records and partitions",
+    sql: r#"
+        CREATE TABLE partitions (
+            topic text NOT NULL,
+            partition integer NOT NULL,
+            next_offset bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (topic, partition)
+        );
+        CREATE TABLE records (
+            topic text NOT NULL,
+            partition integer NOT NULL,
+            "offset" bigint NOT NULL,
+            key text NOT NULL,
+            payload bytea NOT NULL,
+            appended_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (topic, partition, "offset")
+        );
+    "#,
+}];
+
+pub struct PgLog {
+    pool: Pool,
+    names: TopicNames,
+    appends: mpsc::Sender<PendingAppend>,
+    appended: watch::Receiver<u64>,
+    listener: JoinHandle<()>,
+}
+
+struct PendingAppend {
+    topic: String,
+    partition: i32,
+    key: String,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<LogPosition, LogError>>,
+}
+
+impl PgLog {
+    /// Connects, creates the log's schema if needed, and starts the writer and
+    /// the listener.
+    pub async fn connect(url: &str, topic_prefix: &str) -> Result<PgLog, LogError> {
+        let pool = connect_pool(url, 8, None).map_err(|e| LogError::Fatal(e.to_string()))?;
+        {
+            let mut client = pool.get().await.map_err(|e| LogError::Unavailable(e.to_string()))?;
+            migrate(&mut client, SCHEMA, MIGRATIONS)
+                .await
+                .map_err(|e| LogError::Fatal(format!("migrating the log schema: {e}")))?;
+        }
+        let (bump, appended) = watch::channel(0u64);
+        let bump = Arc::new(bump);
+        let (appends, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(write_appends(pool.clone(), queue, bump.clone()));
+        let listener = spawn_listener(url.to_owned(), CHANNEL, bump);
+        Ok(PgLog {
+            pool,
+            names: TopicNames::new(topic_prefix),
+            appends,
+            appended,
+            listener,
+        })
+    }
+}
+
+impl Drop for PgLog {
+    fn drop(&mut self) {
+        // The writer stops by itself once `appends` is dropped.
+        self.listener.abort();
+    }
+}
+
+#[async_trait]
+impl EventLog for PgLog {
+    async fn ensure_topics(&self) -> Result<(), LogError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        for topic in Topic::ALL {
+            let name = self.names.name(topic);
+            client
+                .execute(
+                    "INSERT INTO imlog_log.partitions (topic, partition)
+                     SELECT $1, p FROM generate_series(0, $2 - 1) AS p
+                     ON CONFLICT DO NOTHING",
+                    &[&name, &topic.partitions()],
+                )
+                .await
+                .map_err(db_error)?;
+            let count: i64 = client
+                .query_one("SELECT count(*) FROM imlog_log.partitions WHERE topic = $1", &[&name])
+                .await
+                .map_err(db_error)?
+                .get(0);
+            if count != i64::from(topic.partitions()) {
+                return Err(LogError::Fatal(format!(
+                    "topic {name} has {count} partitions, this build needs {}",
+                    topic.partitions()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<LogPosition, LogError> {
+        let partition = partition_for_key(key.as_bytes(), topic.partitions());
+        self.append_to(topic, partition, key, payload).await
+    }
+
+    async fn append_to(
+        &self,
+        topic: Topic,
+        partition: i32,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<LogPosition, LogError> {
+        if !(0..topic.partitions()).contains(&partition) {
+            return Err(LogError::Fatal(format!("{topic} has no partition {partition}")));
+        }
+        let (reply, result) = oneshot::channel();
+        self.appends
+            .send(PendingAppend {
+                topic: self.names.name(topic),
+                partition,
+                key: key.to_owned(),
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| LogError::Unavailable("log writer stopped".into()))?;
+        result
+            .await
+            .map_err(|_| LogError::Unavailable("log writer stopped".into()))?
+    }
+
+    async fn end_offsets(&self, topic: Topic) -> Result<Vec<i64>, LogError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query(
+                "SELECT next_offset FROM imlog_log.partitions WHERE topic = $1 ORDER BY partition",
+                &[&self.names.name(topic)],
+            )
+            .await
+            .map_err(db_error)?;
+        if rows.len() != topic.partitions() as usize {
+            return Err(LogError::Fatal(format!("topic {topic} is missing; was ensure_topics run?")));
+        }
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn reader(&self, from: Vec<ReadFrom>) -> Result<Box<dyn LogReader>, LogError> {
+        Ok(Box::new(PgReader {
+            pool: self.pool.clone(),
+            names: self.names.clone(),
+            next: from,
+            appended: self.appended.clone(),
+        }))
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// The single writer: takes whatever appends are queued (up to `MAX_BATCH`),
+/// writes them in one transaction, answers each caller.
+async fn write_appends(pool: Pool, mut queue: mpsc::Receiver<PendingAppend>, bump: Arc<watch::Sender<u64>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let started = std::time::Instant::now();
+        let result = write_batch(&pool, &batch).await;
+        metrics::histogram!("imlog_log_append_batch_seconds", "backend" => "postgres")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(positions) => {
+                bump.send_modify(|v| *v += 1);
+                for (pending, position) in batch.drain(..).zip(positions) {
+                    let _ = pending.reply.send(Ok(position));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, records = batch.len(), "log append failed");
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write_batch(pool: &Pool, batch: &[PendingAppend]) -> Result<Vec<LogPosition>, LogError> {
+    let mut client = pool.get().await.map_err(unavailable)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    // Lock partitions in a fixed order so concurrent writers never deadlock.
+    let mut counts: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for p in batch {
+        *counts.entry((p.topic.as_str(), p.partition)).or_default() += 1;
+    }
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for (&(topic, partition), &count) in &counts {
+        let row = tx
+            .query_opt(
+                "UPDATE imlog_log.partitions SET next_offset = next_offset + $3
+                 WHERE topic = $1 AND partition = $2
+                 RETURNING next_offset - $3",
+                &[&topic, &partition, &count],
+            )
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| LogError::Fatal(format!("unknown topic partition {topic}/{partition}")))?;
+        next.insert((topic, partition), row.get(0));
+    }
+    let mut positions = Vec::with_capacity(batch.len());
+    let (mut topics, mut partitions, mut offsets, mut keys, mut payloads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for p in batch {
+        let offset = next.get_mut(&(p.topic.as_str(), p.partition)).expect("counted above");
+        positions.push(LogPosition {
+            partition: p.partition,
+            offset: *offset,
+        });
+        topics.push(p.topic.as_str());
+        partitions.push(p.partition);
+        offsets.push(*offset);
+        keys.push(p.key.as_str());
+        payloads.push(p.payload.as_slice());
+        *offset += 1;
+    }
+    tx.execute(
+        r#"INSERT INTO imlog_log.records (topic, partition, "offset", key, payload)
+           SELECT * FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::text[], $5::bytea[])"#,
+        &[&topics, &partitions, &offsets, &keys, &payloads],
+    )
+    .await
+    .map_err(db_error)?;
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await.map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(positions)
+}
+
+struct PgReader {
+    pool: Pool,
+    names: TopicNames,
+    next: Vec<ReadFrom>,
+    appended: watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl LogReader for PgReader {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.appended.borrow_and_update();
+            let records = self.read(max).await?;
+            if !records.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(records);
+            }
+            let nap = deadline.min(tokio::time::Instant::now() + FALLBACK_POLL);
+            tokio::select! {
+                // A closed channel (listener gone) must not turn this into a spin.
+                r = self.appended.changed() => if r.is_err() { tokio::time::sleep_until(nap).await },
+                _ = tokio::time::sleep_until(nap) => {}
+            }
+        }
+    }
+}
+
+impl PgReader {
+    async fn read(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
+        if self.next.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each partition gets a fair share, so one busy partition cannot
+        // starve the others; every share is a prefix, so nothing is skipped.
+        let per_partition = (max / self.next.len()).max(1) as i64;
+        let ordinals: Vec<i32> = (0..self.next.len() as i32).collect();
+        let topics: Vec<String> = self.next.iter().map(|f| self.names.name(f.topic)).collect();
+        let partitions: Vec<i32> = self.next.iter().map(|f| f.partition).collect();
+        let offsets: Vec<i64> = self.next.iter().map(|f| f.offset).collect();
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query(
+                r#"SELECT a.ord, r."offset", r.key, r.payload, r.appended_at
+                   FROM unnest($1::integer[], $2::text[], $3::integer[], $4::bigint[])
+                        AS a(ord, topic, partition, from_offset)
+                   CROSS JOIN LATERAL (
+                       SELECT "offset", key, payload, appended_at FROM imlog_log.records
+                       WHERE topic = a.topic AND partition = a.partition AND "offset" >= a.from_offset
+                       ORDER BY "offset" LIMIT $5
+                   ) r
+                   ORDER BY a.ord, r."offset""#,
+                &[&ordinals, &topics, &partitions, &offsets, &per_partition],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            let ord: i32 = row.get(0);
+            let from = &mut self.next[ord as usize];
+            let offset: i64 = row.get(1);
+            debug_assert_eq!(offset, from.offset, "the log has a gap");
+            from.offset = offset + 1;
+            let appended_at: DateTime<Utc> = row.get(4);
+            records.push(Record {
+                topic: from.topic,
+                partition: from.partition,
+                offset,
+                key: row.get(2),
+                payload: row.get(3),
+                appended_at,
+            });
+        }
+        Ok(records)
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+/// Connection trouble, conflicts and resource limits are worth a retry;
+/// anything else is a bug or a misconfiguration.
+fn db_error(e: tokio_postgres::Error) -> LogError {
+    let retriable = match e.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            matches!(class, "08" | "40" | "53" | "57")
+        }
+    };
+    if retriable {
+        LogError::Unavailable(e.to_string())
+    } else {
+        LogError::Fatal(e.to_string())
+    }
+}

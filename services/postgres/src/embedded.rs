@@ -1,0 +1,253 @@
+//! A private Postgres cluster under imlog's data directory, built from the
+//! Postgres binaries on the machine. Postgres refuses to run as root, so when
+//! imlog runs as root the cluster runs as the `postgres` system user.
+//!
+//! The cluster listens on 127.0.0.1 only, with a password generated at
+//! `initdb` and stored beside it (mode 0600).
+
+use crate::PgError;
+use rand::RngCore;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SUPERUSER: &str = "imlog";
+const DATABASE: &str = "imlog";
+
+pub struct PrivateCluster {
+    cluster_dir: PathBuf,
+    bin_dir: PathBuf,
+    port: u16,
+    password: String,
+    run_as: Option<(u32, u32)>,
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
+    let context = context.into();
+    move |source| PgError::Io { context, source }
+}
+
+impl PrivateCluster {
+    /// Initialises the cluster under `data_dir/postgres` if it does not exist,
+    /// starts it (or adopts it if a previous imlog left it running), and makes
+    /// sure the `imlog` database exists.
+    pub async fn start(data_dir: &Path) -> Result<Self, PgError> {
+        let data_dir = std::fs::canonicalize(data_dir).map_err(io(format!("data dir {}", data_dir.display())))?;
+        let bin_dir = find_binaries()?;
+        let run_as = if nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or(PgError::NoPostgresUser)?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+        let cluster_dir = data_dir.join("postgres");
+        let password_file = data_dir.join("postgres.password");
+        let mut cluster = PrivateCluster {
+            cluster_dir,
+            bin_dir,
+            port: 0,
+            password: String::new(),
+            run_as,
+        };
+        if !cluster.cluster_dir.join("PG_VERSION").exists() {
+            cluster.init(&password_file)?;
+        }
+        cluster.password = std::fs::read_to_string(&password_file)
+            .map_err(io(format!("reading {}", password_file.display())))?
+            .trim()
+            .to_owned();
+        cluster.port = match cluster.running_port() {
+            Some(port) => {
+                tracing::info!(port, dir = %cluster.cluster_dir.display(), "adopting running private Postgres");
+                port
+            }
+            None => cluster.launch()?,
+        };
+        cluster.create_database().await?;
+        Ok(cluster)
+    }
+
+    /// URL of the `imlog` database in this cluster.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{DATABASE}",
+            self.password, self.port
+        )
+    }
+
+    /// URL of another database in this cluster (tests create one each).
+    pub fn url_for(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the cluster (fast shutdown: clients are disconnected, data is safe).
+    pub fn stop(&self) -> Result<(), PgError> {
+        self.run(
+            "pg_ctl stop",
+            self.command("pg_ctl")
+                .arg("stop")
+                .arg("-D")
+                .arg(&self.cluster_dir)
+                .args(["-m", "fast", "-w", "-t", "60"]),
+        )
+    }
+
+    fn init(&self, password_file: &Path) -> Result<(), PgError> {
+        tracing::info!(dir = %self.cluster_dir.display(), "initialising private Postgres cluster");
+        std::fs::create_dir_all(&self.cluster_dir).map_err(io("creating the cluster directory"))?;
+        let mut secret = [0u8; 24];
+        rand::rng().fill_bytes(&mut secret);
+        let password = hex::encode(secret);
+        // initdb reads the password from a file the cluster's owner can read;
+        // it sits beside the cluster directory only while initdb runs.
+        let initdb_pwfile = self.cluster_dir.with_extension("initdb-pw");
+        std::fs::write(&initdb_pwfile, &password).map_err(io("writing the initdb password file"))?;
+        std::fs::set_permissions(&initdb_pwfile, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod initdb password file"))?;
+        if let Some((uid, gid)) = self.run_as {
+            chown(&self.cluster_dir, Some(uid), Some(gid)).map_err(io("chown cluster directory"))?;
+            chown(&initdb_pwfile, Some(uid), Some(gid)).map_err(io("chown initdb password file"))?;
+        }
+        std::fs::set_permissions(&self.cluster_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod cluster directory"))?;
+        let result = self.run(
+            "initdb",
+            self.command("initdb")
+                .arg("-D")
+                .arg(&self.cluster_dir)
+                .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
+                .args(["--auth-host=scram-sha-256", "--auth-local=scram-sha-256"])
+                .arg(format!("--pwfile={}", initdb_pwfile.display())),
+        );
+        let _ = std::fs::remove_file(&initdb_pwfile);
+        if let Err(e) = result {
+            // Leave no half-initialised cluster behind: the next start retries.
+            let _ = std::fs::remove_dir_all(&self.cluster_dir);
+            return Err(e);
+        }
+        std::fs::write(password_file, &password).map_err(io("writing the password file"))?;
+        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod password file"))?;
+        Ok(())
+    }
+
+    /// The port of a postmaster already running on this cluster, if any (left
+    /// behind by an imlog that was killed).
+    fn running_port(&self) -> Option<u16> {
+        let pid_file = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
+        let mut lines = pid_file.lines();
+        let pid: i32 = lines.next()?.trim().parse().ok()?;
+        let port: u16 = lines.nth(2)?.trim().parse().ok()?;
+        // Signal 0 only checks that the process exists.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).ok()?;
+        Some(port)
+    }
+
+    fn launch(&self) -> Result<u16, PgError> {
+        let port = free_port().map_err(io("choosing a port for Postgres"))?;
+        let log = self.cluster_dir.join("imlog-postgres.log");
+        let options = format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''");
+        self.run(
+            "pg_ctl start",
+            self.command("pg_ctl")
+                .arg("start")
+                .arg("-D")
+                .arg(&self.cluster_dir)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "120", "-o", &options]),
+        )?;
+        tracing::info!(port, dir = %self.cluster_dir.display(), "private Postgres started");
+        Ok(port)
+    }
+
+    async fn create_database(&self) -> Result<(), PgError> {
+        let (client, connection) = tokio_postgres::connect(&self.url_for("postgres"), tokio_postgres::NoTls).await?;
+        let driver = tokio::spawn(connection);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
+            .await?
+            .is_some();
+        if !exists {
+            client.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await?;
+        }
+        drop(client);
+        let _ = driver.await;
+        Ok(())
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join(program));
+        cmd.current_dir("/");
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    fn run(&self, what: &str, cmd: &mut Command) -> Result<(), PgError> {
+        let output = cmd.output().map_err(io(format!("running {what}")))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            if detail.is_empty() {
+                detail = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            }
+            if self.run_as.is_some() && detail.contains("ermission denied") {
+                detail.push_str(
+                    " (the cluster runs as the `postgres` user: every parent directory of the data dir must be searchable by it)",
+                );
+            }
+            Err(PgError::Command {
+                what: what.to_owned(),
+                detail,
+            })
+        }
+    }
+}
+
+/// A directory holding `initdb` and `pg_ctl`: `IMLOG_PG_BIN`, the newest
+/// `/usr/lib/postgresql/*/bin`, or the directory of `pg_ctl` on PATH.
+fn find_binaries() -> Result<PathBuf, PgError> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("IMLOG_PG_BIN").map(PathBuf::from) {
+        return if has_tools(&dir) { Ok(dir) } else { Err(PgError::NoBinaries) };
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_tools(dir))
+        .collect();
+    versions.sort();
+    if let Some((_, dir)) = versions.pop() {
+        return Ok(dir);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .filter_map(|dir| std::fs::canonicalize(dir.join("pg_ctl")).ok())
+        .filter_map(|pg_ctl| pg_ctl.parent().map(Path::to_path_buf))
+        .find(|dir| has_tools(dir))
+        .ok_or(PgError::NoBinaries)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
