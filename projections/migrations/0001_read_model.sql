@@ -27,6 +27,9 @@ CREATE TABLE sessions (
     token_sha256 text NOT NULL UNIQUE,
     gateway_id text NOT NULL,
     device text NOT NULL,
+    -- Offset of the session.started event in its partition: a session only
+    -- ever kicks sessions that started before it.
+    start_offset bigint NOT NULL,
     started_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
     ended_at timestamptz,

@@ -34,9 +34,19 @@ impl Projection for Accounts {
             }
             Event::SessionStarted(e) => {
                 tx.execute(
-                    "INSERT INTO sessions (session_id, user_id, token_sha256, gateway_id, device, started_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                    &[&e.session_id.0, &e.user_id.0, &e.token_sha256, &e.gateway_id, &e.device, &at, &e.expires_at],
+                    "INSERT INTO sessions (session_id, user_id, token_sha256, gateway_id, device, start_offset,
+                                           started_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                    &[
+                        &e.session_id.0,
+                        &e.user_id.0,
+                        &e.token_sha256,
+                        &e.gateway_id,
+                        &e.device,
+                        &record.offset,
+                        &at,
+                        &e.expires_at,
+                    ],
                 )
                 .await?;
                 // One live session per user: a new login ends the older ones.

@@ -60,12 +60,14 @@ pub async fn user(c: &impl GenericClient, user_id: UserId) -> Result<Option<User
 pub struct LiveSession {
     pub session_id: SessionId,
     pub user_id: UserId,
+    /// Offset of its `session.started` event.
+    pub start_offset: i64,
 }
 
 /// The session a bearer token belongs to, if it has not ended or expired.
 pub async fn live_session(c: &impl GenericClient, token_sha256: &str) -> Result<Option<LiveSession>, ProjectionError> {
     Ok(c.query_opt(
-        "SELECT session_id, user_id FROM sessions
+        "SELECT session_id, user_id, start_offset FROM sessions
          WHERE token_sha256 = $1 AND ended_at IS NULL AND expires_at > now()",
         &[&token_sha256],
     )
@@ -73,6 +75,7 @@ pub async fn live_session(c: &impl GenericClient, token_sha256: &str) -> Result<
     .map(|r| LiveSession {
         session_id: SessionId(r.get(0)),
         user_id: UserId(r.get(1)),
+        start_offset: r.get(2),
     }))
 }
 

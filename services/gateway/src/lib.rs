@@ -1,1 +1,33 @@
-//! placeholder
+//! The client-facing roles of imlog: the WebSocket gateway (commands and
+//! pushes), the HTTP query API, health and metrics.
+//!
+//! Route handlers are thin: [`connection`] parses frames into
+//! [`protocol::Request`]s and calls the [`chat::Chat`] service, which holds
+//! the rules; [`fanout`] delivers events from the log to the connections in
+//! the [`hub::Hub`].
+
+pub mod chat;
+pub mod connection;
+pub mod credentials;
+pub mod error;
+pub mod fanout;
+pub mod http;
+pub mod hub;
+pub mod protocol;
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// A connection with no frame for this long is closed.
+    pub heartbeat_timeout: Duration,
+}
+
+/// Everything a connection needs, shared by all of them.
+pub struct Gateway {
+    pub chat: chat::Chat,
+    pub hub: hub::Hub,
+    pub settings: GatewaySettings,
+    pub shutdown: CancellationToken,
+}

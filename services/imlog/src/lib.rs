@@ -1,1 +1,8 @@
+//! The imlog application: settings, wiring of the roles, and the
+//! operational commands (`replay`, `log copy`). `main.rs` only parses the
+//! command line and calls into here, so tests start the same application.
 
+pub mod app;
+pub mod config;
+pub mod logcopy;
+pub mod storage;

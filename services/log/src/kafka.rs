@@ -4,7 +4,7 @@
 //! offsets (no consumer-group commits: projections keep their offsets in
 //! Postgres, in the same transaction as their effects).
 
-use crate::{EventLog, LogError, LogReader, ReadFrom, Record, TopicNames};
+use crate::{AppendRecord, EventLog, LogError, LogReader, ReadFrom, Record, TopicNames};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -15,7 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +76,38 @@ impl KafkaLog {
         })
         .await
         .map_err(|e| LogError::Fatal(e.to_string()))?
+    }
+}
+
+impl KafkaLog {
+    /// Hands a record to the producer, waiting while its queue is full.
+    async fn enqueue(&self, topic: Topic, partition: i32, key: &str, payload: &[u8]) -> Result<DeliveryFuture, LogError> {
+        let name = self.names.name(topic);
+        let mut record = FutureRecord::to(&name).partition(partition).key(key).payload(payload);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    // Backpressure: wait for deliveries to drain the queue rather
+                    // than fail or buffer without bound.
+                    metrics::counter!("imlog_log_backpressure_total", "backend" => "kafka").increment(1);
+                    record = returned;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(classify(e)),
+            }
+        }
+    }
+}
+
+async fn await_delivery(delivery: DeliveryFuture) -> Result<LogPosition, LogError> {
+    match delivery.await {
+        Ok(Ok(d)) => Ok(LogPosition {
+            partition: d.partition,
+            offset: d.offset,
+        }),
+        Ok(Err((e, _))) => Err(classify(e)),
+        Err(_) => Err(LogError::Unavailable("producer shut down before delivery".into())),
     }
 }
 
@@ -156,6 +188,24 @@ impl EventLog for KafkaLog {
         self.append_to(topic, partition, key, payload).await
     }
 
+    async fn append_all(&self, records: Vec<AppendRecord>) -> Vec<Result<LogPosition, LogError>> {
+        // Enqueue in order (the idempotent producer keeps per-partition order),
+        // then await every delivery.
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in &records {
+            let partition = partition_for_key(r.key.as_bytes(), r.topic.partitions());
+            deliveries.push(self.enqueue(r.topic, partition, &r.key, &r.payload).await);
+        }
+        let mut results = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            results.push(match delivery {
+                Ok(delivery) => await_delivery(delivery).await,
+                Err(e) => Err(e),
+            });
+        }
+        results
+    }
+
     async fn append_to(
         &self,
         topic: Topic,
@@ -163,29 +213,8 @@ impl EventLog for KafkaLog {
         key: &str,
         payload: Vec<u8>,
     ) -> Result<LogPosition, LogError> {
-        let name = self.names.name(topic);
-        let mut record = FutureRecord::to(&name).partition(partition).key(key).payload(&payload);
-        let delivery = loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    // The producer's queue is full: wait for deliveries to drain
-                    // it rather than fail or buffer without bound.
-                    metrics::counter!("imlog_log_backpressure_total", "backend" => "kafka").increment(1);
-                    record = returned;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(classify(e)),
-            }
-        };
-        match delivery.await {
-            Ok(Ok(d)) => Ok(LogPosition {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Ok(Err((e, _))) => Err(classify(e)),
-            Err(_) => Err(LogError::Unavailable("producer shut down before delivery".into())),
-        }
+        let delivery = self.enqueue(topic, partition, key, &payload).await?;
+        await_delivery(delivery).await
     }
 
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<i64>, LogError> {

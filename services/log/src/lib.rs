@@ -40,6 +40,14 @@ impl Record {
     }
 }
 
+/// A record to append: its topic, partitioning key and payload.
+#[derive(Debug, Clone)]
+pub struct AppendRecord {
+    pub topic: Topic,
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
 /// Where a reader starts: a topic partition and the first offset to return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadFrom {
@@ -75,6 +83,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends one record to the partition its key maps to. Returns only once
     /// the backend confirmed the record durable.
     async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<LogPosition, LogError>;
+
+    /// Appends several records, each to its key's partition, keeping their
+    /// order: records of one partition get increasing offsets in the order
+    /// given. Result `i` belongs to record `i`.
+    async fn append_all(&self, records: Vec<AppendRecord>) -> Vec<Result<LogPosition, LogError>>;
 
     /// Appends a record to an explicit partition (used by `log copy`, which
     /// must reproduce every position exactly).

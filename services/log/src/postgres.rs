@@ -11,7 +11,7 @@
 //! transaction and every process LISTENs; readers wait on that (with a slow
 //! fallback poll should the listening connection be down).
 
-use crate::{EventLog, LogError, LogReader, ReadFrom, Record, TopicNames};
+use crate::{AppendRecord, EventLog, LogError, LogReader, ReadFrom, Record, TopicNames};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use imlog_events::{partition_for_key, LogPosition, Topic};
@@ -95,6 +95,34 @@ impl PgLog {
     }
 }
 
+type Reply = oneshot::Receiver<Result<LogPosition, LogError>>;
+
+impl PgLog {
+    async fn enqueue(&self, topic: Topic, partition: i32, key: String, payload: Vec<u8>) -> Result<Reply, LogError> {
+        if !(0..topic.partitions()).contains(&partition) {
+            return Err(LogError::Fatal(format!("{topic} has no partition {partition}")));
+        }
+        let (reply, result) = oneshot::channel();
+        self.appends
+            .send(PendingAppend {
+                topic: self.names.name(topic),
+                partition,
+                key,
+                payload,
+                reply,
+            })
+            .await
+            .map_err(|_| LogError::Unavailable("log writer stopped".into()))?;
+        Ok(result)
+    }
+}
+
+async fn await_reply(reply: Reply) -> Result<LogPosition, LogError> {
+    reply
+        .await
+        .map_err(|_| LogError::Unavailable("log writer stopped".into()))?
+}
+
 impl Drop for PgLog {
     fn drop(&mut self) {
         // The writer stops by itself once `appends` is dropped.
@@ -137,6 +165,23 @@ impl EventLog for PgLog {
         self.append_to(topic, partition, key, payload).await
     }
 
+    async fn append_all(&self, records: Vec<AppendRecord>) -> Vec<Result<LogPosition, LogError>> {
+        // Queue them all in order first: the single writer keeps that order.
+        let mut replies = Vec::with_capacity(records.len());
+        for r in records {
+            let partition = partition_for_key(r.key.as_bytes(), r.topic.partitions());
+            replies.push(self.enqueue(r.topic, partition, r.key, r.payload).await);
+        }
+        let mut results = Vec::with_capacity(replies.len());
+        for reply in replies {
+            results.push(match reply {
+                Ok(reply) => await_reply(reply).await,
+                Err(e) => Err(e),
+            });
+        }
+        results
+    }
+
     async fn append_to(
         &self,
         topic: Topic,
@@ -144,23 +189,8 @@ impl EventLog for PgLog {
         key: &str,
         payload: Vec<u8>,
     ) -> Result<LogPosition, LogError> {
-        if !(0..topic.partitions()).contains(&partition) {
-            return Err(LogError::Fatal(format!("{topic} has no partition {partition}")));
-        }
-        let (reply, result) = oneshot::channel();
-        self.appends
-            .send(PendingAppend {
-                topic: self.names.name(topic),
-                partition,
-                key: key.to_owned(),
-                payload,
-                reply,
-            })
-            .await
-            .map_err(|_| LogError::Unavailable("log writer stopped".into()))?;
-        result
-            .await
-            .map_err(|_| LogError::Unavailable("log writer stopped".into()))?
+        let reply = self.enqueue(topic, partition, key.to_owned(), payload).await?;
+        await_reply(reply).await
     }
 
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<i64>, LogError> {

@@ -1,0 +1,226 @@
+//! One client connection: a loop over incoming frames, pushes from the hub,
+//! the heartbeat deadline and shutdown. Requests on one connection are
+//! answered in order.
+
+use crate::chat::{Session, Writes};
+use crate::error::{ApiError, ErrorCode};
+use crate::hub::{close_code, Closing, Mailbox};
+use crate::protocol::{self, error_reply, ok_reply, push, Request};
+use crate::Gateway;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+
+/// Largest request frame the protocol accepts. Larger ones (up to the
+/// transport's hard limit) get `payload_too_large` and the connection stays.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Frames beyond this are a protocol violation: the transport closes with 1009.
+pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+
+struct Connection {
+    gateway: Arc<Gateway>,
+    conn_id: u64,
+    session: Option<Session>,
+    writes: Writes,
+    /// Set by a login, picked up by the loop.
+    new_mailbox: Option<Mailbox>,
+    logged_out: bool,
+}
+
+pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
+    let conn_id = gateway.hub.next_conn_id();
+    let shutdown = gateway.shutdown.clone();
+    let heartbeat = gateway.settings.heartbeat_timeout;
+    let mut conn = Connection {
+        gateway: gateway.clone(),
+        conn_id,
+        session: None,
+        writes: Writes::default(),
+        new_mailbox: None,
+        logged_out: false,
+    };
+    let (mut sink, mut stream) = socket.split();
+    let mut frames: Option<mpsc::Receiver<String>> = None;
+    let mut closing_rx: Option<watch::Receiver<Option<Closing>>> = None;
+    let mut deadline = tokio::time::Instant::now() + heartbeat;
+    metrics::gauge!("imlog_gateway_connections").increment(1.0);
+    let closing = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let Some(Ok(message)) = incoming else { break None };
+                deadline = tokio::time::Instant::now() + heartbeat;
+                let reply = match message {
+                    Message::Text(text) => conn.handle(text.as_str()).await,
+                    Message::Binary(_) => error_reply(&Value::Null, &ApiError::bad_request(
+                        "binary frames are not part of the chat protocol; send JSON text")),
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Close(_) => break None,
+                };
+                if sink.send(Message::Text(reply.into())).await.is_err() {
+                    break None;
+                }
+                if let Some(mailbox) = conn.new_mailbox.take() {
+                    frames = Some(mailbox.frames);
+                    closing_rx = Some(mailbox.closing);
+                }
+                if conn.logged_out {
+                    break Some(Closing { code: close_code::SESSION_ENDED, reason: "logged out" });
+                }
+            }
+            Some(frame) = next_frame(&mut frames) => {
+                if sink.send(Message::Text(frame.into())).await.is_err() {
+                    break None;
+                }
+            }
+            closing = next_closing(&mut closing_rx) => break Some(closing),
+            _ = tokio::time::sleep_until(deadline) => {
+                break Some(Closing { code: close_code::HEARTBEAT_TIMEOUT, reason: "no frame within the heartbeat timeout" });
+            }
+            _ = shutdown.cancelled() => {
+                break Some(Closing { code: close_code::GOING_AWAY, reason: "server shutting down" });
+            }
+        }
+    };
+    if let Some(closing) = closing {
+        if closing.code == close_code::KICKED {
+            let _ = sink.send(Message::Text(push("kicked", json!({ "reason": closing.reason })).into())).await;
+        }
+        let frame = CloseFrame {
+            code: closing.code,
+            reason: closing.reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        tracing::info!(conn_id, code = closing.code, reason = closing.reason, "connection closed by server");
+    }
+    if let Some(session) = conn.session {
+        gateway.hub.unregister(conn_id, session.user_id);
+    }
+    metrics::gauge!("imlog_gateway_connections").decrement(1.0);
+}
+
+async fn next_frame(frames: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
+    match frames {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_closing(closing: &mut Option<watch::Receiver<Option<Closing>>>) -> Closing {
+    if let Some(rx) = closing {
+        loop {
+            if let Some(c) = *rx.borrow_and_update() {
+                return c;
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+    std::future::pending().await
+}
+
+impl Connection {
+    /// Answers one text frame; never fails, every problem becomes an error reply.
+    async fn handle(&mut self, text: &str) -> String {
+        if text.len() > MAX_REQUEST_BYTES {
+            let e = ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("frame is {} bytes; the limit is {MAX_REQUEST_BYTES}", text.len()),
+            );
+            return error_reply(&Value::Null, &e);
+        }
+        let (req, request) = protocol::parse(text);
+        let op = request.as_ref().map(Request::op).unwrap_or("invalid");
+        let started = Instant::now();
+        let span = tracing::info_span!("request", conn_id = self.conn_id, op, req = %req,
+            user_id = self.session.map(|s| s.user_id.0));
+        let result = match request {
+            Ok(request) => tracing::Instrument::instrument(self.dispatch(request), span.clone()).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        metrics::counter!("imlog_gateway_requests_total", "op" => op, "outcome" => outcome).increment(1);
+        metrics::histogram!("imlog_gateway_request_seconds", "op" => op).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(data) => ok_reply(&req, data),
+            Err(e) => {
+                span.in_scope(|| tracing::debug!(code = ?e.code, message = %e.message, "request refused"));
+                error_reply(&req, &e)
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, request: Request) -> Result<Value, ApiError> {
+        let chat = &self.gateway.chat;
+        match request {
+            Request::Ping => Ok(json!({})),
+            Request::Register { name, password } => to_value(chat.register(&mut self.writes, name, password).await?),
+            Request::Login { name, password, device } => {
+                self.refuse_second_login()?;
+                let (session, reply) = chat.login(&mut self.writes, name, password, device).await?;
+                self.attach(session);
+                to_value(reply)
+            }
+            Request::Auth { token } => {
+                self.refuse_second_login()?;
+                let session = chat.authenticate(&token).await?;
+                self.attach(session);
+                Ok(json!({ "user_id": session.user_id, "session_id": session.session_id }))
+            }
+            authenticated => {
+                let session = self.session.ok_or_else(|| {
+                    ApiError::new(ErrorCode::Unauthenticated, "log in (op login or auth) before this request")
+                })?;
+                self.dispatch_authenticated(session, authenticated).await
+            }
+        }
+    }
+
+    async fn dispatch_authenticated(&mut self, session: Session, request: Request) -> Result<Value, ApiError> {
+        let chat = &self.gateway.chat;
+        let w = &mut self.writes;
+        match request {
+            Request::Logout => {
+                chat.logout(w, &session).await?;
+                self.logged_out = true;
+                Ok(json!({}))
+            }
+            Request::OpenPrivateThread { user_id } => to_value(chat.open_private_thread(w, &session, user_id).await?),
+            Request::SendMessages { thread_id, items } => to_value(chat.send_messages(w, &session, thread_id, items).await?),
+            Request::SyncThreads { after, limit } => to_value(chat.sync_threads(w, &session, after, limit).await?),
+            Request::SyncMessages { thread_id, since, limit } => {
+                to_value(chat.sync_messages(w, &session, thread_id, since, limit).await?)
+            }
+            Request::Ping | Request::Register { .. } | Request::Login { .. } | Request::Auth { .. } => {
+                Err(ApiError::new(ErrorCode::Internal, "request routed to the wrong handler"))
+            }
+        }
+    }
+
+    fn refuse_second_login(&self) -> Result<(), ApiError> {
+        match self.session {
+            Some(_) => Err(ApiError::bad_request("this connection is already logged in")),
+            None => Ok(()),
+        }
+    }
+
+    fn attach(&mut self, session: Session) {
+        self.session = Some(session);
+        self.new_mailbox = Some(self.gateway.hub.register(
+            self.conn_id,
+            session.user_id,
+            session.session_id,
+            session.start_offset,
+        ));
+    }
+}
+
+fn to_value(data: impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(data).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}

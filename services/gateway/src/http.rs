@@ -1,0 +1,168 @@
+//! The HTTP surface: `/ws` (the chat session), `/healthz`, `/metrics`, and the
+//! read-only query API under `/v1` (what the `query` role serves alone).
+
+use crate::chat::{Session, Writes};
+use crate::connection::{self, HARD_FRAME_LIMIT};
+use crate::error::{ApiError, ErrorCode};
+use crate::protocol::{DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_PAGE};
+use crate::Gateway;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use imlog_events::{MessageId, ThreadId};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which parts of the surface a process serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Surface {
+    /// The WebSocket chat session.
+    pub chat: bool,
+    /// The `/v1` query API.
+    pub queries: bool,
+}
+
+#[derive(Clone)]
+struct AppState {
+    gateway: Arc<Gateway>,
+}
+
+/// Health and metrics only, for roles without a gateway (the projector).
+pub fn ops_router(db: imlog_postgres::Pool, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(move || health(db.clone())))
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+}
+
+pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle) -> Router {
+    let mut app = Router::new();
+    if surface.chat {
+        app = app.route("/ws", get(upgrade));
+    }
+    if surface.queries {
+        app = app
+            .route("/v1/threads", get(threads))
+            .route("/v1/threads/{thread_id}/messages", get(messages));
+    }
+    let state = AppState {
+        gateway: gateway.clone(),
+    };
+    app.with_state(state).merge(ops_router(gateway.chat.db().clone(), metrics))
+}
+
+async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| connection::serve(socket, state.gateway))
+}
+
+async fn health(db: imlog_postgres::Pool) -> Response {
+    let check = async {
+        let client = db.get().await.map_err(|e| e.to_string())?;
+        client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "down", "error": e }))).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "down", "error": "database timeout" })))
+            .into_response(),
+    }
+}
+
+struct HttpError(ApiError);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match self.0.code {
+            ErrorCode::BadJson | ErrorCode::BadRequest | ErrorCode::UnknownOp | ErrorCode::TooLong => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Unauthenticated | ErrorCode::BadCredentials | ErrorCode::BadToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NameTaken => StatusCode::CONFLICT,
+            ErrorCode::Unavailable | ErrorCode::ProjectionLagging => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({ "ok": false, "error": { "code": self.0.code, "message": self.0.message } });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Session, HttpError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "send Authorization: Bearer <token>"))?;
+    Ok(state.gateway.chat.authenticate(token.trim()).await?)
+}
+
+fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, HttpError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(format!("limit must be 1-{MAX_PAGE}")).into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ThreadsQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<usize>,
+}
+
+async fn threads(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ThreadsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, HttpError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let session = bearer(&state, &headers).await?;
+    let limit = page_limit(q.limit, DEFAULT_THREAD_PAGE)?;
+    let page = state
+        .gateway
+        .chat
+        .sync_threads(&Writes::default(), &session, ThreadId(q.after.max(0)), limit)
+        .await?;
+    Ok(Json(json!({ "ok": true, "data": page })).into_response())
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    #[serde(default)]
+    since: i64,
+    limit: Option<usize>,
+}
+
+async fn messages(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, HttpError> {
+    let Path(thread_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let session = bearer(&state, &headers).await?;
+    let limit = page_limit(q.limit, DEFAULT_MESSAGE_PAGE)?;
+    let page = state
+        .gateway
+        .chat
+        .sync_messages(&Writes::default(), &session, ThreadId(thread_id), MessageId(q.since.max(0)), limit)
+        .await?;
+    Ok(Json(json!({ "ok": true, "data": page })).into_response())
+}

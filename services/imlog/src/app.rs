@@ -1,0 +1,218 @@
+//! Builds and runs the roles of one process. `serve` is every role at once.
+
+use crate::config::{LogBackend, Settings};
+use crate::storage;
+use anyhow::Context;
+use imlog_gateway::chat::{Chat, ChatSettings};
+use imlog_gateway::http::{self, Surface};
+use imlog_gateway::{fanout, Gateway, GatewaySettings};
+use imlog_log::{KafkaLog, KafkaSettings, PgLog, SharedLog};
+use imlog_postgres::{connect_pool, migrate, PrivateCluster};
+use imlog_projections::progress::Progress;
+use imlog_projections::{runner, LIVE_SCHEMA, MIGRATIONS};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Which roles this process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    /// WebSocket chat sessions, command handling and pushes.
+    pub gateway: bool,
+    /// The read-only HTTP query API.
+    pub queries: bool,
+    /// The projections that build the read model.
+    pub projector: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        gateway: true,
+        queries: true,
+        projector: true,
+    };
+}
+
+/// Postgres, private or configured, plus the log: what every role and every
+/// operational command needs.
+pub struct Backbone {
+    pub postgres_url: String,
+    pub log: SharedLog,
+    /// Present when we started a private cluster (and so must stop it).
+    pub cluster: Option<PrivateCluster>,
+}
+
+impl Backbone {
+    pub async fn open(settings: &Settings) -> anyhow::Result<Backbone> {
+        let (postgres_url, cluster) = match &settings.postgres.url {
+            Some(url) => (url.expose().to_owned(), None),
+            None => {
+                std::fs::create_dir_all(&settings.data_dir)
+                    .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+                let cluster = PrivateCluster::start(&settings.data_dir)
+                    .await
+                    .context("starting the private Postgres cluster")?;
+                (cluster.url(), Some(cluster))
+            }
+        };
+        let log: SharedLog = match settings.log.backend {
+            LogBackend::Postgres => Arc::new(
+                PgLog::connect(&postgres_url, &settings.log.topic_prefix)
+                    .await
+                    .context("opening the Postgres log")?,
+            ),
+            LogBackend::Kafka => Arc::new(
+                KafkaLog::connect(KafkaSettings {
+                    brokers: settings.log.kafka.brokers.clone(),
+                    topic_prefix: settings.log.topic_prefix.clone(),
+                    replication_factor: settings.log.kafka.replication_factor,
+                    linger_ms: settings.log.kafka.linger_ms,
+                })
+                .context("configuring Kafka")?,
+            ),
+        };
+        log.ensure_topics().await.context("creating the log's topics")?;
+        let mut client = connect_pool(&postgres_url, 1, None)?
+            .get()
+            .await
+            .context("connecting to Postgres")?;
+        migrate(&mut client, LIVE_SCHEMA, MIGRATIONS)
+            .await
+            .context("migrating the read model")?;
+        Ok(Backbone {
+            postgres_url,
+            log,
+            cluster,
+        })
+    }
+
+    pub fn stop(self) {
+        drop(self.log);
+        if let Some(cluster) = self.cluster {
+            if let Err(e) = cluster.stop() {
+                tracing::warn!(error = %e, "stopping the private Postgres cluster");
+            }
+        }
+    }
+}
+
+/// One metrics recorder per process (tests start several applications).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (embedding); then
+            // ours only renders what it records, which is nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+pub struct Application {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    backbone: Backbone,
+}
+
+impl Application {
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
+        let metrics = metrics_handle();
+        let backbone = Backbone::open(&settings).await?;
+        if roles.gateway {
+            let store = storage::build(&settings)?;
+            storage::probe(store.as_ref()).await?;
+        }
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let url = backbone.postgres_url.clone();
+        let read_model = connect_pool(&url, settings.postgres.pool_size, Some(LIVE_SCHEMA))?;
+        if roles.projector {
+            let (pool, log, stop) = (read_model.clone(), backbone.log.clone(), shutdown.clone());
+            tasks.spawn(runner::run_all(pool, log, imlog_projections::all(), stop));
+        }
+        let router = if roles.gateway || roles.queries {
+            let g = &settings.gateway;
+            let gateway = Arc::new(Gateway {
+                chat: Chat::new(
+                    backbone.log.clone(),
+                    read_model.clone(),
+                    Progress::start(read_model.clone(), &url),
+                    ChatSettings {
+                        gateway_id: g
+                            .id
+                            .clone()
+                            .unwrap_or_else(|| format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
+                        session_ttl: Duration::from_secs(g.session_ttl_hours * 3600),
+                        projection_wait: Duration::from_millis(g.projection_wait_ms),
+                    },
+                ),
+                hub: Default::default(),
+                settings: GatewaySettings {
+                    heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
+                },
+                shutdown: shutdown.clone(),
+            });
+            if roles.gateway {
+                tasks.spawn(fanout::run(backbone.log.clone(), gateway.clone(), shutdown.clone()));
+            }
+            http::router(
+                gateway,
+                Surface {
+                    chat: roles.gateway,
+                    queries: roles.queries,
+                },
+                metrics,
+            )
+        } else {
+            http::ops_router(read_model.clone(), metrics)
+        };
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%addr, backend = backbone.log.backend(), ?roles, "imlog is ready");
+        Ok(Application {
+            addr,
+            shutdown,
+            tasks,
+            backbone,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn log(&self) -> SharedLog {
+        self.backbone.log.clone()
+    }
+
+    pub fn postgres_url(&self) -> &str {
+        &self.backbone.postgres_url
+    }
+
+    /// Stops every role, waits for them, then stops a private cluster.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+            tracing::warn!("some tasks did not stop within 10s; aborting them");
+            self.tasks.abort_all();
+        }
+        self.backbone.stop();
+    }
+}

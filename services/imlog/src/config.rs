@@ -1,0 +1,222 @@
+//! Settings: built-in defaults, then an optional TOML file, then `IMLOG_`
+//! environment variables (`__` separates levels: `IMLOG_LOG__BACKEND=kafka`).
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A string that never shows in logs or debug output.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Private Postgres cluster and local object store live here.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP/WebSocket listener.
+    pub listen: String,
+    pub postgres: PostgresSettings,
+    pub log: LogSettings,
+    pub storage: StorageSettings,
+    pub gateway: GatewayConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/db`; unset: a private cluster under data_dir.
+    pub url: Option<Secret>,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    Postgres,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    pub backend: LogBackend,
+    /// Prefix of every topic name (Kafka) / topic key (Postgres log).
+    pub topic_prefix: String,
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// For topics imlog creates; use 3 on a real cluster.
+    pub replication_factor: i32,
+    pub linger_ms: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    /// For `local`: the directory (default: data_dir/objects).
+    pub local_dir: Option<PathBuf>,
+    pub s3: S3Settings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct S3Settings {
+    /// e.g. `http://127.0.0.1:9000` for MinIO; unset: AWS.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    /// Plain http endpoints (MinIO on localhost).
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// Name of this instance in sessions; default: a random one per start.
+    pub id: Option<String>,
+    pub heartbeat_timeout_secs: u64,
+    pub session_ttl_hours: u64,
+    pub projection_wait_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("imlog-data"),
+            listen: "127.0.0.1:8080".into(),
+            postgres: PostgresSettings::default(),
+            log: LogSettings::default(),
+            storage: StorageSettings::default(),
+            gateway: GatewayConfig::default(),
+        }
+    }
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        PostgresSettings { url: None, pool_size: 16 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            backend: LogBackend::Postgres,
+            topic_prefix: "imlog.".into(),
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            replication_factor: 1,
+            linger_ms: 5,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            backend: StorageBackend::Local,
+            local_dir: None,
+            s3: S3Settings::default(),
+        }
+    }
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint: None,
+            bucket: "imlog".into(),
+            region: "us-east-1".into(),
+            access_key_id: Secret::default(),
+            secret_access_key: Secret::default(),
+            allow_http: false,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            id: None,
+            heartbeat_timeout_secs: 30,
+            session_ttl_hours: 24 * 30,
+            projection_wait_ms: 5000,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` (if given; `imlog.toml` in the working directory
+    /// if present), then `IMLOG_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("imlog.toml")),
+        }
+        figment.merge(Env::prefixed("IMLOG_").split("__")).extract()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("IMLOG_LOG__BACKEND", "kafka");
+            jail.set_env("IMLOG_LOG__KAFKA__BROKERS", "k1:9092,k2:9092");
+            jail.set_env("IMLOG_STORAGE__S3__ALLOW_HTTP", "true");
+            let s = Settings::load(None).unwrap();
+            assert_eq!(s.log.backend, LogBackend::Kafka);
+            assert_eq!(s.log.kafka.brokers, "k1:9092,k2:9092");
+            assert!(s.storage.s3.allow_http);
+            assert_eq!(s.listen, "127.0.0.1:8080");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret("hunter2".into());
+        assert_eq!(format!("{s:?}"), "\"***\"");
+    }
+}
