@@ -1,1 +1,217 @@
+//! Shared helpers for the integration tests: a real Postgres (the one the
+//! test script started, or a private cluster of our own), a real
+//! Kafka-protocol broker when configured, and the real application on
+//! port 0.
+//!
+//! Environment (set by `infra/test.sh`):
+//! - `IMLOG_TEST_POSTGRES_URL`: a superuser URL; each test creates its own database.
+//! - `IMLOG_TEST_KAFKA_BROKERS`: a Kafka-protocol broker. Without it Kafka
+//!   tests skip, unless `IMLOG_TEST_REQUIRE_KAFKA=1` (CI), where they fail.
+//! - `IMLOG_TEST_S3_ENDPOINT`, `..._ACCESS_KEY`, `..._SECRET_KEY`, `..._BUCKET`: an S3 server.
 
+use imlog::app::{Application, Roles};
+use imlog::config::{LogBackend, Secret, Settings};
+use imlog_log::{KafkaLog, KafkaSettings, PgLog, SharedLog};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+pub use imlog_client::Client;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Kafka,
+}
+
+/// The Kafka brokers to test against, or `None` to skip (panics instead
+/// when Kafka is required).
+pub fn kafka_brokers() -> Option<String> {
+    match std::env::var("IMLOG_TEST_KAFKA_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            if std::env::var("IMLOG_TEST_REQUIRE_KAFKA").is_ok_and(|v| v == "1") {
+                panic!("IMLOG_TEST_REQUIRE_KAFKA=1 but IMLOG_TEST_KAFKA_BROKERS is not set");
+            }
+            eprintln!("SKIP: IMLOG_TEST_KAFKA_BROKERS is not set (run infra/test.sh for the full suite)");
+            None
+        }
+    }
+}
+
+/// Whether a test for `backend` can run here.
+pub fn available(backend: Backend) -> bool {
+    backend == Backend::Postgres || kafka_brokers().is_some()
+}
+
+/// The superuser URL of the test Postgres (without a database path).
+async fn admin_url() -> String {
+    static URL: OnceCell<String> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        if let Ok(url) = std::env::var("IMLOG_TEST_POSTGRES_URL") {
+            return url;
+        }
+        // No server given: a private cluster of our own, kept between runs.
+        let dir = std::env::temp_dir().join("imlog-test-postgres");
+        std::fs::create_dir_all(&dir).expect("creating the test cluster directory");
+        let cluster = imlog_postgres::PrivateCluster::start(&dir)
+            .await
+            .expect("starting a private Postgres for tests");
+        cluster.url_for("postgres")
+    })
+    .await
+    .clone()
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    // The admin URL ends in /<db>; replace that path.
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
+    format!("{base}/{database}")
+}
+
+/// A fresh, empty database; returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_url().await;
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connecting to the test Postgres");
+    tokio::spawn(connection);
+    let name = format!("imlog_test_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creating a test database");
+    with_database(&admin, &name)
+}
+
+/// A unique topic prefix, so tests sharing one broker never meet.
+pub fn topic_prefix() -> String {
+    format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A log backend over `postgres_url` (for the Postgres log) or the test broker.
+pub async fn open_log(backend: Backend, postgres_url: &str, prefix: &str) -> SharedLog {
+    let log: SharedLog = match backend {
+        Backend::Postgres => Arc::new(PgLog::connect(postgres_url, prefix).await.expect("opening the Postgres log")),
+        Backend::Kafka => Arc::new(
+            KafkaLog::connect(KafkaSettings {
+                brokers: kafka_brokers().expect("Kafka configured"),
+                topic_prefix: prefix.to_owned(),
+                replication_factor: 1,
+                linger_ms: 1,
+            })
+            .expect("configuring Kafka"),
+        ),
+    };
+    log.ensure_topics().await.expect("creating topics");
+    log
+}
+
+/// Settings for an application on port 0 over `postgres_url` and `backend`.
+pub fn settings(backend: Backend, postgres_url: &str, prefix: &str, data_dir: &std::path::Path) -> Settings {
+    let mut s = Settings::default();
+    s.data_dir = data_dir.to_path_buf();
+    s.listen = "127.0.0.1:0".into();
+    s.postgres.url = Some(Secret::from(postgres_url.to_owned()));
+    s.postgres.pool_size = 8;
+    s.log.topic_prefix = prefix.to_owned();
+    match backend {
+        Backend::Postgres => s.log.backend = LogBackend::Postgres,
+        Backend::Kafka => {
+            s.log.backend = LogBackend::Kafka;
+            s.log.kafka.brokers = kafka_brokers().expect("Kafka configured");
+            s.log.kafka.linger_ms = 1;
+        }
+    }
+    s
+}
+
+/// The environment variables that give a child `imlog` process these settings.
+pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("IMLOG_POSTGRES__URL".into(), s.postgres.url.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default()),
+        ("IMLOG_LOG__TOPIC_PREFIX".into(), s.log.topic_prefix.clone()),
+        ("IMLOG_LOG__BACKEND".into(), match s.log.backend {
+            LogBackend::Postgres => "postgres".into(),
+            LogBackend::Kafka => "kafka".into(),
+        }),
+        ("IMLOG_LOG__KAFKA__BROKERS".into(), s.log.kafka.brokers.clone()),
+        ("IMLOG_LOG__KAFKA__LINGER_MS".into(), s.log.kafka.linger_ms.to_string()),
+    ];
+    env.retain(|(_, v)| !v.is_empty());
+    env
+}
+
+/// A running application and what tests need to reach it.
+pub struct TestApp {
+    pub app: Application,
+    pub settings: Settings,
+    pub ws_url: String,
+    pub http_url: String,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    /// A fresh database, fresh topics, every role.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let url = fresh_database().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = settings(backend, &url, &topic_prefix(), dir.path());
+        let mut app = TestApp::spawn_with(s, Roles::ALL).await;
+        app._data_dir = Some(dir);
+        app
+    }
+
+    /// Another process's worth of roles with the given settings (e.g. a
+    /// second gateway over the same database and log).
+    pub async fn spawn_with(settings: Settings, roles: Roles) -> TestApp {
+        let app = Application::build(settings.clone(), roles).await.expect("building the application");
+        let addr = app.addr();
+        TestApp {
+            app,
+            settings,
+            ws_url: format!("ws://{addr}/ws"),
+            http_url: format!("http://{addr}"),
+            _data_dir: None,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url).await.expect("connecting a client")
+    }
+
+    /// A client registered and logged in as a fresh user; returns it, its user id and token.
+    pub async fn user(&self, name: &str) -> (Client, i64, String) {
+        let mut c = self.client().await;
+        let user_id = c.register(name, "password-123").await.expect("register");
+        let login = c.login(name, "password-123").await.expect("login");
+        assert_eq!(login.user_id, user_id);
+        (c, user_id, login.token)
+    }
+
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+/// Runs a test body for a backend, or skips it when that backend is not available.
+#[macro_export]
+macro_rules! on_backends {
+    ($($name:ident => $body:path;)*) => {
+        mod postgres_log {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$body($crate::Backend::Postgres).await }
+            )*
+        }
+        mod kafka_log {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::available($crate::Backend::Kafka) {
+                        super::$body($crate::Backend::Kafka).await
+                    }
+                }
+            )*
+        }
+    };
+}

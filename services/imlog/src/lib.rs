@@ -3,6 +3,7 @@
 //! command line and calls into here, so tests start the same application.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod logcopy;
 pub mod storage;

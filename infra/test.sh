@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command: installs (cached) and starts a Kafka-protocol broker
+# (tansu), a private Postgres cluster and an S3 server (s3s-fs), runs every
+# test of the workspace against them, and stops them again.
+#
+#   infra/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source infra/lib.sh
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$IMLOG_CACHE/target}
+install_tools
+
+RUN_DIR=$(mktemp -d /tmp/imlog-test.XXXXXX)
+chmod 755 "$RUN_DIR"
+trap 'stop_all; rm -rf "$RUN_DIR"' EXIT
+
+start_postgres "$RUN_DIR"
+start_tansu "$RUN_DIR"
+start_s3 "$RUN_DIR"
+export IMLOG_TEST_REQUIRE_KAFKA=1 IMLOG_TEST_REQUIRE_S3=1
+
+cargo test --workspace --locked "$@"

@@ -1,0 +1,210 @@
+//! The `imlog` command line. `main.rs` calls [`main`]; the tests' copy of
+//! the binary does too, so they kill and restart exactly this program.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::app::{Application, Backbone, Roles};
+use crate::config::{LogBackend, Settings};
+use imlog_log::SharedLog;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "imlog", version, about = "An instant-messaging backend event-sourced on a log")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML settings file (default: ./imlog.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where the private Postgres cluster and local objects live.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// HTTP/WebSocket listen address.
+    #[arg(long, global = true)]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every role in one process (the quick start).
+    Serve,
+    /// WebSocket chat sessions, commands, pushes, and the query API.
+    Gateway,
+    /// The projections that build the read model.
+    Projector,
+    /// The read-only HTTP query API (scale readers independently).
+    Query,
+    /// Rebuild the read model from offset 0 into a fresh schema; optionally
+    /// swap it in, or export message history as JSON lines.
+    Replay(ReplayArgs),
+    /// Operations on the log itself.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Make the rebuilt read model the live one (the old one is kept, renamed).
+    #[arg(long)]
+    swap: bool,
+    /// Instead of rebuilding, write every message as a JSON line to FILE ('-': stdout).
+    #[arg(long, value_name = "FILE")]
+    export: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Copy the whole log from one backend to the other, offsets preserved.
+    Copy {
+        #[arg(long, value_enum)]
+        from: Backend,
+        #[arg(long, value_enum)]
+        to: Backend,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Backend {
+    Postgres,
+    Kafka,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("IMLOG_LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("IMLOG_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Runs the command line; the process's exit code.
+pub fn main() -> std::process::ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("imlog: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imlog: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.common.config.as_deref()).context("reading settings")?;
+    if let Some(dir) = cli.common.data_dir {
+        settings.data_dir = dir;
+    }
+    if let Some(listen) = cli.common.listen {
+        settings.listen = listen;
+    }
+    let roles = match cli.command {
+        Command::Serve => Roles::ALL,
+        Command::Gateway => Roles { gateway: true, queries: true, projector: false },
+        Command::Projector => Roles { gateway: false, queries: false, projector: true },
+        Command::Query => Roles { gateway: false, queries: true, projector: false },
+        Command::Replay(args) => return replay(&settings, args).await,
+        Command::Log { command: LogCommand::Copy { from, to } } => return log_copy(settings, from, to).await,
+    };
+    let app = Application::build(settings, roles).await?;
+    println!("imlog listening on http://{} (WebSocket: ws://{}/ws)", app.addr(), app.addr());
+    stop_signal().await;
+    tracing::info!("stopping");
+    app.stop().await;
+    Ok(())
+}
+
+async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
+    use imlog_projections::{replay, LIVE_SCHEMA};
+    let backbone = Backbone::open(settings).await?;
+    let url = backbone.postgres_url.clone();
+    let result = async {
+        let pool = imlog_postgres::connect_pool(&url, 2, Some(LIVE_SCHEMA))?;
+        if let Some(path) = args.export {
+            let client = pool.get().await?;
+            let mut out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::BufWriter::new(std::fs::File::create(&path)?))
+            };
+            let n = replay::export_messages(&**client, &mut *out).await?;
+            out.flush()?;
+            eprintln!("exported {n} messages");
+            return Ok(());
+        }
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+        let rebuilt = format!("imlog_rebuild_{stamp}");
+        let target = replay::rebuild(&url, &backbone.log, &rebuilt).await?;
+        let records: i64 = target.values().sum();
+        println!("rebuilt the read model into schema {rebuilt} from {records} log records");
+        let client = pool.get().await?;
+        let differences = replay::differences(&**client, LIVE_SCHEMA, &rebuilt).await?;
+        if differences.is_empty() {
+            println!("the rebuilt read model equals the live one");
+        } else {
+            println!("differences from the live read model (it may have moved on meanwhile):");
+            differences.iter().for_each(|d| println!("  {d}"));
+        }
+        if args.swap {
+            let retired = format!("imlog_retired_{stamp}");
+            replay::swap(&url, LIVE_SCHEMA, &rebuilt, &retired).await?;
+            println!("swapped: {rebuilt} is now {LIVE_SCHEMA}; the old read model is kept as {retired}");
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    backbone.stop();
+    result
+}
+
+async fn log_copy(settings: Settings, from: Backend, to: Backend) -> anyhow::Result<()> {
+    anyhow::ensure!(from != to, "--from and --to must differ");
+    let with = |backend: Backend| {
+        let mut s = settings.clone();
+        s.log.backend = match backend {
+            Backend::Postgres => LogBackend::Postgres,
+            Backend::Kafka => LogBackend::Kafka,
+        };
+        s
+    };
+    let source = Backbone::open(&with(from)).await?;
+    let target = Backbone::open(&with(to)).await?;
+    let (s, t): (SharedLog, SharedLog) = (source.log.clone(), target.log.clone());
+    let result = crate::logcopy::copy(&s, &t).await;
+    target.stop();
+    source.stop();
+    let report = result?;
+    println!(
+        "copied {} records ({} were already on the target)",
+        report.copied, report.already_there
+    );
+    Ok(())
+}

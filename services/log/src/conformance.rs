@@ -1,0 +1,245 @@
+//! The conformance suite: what every [`EventLog`] backend must do. The
+//! integration tests run each function against the Postgres log and a real
+//! Kafka-protocol broker.
+
+use crate::{AppendRecord, EventLog, LogReader, ReadFrom, Record, SharedLog};
+use imlog_events::{partition_for_key, Topic};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Opens a log over the same storage and topics each time it is called (a
+/// second call is a "restart").
+pub type Opener = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = SharedLog> + Send>> + Send + Sync>;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Reads until `n` records arrived (or panics after a while).
+pub async fn collect(reader: &mut dyn LogReader, n: usize) -> Vec<Record> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut records = Vec::new();
+    while records.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} records arrived", records.len());
+        records.extend(reader.next_batch(n - records.len(), Duration::from_millis(500)).await.expect("read"));
+    }
+    records
+}
+
+fn from(topic: Topic, partition: i32, offset: i64) -> Vec<ReadFrom> {
+    vec![ReadFrom {
+        topic,
+        partition,
+        offset,
+    }]
+}
+
+/// Offsets start at 0 and increase by one per record within a partition; a
+/// key always maps to the partition the shared partitioner says.
+pub async fn appends_are_numbered_per_partition(open: Opener) {
+    let log = open().await;
+    let p = partition_for_key(b"thread-1", Topic::Messages.partitions());
+    for expected in 0..5 {
+        let pos = log.append(Topic::Messages, "thread-1", b"x".to_vec()).await.expect("append");
+        assert_eq!(pos.partition, p);
+        assert_eq!(pos.offset, expected);
+    }
+    // Another partition has its own numbering.
+    let other = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| partition_for_key(k.as_bytes(), Topic::Messages.partitions()) != p)
+        .expect("some key maps elsewhere");
+    let pos = log.append(Topic::Messages, &other, b"y".to_vec()).await.expect("append");
+    assert_ne!(pos.partition, p);
+    assert_eq!(pos.offset, 0);
+}
+
+/// A reader started at an offset returns exactly the records from there on,
+/// in order, byte for byte.
+pub async fn reads_back_in_order_from_any_offset(open: Opener) {
+    let log = open().await;
+    let mut partition = 0;
+    for i in 0..20 {
+        let pos = log
+            .append(Topic::Users, &format!("key-{i}"), format!("payload-{i}").into_bytes())
+            .await
+            .expect("append");
+        partition = pos.partition;
+    }
+    let mut reader = log.reader(from(Topic::Users, partition, 7)).await.expect("reader");
+    let records = collect(reader.as_mut(), 13).await;
+    for (i, r) in records.iter().enumerate() {
+        let n = i + 7;
+        assert_eq!(r.offset, n as i64);
+        assert_eq!(r.topic, Topic::Users);
+        assert_eq!(r.key, format!("key-{n}"));
+        assert_eq!(r.payload, format!("payload-{n}").into_bytes());
+    }
+    let more = reader.next_batch(10, Duration::from_millis(300)).await.expect("read");
+    assert!(more.is_empty(), "nothing beyond the end: {more:?}");
+}
+
+/// `end_offsets` is the next offset to be written, per partition.
+pub async fn end_offsets_track_appends(open: Opener) {
+    let log = open().await;
+    assert_eq!(log.end_offsets(Topic::Sessions).await.expect("ends"), vec![0; Topic::Sessions.partitions() as usize]);
+    let mut last = None;
+    for _ in 0..3 {
+        last = Some(log.append(Topic::Sessions, "user-9", b"s".to_vec()).await.expect("append"));
+    }
+    let last = last.unwrap();
+    let ends = log.end_offsets(Topic::Sessions).await.expect("ends");
+    assert_eq!(ends[last.partition as usize], 3);
+    assert_eq!(ends.iter().sum::<i64>(), 3);
+}
+
+/// Many concurrent appenders to one partition while a reader tails it: the
+/// reader sees every offset exactly once, in order, never one before a
+/// smaller one became visible (the bigserial pitfall).
+pub async fn concurrent_appenders_never_expose_a_gap(open: Opener) {
+    const WRITERS: usize = 8;
+    const EACH: usize = 60;
+    let log = open().await;
+    let partition = partition_for_key(b"hot", Topic::Messages.partitions());
+    let mut reader = log.reader(from(Topic::Messages, partition, 0)).await.expect("reader");
+    let tail = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while seen.len() < WRITERS * EACH {
+            assert!(Instant::now() < deadline, "tail saw only {}", seen.len());
+            for r in reader.next_batch(100, Duration::from_millis(200)).await.expect("read") {
+                assert_eq!(r.offset, seen.len() as i64, "tail skipped or repeated an offset");
+                seen.push(r.payload);
+            }
+        }
+        seen
+    });
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    log.append(Topic::Messages, "hot", format!("{w}/{i}").into_bytes())
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let mut seen = tail.await.expect("tail");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), WRITERS * EACH, "every record exactly once");
+}
+
+/// `append_all` keeps the given order within a partition.
+pub async fn append_all_keeps_order(open: Opener) {
+    let log = open().await;
+    let records: Vec<AppendRecord> = (0..50)
+        .map(|i| AppendRecord {
+            topic: Topic::Messages,
+            key: "ordered".into(),
+            payload: format!("{i}").into_bytes(),
+        })
+        .collect();
+    let positions: Vec<_> = log
+        .append_all(records)
+        .await
+        .into_iter()
+        .map(|r| r.expect("append"))
+        .collect();
+    for pair in positions.windows(2) {
+        assert_eq!(pair[1].offset, pair[0].offset + 1);
+    }
+    let mut reader = log
+        .reader(from(Topic::Messages, positions[0].partition, positions[0].offset))
+        .await
+        .expect("reader");
+    let records = collect(reader.as_mut(), 50).await;
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.payload, format!("{i}").into_bytes());
+    }
+}
+
+/// After a restart (a new instance over the same storage) everything is
+/// still there, and appends continue at the next offset.
+pub async fn restart_resumes_where_it_was(open: Opener) {
+    let first = open().await;
+    let mut partition = 0;
+    for i in 0..3 {
+        partition = first
+            .append(Topic::Threads, "pair", format!("{i}").into_bytes())
+            .await
+            .expect("append")
+            .partition;
+    }
+    drop(first);
+    let second = open().await;
+    assert_eq!(second.end_offsets(Topic::Threads).await.expect("ends")[partition as usize], 3);
+    let mut reader = second.reader(from(Topic::Threads, partition, 0)).await.expect("reader");
+    let records = collect(reader.as_mut(), 3).await;
+    assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    let pos = second.append(Topic::Threads, "pair", b"3".to_vec()).await.expect("append");
+    assert_eq!(pos.offset, 3);
+}
+
+/// An idle reader waits (without returning early) and wakes promptly when a
+/// record is appended; one reader can follow several topics.
+pub async fn idle_reader_waits_then_wakes(open: Opener) {
+    let log: SharedLog = open().await;
+    let mut assignment = Vec::new();
+    for topic in [Topic::Social, Topic::Files] {
+        for partition in 0..topic.partitions() {
+            assignment.push(ReadFrom {
+                topic,
+                partition,
+                offset: 0,
+            });
+        }
+    }
+    let mut reader = log.reader(assignment).await.expect("reader");
+    let started = Instant::now();
+    let nothing = reader.next_batch(10, Duration::from_millis(400)).await.expect("read");
+    assert!(nothing.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(350), "returned early");
+    let writer = log.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer.append(Topic::Files, "upload-1", b"f".to_vec()).await.expect("append");
+        writer.append(Topic::Social, "pair-1", b"s".to_vec()).await.expect("append");
+    });
+    let records = collect(reader.as_mut(), 2).await;
+    let topics: std::collections::BTreeSet<Topic> = records.iter().map(|r| r.topic).collect();
+    assert_eq!(topics.len(), 2, "records from both topics");
+}
+
+/// Every test of the suite, by name, for the backends' test files.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($opener:expr) => {
+        $crate::conformance_tests!(@each $opener;
+            appends_are_numbered_per_partition,
+            reads_back_in_order_from_any_offset,
+            end_offsets_track_appends,
+            concurrent_appenders_never_expose_a_gap,
+            append_all_keeps_order,
+            restart_resumes_where_it_was,
+            idle_reader_waits_then_wakes);
+    };
+    (@each $opener:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(open) = $opener.await {
+                    $crate::conformance::$name(open).await
+                }
+            }
+        )*
+    };
+}
+
+#[allow(dead_code)]
+fn assert_object_safe(_: &dyn EventLog) {}
