@@ -196,7 +196,7 @@ impl TestApp {
 /// Runs a test body for a backend, or skips it when that backend is not available.
 #[macro_export]
 macro_rules! on_backends {
-    ($($name:ident => $body:path;)*) => {
+    ($($name:ident => $body:ident;)*) => {
         mod postgres_log {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

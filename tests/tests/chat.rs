@@ -1,0 +1,226 @@
+//! The chat path end to end through the real WebSocket protocol, on both log
+//! backends with a real Postgres.
+
+use imlog::app::Roles;
+use imlog_tests::{on_backends, Backend, TestApp};
+use serde_json::json;
+use std::time::Duration;
+
+const PUSH_WAIT: Duration = Duration::from_secs(15);
+
+on_backends! {
+    thin_path_register_login_thread_send_push_sync => thin_path;
+    bad_input_gets_stable_codes_and_connection_survives => bad_input;
+    a_retried_unique_id_is_one_message => retried_unique_id;
+    a_new_login_on_another_instance_kicks_the_old_session => relogin_kicks;
+    racing_private_thread_creation_yields_one_thread => racing_thread_creation;
+    sync_pages_by_cursor_without_skipping => cursor_paging;
+}
+
+async fn thin_path(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (mut alice, alice_id, _) = app.user("alice").await;
+    let (mut bob, bob_id, _) = app.user("bob").await;
+    assert_ne!(alice_id, bob_id);
+
+    let thread = alice.open_private_thread(bob_id).await.expect("open thread");
+    let message_id = alice.send_text(thread, "u-1", "hello, bob").await.expect("send");
+    assert!(message_id > 0);
+
+    // Bob is online: the message arrives as a push with the acknowledged id.
+    let push = bob.next_push(PUSH_WAIT).await.expect("push").expect("a push arrived");
+    assert_eq!(push["push"], "message");
+    assert_eq!(push["data"]["message_id"], json!(message_id));
+    assert_eq!(push["data"]["body"], "hello, bob");
+    assert_eq!(push["data"]["sender_id"], json!(alice_id));
+    assert_eq!(push["data"]["thread_id"], json!(thread));
+
+    // Both sync the history by cursor; the sender sees its write at once.
+    for client in [&mut alice, &mut bob] {
+        let page = client.sync_messages(thread, 0, 20).await.expect("sync");
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.items[0]["message_id"], json!(message_id));
+        assert_eq!(page.items[0]["seq"], json!(1));
+        assert!(!page.load_more);
+        assert_eq!(page.next_cursor, message_id);
+        let after = client.sync_messages(thread, message_id, 20).await.expect("sync");
+        assert!(after.items.is_empty());
+    }
+
+    // Bob's thread list (a new device starts from 0) has the thread with Alice.
+    let threads = bob.sync_threads(0, 100).await.expect("threads");
+    assert_eq!(threads.items.len(), 1);
+    assert_eq!(threads.items[0]["thread_id"], json!(thread));
+    assert_eq!(threads.items[0]["peer"]["name"], "alice");
+
+    // Opening the thread again finds the same one.
+    assert_eq!(bob.open_private_thread(alice_id).await.expect("reopen"), thread);
+    app.stop().await;
+}
+
+async fn bad_input(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut c = app.client().await;
+    let code = |reply: &serde_json::Value| reply["error"]["code"].as_str().unwrap_or("").to_owned();
+
+    let r = c.request_raw("this is not json").await.expect("reply");
+    assert_eq!(code(&r), "bad_json");
+    let r = c.request_raw(r#"{"req":1,"op":"teleport"}"#).await.expect("reply");
+    assert_eq!(code(&r), "unknown_op");
+    assert_eq!(r["req"], json!(1));
+    let r = c.request_raw(r#"{"req":2}"#).await.expect("reply");
+    assert_eq!(code(&r), "bad_request");
+    let r = c.request_raw(r#"{"req":3,"op":"register","name":"carol"}"#).await.expect("reply");
+    assert_eq!(code(&r), "bad_request");
+    assert!(r["error"]["message"].as_str().unwrap().contains("password"));
+    let r = c.request_raw(r#"{"req":4,"op":"register","name":42,"password":"12345678"}"#).await.expect("reply");
+    assert_eq!(code(&r), "bad_request");
+    let r = c.request_raw(format!(r#"{{"req":5,"op":"ping","pad":"{}"}}"#, "x".repeat(100_000))).await.expect("reply");
+    assert_eq!(code(&r), "payload_too_large");
+    let r = c.request_binary(vec![0, 1, 2, 3]).await.expect("reply");
+    assert_eq!(code(&r), "bad_request");
+    let r = c.request_raw(r#"{"req":6,"op":"sync_threads"}"#).await.expect("reply");
+    assert_eq!(code(&r), "unauthenticated");
+    let r = c.request_raw(r#"{"req":7,"op":"auth","token":"forged"}"#).await.expect("reply");
+    assert_eq!(code(&r), "bad_token");
+    let r = c.request_raw(r#"{"req":8,"op":"login","name":"nobody","password":"whatever1"}"#).await.expect("reply");
+    assert_eq!(code(&r), "bad_credentials");
+    // After all that, the connection still works.
+    c.ping().await.expect("still usable");
+
+    let (mut alice, _, _) = app.user("alice").await;
+    let (_bob, bob_id, _) = app.user("bob").await;
+    let (mut eve, _, _) = app.user("eve").await;
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+    // Not a member: refused, nothing written.
+    let err = eve.send_text(thread, "e-1", "let me in").await.unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"));
+    let err = eve.sync_messages(thread, 0, 10).await.unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"));
+    let err = alice.open_private_thread(999_999).await.unwrap_err();
+    assert_eq!(err.code(), Some("not_found"));
+    // One item too long: that item refused, the other sent.
+    let long = "y".repeat(1025);
+    let items = alice.send_texts(thread, &[("ok-1", "fine"), ("long-1", &long)]).await.expect("send");
+    assert!(items[0]["message_id"].as_i64().is_some());
+    assert_eq!(items[1]["error"]["code"], "too_long");
+    let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
+    assert_eq!(page.items.len(), 1, "only the valid item was posted");
+    // Registering a taken name.
+    let err = app.client().await.register("ALICE", "password-123").await.unwrap_err();
+    assert_eq!(err.code(), Some("name_taken"));
+    app.stop().await;
+}
+
+async fn retried_unique_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (mut alice, _, _) = app.user("alice").await;
+    let (_bob, bob_id, _) = app.user("bob").await;
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+    let first = alice.send_text(thread, "same", "once").await.expect("send");
+    // The client lost the reply and sends again after syncing.
+    alice.sync_messages(thread, 0, 10).await.expect("sync");
+    let again = alice.send_text(thread, "same", "once").await.expect("resend");
+    assert_eq!(first, again);
+    let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
+    assert_eq!(page.items.len(), 1);
+    app.stop().await;
+}
+
+async fn relogin_kicks(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    // A second gateway instance over the same log and database.
+    let b = TestApp::spawn_with(
+        a.settings.clone(),
+        Roles {
+            gateway: true,
+            queries: true,
+            projector: false,
+        },
+    )
+    .await;
+    let (mut first, _, old_token) = a.user("alice").await;
+    let mut second = b.client().await;
+    second.login("alice", "password-123").await.expect("second login");
+
+    let (code, _reason, pushes) = first.wait_closed(PUSH_WAIT).await.expect("the old session is closed");
+    assert_eq!(code, 4001);
+    assert!(pushes.iter().any(|p| p["push"] == "kicked"), "told why: {pushes:?}");
+    // The old token is dead, the new session works.
+    second.ping().await.expect("new session alive");
+    let mut third = a.client().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = false;
+    for _ in 0..50 {
+        match third.auth(&old_token).await {
+            Err(e) if e.code() == Some("bad_token") => {
+                refused = true;
+                break;
+            }
+            Ok(_) => panic!("the kicked session's token still works"),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(refused);
+    b.stop().await;
+    a.stop().await;
+}
+
+async fn racing_thread_creation(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    let b = TestApp::spawn_with(
+        a.settings.clone(),
+        Roles {
+            gateway: true,
+            queries: true,
+            projector: false,
+        },
+    )
+    .await;
+    let (mut alice, alice_id, _) = a.user("alice").await;
+    let mut bob = b.client().await;
+    let bob_id = bob.register("bob", "password-123").await.expect("register");
+    bob.login("bob", "password-123").await.expect("login");
+    let (ta, tb) = tokio::join!(alice.open_private_thread(bob_id), bob.open_private_thread(alice_id));
+    assert_eq!(ta.expect("alice opens"), tb.expect("bob opens"), "one thread per pair");
+    let threads = alice.sync_threads(0, 100).await.expect("threads");
+    assert_eq!(threads.items.len(), 1);
+    b.stop().await;
+    a.stop().await;
+}
+
+async fn cursor_paging(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (mut alice, _, _) = app.user("alice").await;
+    let (mut bob, bob_id, _) = app.user("bob").await;
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+    let texts: Vec<(String, String)> = (0..45).map(|i| (format!("m-{i}"), format!("text {i}"))).collect();
+    let items: Vec<(&str, &str)> = texts.iter().map(|(u, b)| (u.as_str(), b.as_str())).collect();
+    let answers = alice.send_texts(thread, &items).await.expect("send batch");
+    let ids: Vec<i64> = answers.iter().map(|a| a["message_id"].as_i64().expect("id")).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase in batch order");
+
+    // Bob pages 10 at a time; wait until the projection has them all.
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = bob.sync_all_messages(thread, 0).await.expect("sync");
+        if all.len() == 45 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut since = 0;
+    let mut paged = Vec::new();
+    loop {
+        let page = bob.sync_messages(thread, since, 10).await.expect("page");
+        paged.extend(page.items.iter().map(|m| m["message_id"].as_i64().unwrap()));
+        since = page.next_cursor;
+        if !page.load_more {
+            break;
+        }
+    }
+    assert_eq!(paged, ids);
+    let seqs: Vec<i64> = all.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=45).collect::<Vec<_>>(), "gapless per-thread seq");
+    app.stop().await;
+}
