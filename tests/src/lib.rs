@@ -215,3 +215,87 @@ macro_rules! on_backends {
         }
     };
 }
+
+/// A child `imlog` process (the tests' build of the real command line).
+pub struct Proc {
+    child: tokio::process::Child,
+    /// The address it printed it listens on.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Proc {
+    /// Starts `bin args...` with `env` and waits for its "listening" line.
+    pub async fn spawn(bin: &str, args: &[&str], env: &[(String, String)]) -> Proc {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(bin)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("IMLOG_LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting imlog");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let find = async {
+            while let Some(line) = lines.next_line().await.expect("reading imlog's output") {
+                if let Some(rest) = line.strip_prefix("imlog listening on http://") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    return addr.parse().expect("a socket address");
+                }
+            }
+            panic!("imlog exited before listening");
+        };
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(120), find)
+            .await
+            .expect("imlog did not start within 120s");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Proc { child, addr }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// SIGKILL: no cleanup of any kind.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY-free: plain kill(2) through the shell-less std API is not
+        // available, so use the `kill` command.
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("imlog did not stop within 60s after SIGTERM")
+            .expect("waiting for imlog")
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body parsed as JSON (or
+/// as a JSON string when it is not JSON).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_owned()));
+    (status, json)
+}

@@ -1,0 +1,139 @@
+//! Crashes: kill -9 the process that projects while messages are appended,
+//! and kill -9 `imlog serve` itself; nothing may be lost or duplicated.
+
+use imlog::app::Roles;
+use imlog_projections::replay;
+use imlog_tests::{fresh_database, on_backends, open_log, settings, settings_env, topic_prefix, Backend, Client, Proc, TestApp};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
+
+on_backends! {
+    killing_the_projector_mid_stream_loses_and_duplicates_nothing => projector_kill9;
+}
+
+async fn projector_kill9(backend: Backend) {
+    const BATCHES: usize = 100;
+    const PER_BATCH: usize = 10;
+    let url = fresh_database().await;
+    let prefix = topic_prefix();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(backend, &url, &prefix, dir.path());
+    let gateway_only = Roles {
+        gateway: true,
+        queries: true,
+        projector: false,
+    };
+    let gw = TestApp::spawn_with(s.clone(), gateway_only).await;
+    let env = settings_env(&s);
+    let projector = Proc::spawn(BIN, &["projector", "--listen", "127.0.0.1:0"], &env).await;
+
+    let (mut alice, _, _) = gw.user("alice").await;
+    let (_bob, bob_id, _) = gw.user("bob").await;
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let counter = acked.clone();
+    let sender = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for b in 0..BATCHES {
+            let texts: Vec<(String, String)> = (0..PER_BATCH)
+                .map(|i| (format!("b{b}-{i}"), format!("message {b}/{i}")))
+                .collect();
+            let items: Vec<(&str, &str)> = texts.iter().map(|(u, t)| (u.as_str(), t.as_str())).collect();
+            for answer in alice.send_texts(thread, &items).await.expect("send") {
+                ids.push(answer["message_id"].as_i64().expect("every item acknowledged"));
+            }
+            counter.fetch_add(PER_BATCH, Ordering::SeqCst);
+        }
+        (alice, ids)
+    });
+
+    // Kill the projector mid-stream, with no chance to clean up.
+    while acked.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    projector.kill9().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let projector = Proc::spawn(BIN, &["projector", "--listen", "127.0.0.1:0"], &env).await;
+    let (mut alice, acked_ids) = sender.await.expect("sender");
+    assert_eq!(acked_ids.len(), BATCHES * PER_BATCH);
+
+    // Every acknowledged message ends up projected exactly once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let synced = loop {
+        let all = alice.sync_all_messages(thread, 0).await.expect("sync");
+        if all.len() >= acked_ids.len() || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let synced_ids: Vec<i64> = synced.iter().map(|m| m["message_id"].as_i64().unwrap()).collect();
+    assert_eq!(synced_ids, acked_ids, "the projection holds exactly the acknowledged messages, in order");
+    let seqs: Vec<i64> = synced.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=acked_ids.len() as i64).collect::<Vec<_>>());
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let row = db
+        .query_one("SELECT count(*), count(DISTINCT unique_id) FROM imlog.messages", &[])
+        .await
+        .expect("count");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1000, 1000));
+
+    // A replay from offset 0 into a fresh schema yields the same rows.
+    let log = open_log(backend, &url, &prefix).await;
+    replay::rebuild(&url, &log, "imlog_rebuilt").await.expect("rebuild");
+    let differences = replay::differences(&db, "imlog", "imlog_rebuilt").await.expect("compare");
+    assert!(differences.is_empty(), "replay differs: {differences:?}");
+
+    assert!(projector.terminate().await.success());
+    gw.stop().await;
+}
+
+/// The quick start's server: kill -9 it, start it again on the same data
+/// directory, and everything sent before is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_survives_kill9_with_its_private_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The private cluster may run as the `postgres` user, who must reach it.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    let args = ["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let serve = Proc::spawn(BIN, &args, &[]).await;
+    let (status, body) = imlog_tests::http_get(serve.addr, "/healthz", None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
+    alice.register("alice", "password-123").await.expect("register");
+    let token = alice.login("alice", "password-123").await.expect("login").token;
+    let mut bob = Client::connect(&serve.ws_url()).await.expect("connect");
+    let bob_id = bob.register("bob", "password-123").await.expect("register");
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+    let message_id = alice.send_text(thread, "before-crash", "still here?").await.expect("send");
+    serve.kill9().await;
+
+    let serve = Proc::spawn(BIN, &args, &[]).await;
+    let (status, _) = imlog_tests::http_get(serve.addr, "/healthz", None).await;
+    assert_eq!(status, 200);
+    let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
+    alice.auth(&token).await.expect("the session survived the crash");
+    // The restarted projector may still be applying what the killed one had
+    // not; the message appears as soon as it has.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
+        let ids: BTreeSet<i64> = page.items.iter().map(|m| m["message_id"].as_i64().unwrap()).collect();
+        if ids.contains(&message_id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the message sent before kill -9 is lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A clean stop also stops the private Postgres.
+    assert!(serve.terminate().await.success());
+    assert!(!data.join("postgres/postmaster.pid").exists(), "private Postgres still running");
+}
