@@ -20,4 +20,10 @@ start_tansu "$RUN_DIR"
 start_s3 "$RUN_DIR"
 export IMLOG_TEST_REQUIRE_KAFKA=1 IMLOG_TEST_REQUIRE_S3=1
 
-cargo test --workspace --locked "$@"
+# nextest ends with one summary line over all tests; plain cargo test is the
+# fallback where it is not installed.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi

@@ -120,7 +120,11 @@ impl Envelope {
 /// Brings an old payload up to the version this build reads. Every event type
 /// is at version 1 today; a v2 adds an arm here that rewrites v1 data, and the
 /// v1 fixture keeps proving it.
-fn upcast(type_name: &str, version: u32, data: serde_json::Value) -> Result<serde_json::Value, DecodeError> {
+fn upcast(
+    type_name: &str,
+    version: u32,
+    data: serde_json::Value,
+) -> Result<serde_json::Value, DecodeError> {
     match version {
         1 => Ok(data),
         _ => Err(DecodeError::FutureVersion {
@@ -137,4 +141,10 @@ macro_rules! into_event {
         }
     )*};
 }
-into_event!(UserRegistered, SessionStarted, SessionEnded, PrivateThreadCreated, MessagePosted);
+into_event!(
+    UserRegistered,
+    SessionStarted,
+    SessionEnded,
+    PrivateThreadCreated,
+    MessagePosted
+);

@@ -148,7 +148,10 @@ impl Event {
     }
 
     /// Builds the event from a payload already upcast to the current version.
-    pub(crate) fn from_data(type_name: &str, data: serde_json::Value) -> Result<Event, FromDataError> {
+    pub(crate) fn from_data(
+        type_name: &str,
+        data: serde_json::Value,
+    ) -> Result<Event, FromDataError> {
         use serde_json::from_value as v;
         Ok(match type_name {
             "user.registered" => Event::UserRegistered(v(data)?),

@@ -92,12 +92,27 @@ mod tests {
 
     #[test]
     fn message_id_round_trips_and_orders_by_offset() {
-        let a = MessageId::from_position(LogPosition { partition: 3, offset: 0 });
-        let b = MessageId::from_position(LogPosition { partition: 3, offset: 1 });
+        let a = MessageId::from_position(LogPosition {
+            partition: 3,
+            offset: 0,
+        });
+        let b = MessageId::from_position(LogPosition {
+            partition: 3,
+            offset: 1,
+        });
         assert!(a < b);
         assert!(a.0 > 0);
-        assert_eq!(b.position(), LogPosition { partition: 3, offset: 1 });
-        let other = MessageId::from_position(LogPosition { partition: 4, offset: 0 });
+        assert_eq!(
+            b.position(),
+            LogPosition {
+                partition: 3,
+                offset: 1
+            }
+        );
+        let other = MessageId::from_position(LogPosition {
+            partition: 4,
+            offset: 0,
+        });
         assert_ne!(a, other);
     }
 }

@@ -18,7 +18,12 @@ impl Projection for Accounts {
         &[Topic::Users, Topic::Sessions]
     }
 
-    async fn apply(&self, tx: &Transaction<'_>, record: &Record, envelope: &Envelope) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        record: &Record,
+        envelope: &Envelope,
+    ) -> Result<(), ProjectionError> {
         let at = envelope.meta.occurred_at;
         match &envelope.event {
             Event::UserRegistered(e) => {
@@ -53,7 +58,12 @@ impl Projection for Accounts {
                 tx.execute(
                     "UPDATE sessions SET ended_at = $3, end_reason = $4
                      WHERE user_id = $1 AND session_id <> $2 AND ended_at IS NULL",
-                    &[&e.user_id.0, &e.session_id.0, &at, &reason(SessionEndReason::Kicked)],
+                    &[
+                        &e.user_id.0,
+                        &e.session_id.0,
+                        &at,
+                        &reason(SessionEndReason::Kicked),
+                    ],
                 )
                 .await?;
             }

@@ -73,7 +73,12 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one record inside the batch's transaction. The effect must be
     /// a function of the record and the projection's own tables, so a replay
     /// produces the same rows.
-    async fn apply(&self, tx: &Transaction<'_>, record: &Record, envelope: &Envelope) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        record: &Record,
+        envelope: &Envelope,
+    ) -> Result<(), ProjectionError>;
 }
 
 /// Every projection of the read model.

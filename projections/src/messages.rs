@@ -27,7 +27,12 @@ impl Projection for Messages {
         &[Topic::Messages]
     }
 
-    async fn apply(&self, tx: &Transaction<'_>, record: &Record, envelope: &Envelope) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        record: &Record,
+        envelope: &Envelope,
+    ) -> Result<(), ProjectionError> {
         let Event::MessagePosted(e) = &envelope.event else {
             return Ok(());
         };

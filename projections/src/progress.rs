@@ -38,10 +38,15 @@ impl Progress {
     }
 
     /// Whether every position has been applied by the projection of its topic.
-    pub async fn reached(&self, positions: &[(Topic, LogPosition)]) -> Result<bool, ProjectionError> {
+    pub async fn reached(
+        &self,
+        positions: &[(Topic, LogPosition)],
+    ) -> Result<bool, ProjectionError> {
         let client = self.pool.get().await?;
         for &(topic, pos) in positions {
-            let Some(projection) = projection_of(topic) else { continue };
+            let Some(projection) = projection_of(topic) else {
+                continue;
+            };
             let next: i64 = client
                 .query_opt(
                     "SELECT next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 AND partition = $3",
@@ -58,7 +63,11 @@ impl Progress {
     }
 
     /// Waits until every position is projected; `false` if `timeout` passed.
-    pub async fn wait_for(&self, positions: &[(Topic, LogPosition)], timeout: Duration) -> Result<bool, ProjectionError> {
+    pub async fn wait_for(
+        &self,
+        positions: &[(Topic, LogPosition)],
+        timeout: Duration,
+    ) -> Result<bool, ProjectionError> {
         if positions.is_empty() {
             return Ok(true);
         }

@@ -33,13 +33,19 @@ pub struct UserCredentials {
     pub password_hash: String,
 }
 
-pub async fn user_by_name(c: &impl GenericClient, name: &str) -> Result<Option<UserCredentials>, ProjectionError> {
-    Ok(c.query_opt("SELECT user_id, password_hash FROM users WHERE name = $1", &[&name])
-        .await?
-        .map(|r| UserCredentials {
-            user_id: UserId(r.get(0)),
-            password_hash: r.get(1),
-        }))
+pub async fn user_by_name(
+    c: &impl GenericClient,
+    name: &str,
+) -> Result<Option<UserCredentials>, ProjectionError> {
+    Ok(c.query_opt(
+        "SELECT user_id, password_hash FROM users WHERE name = $1",
+        &[&name],
+    )
+    .await?
+    .map(|r| UserCredentials {
+        user_id: UserId(r.get(0)),
+        password_hash: r.get(1),
+    }))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,13 +54,19 @@ pub struct UserSummary {
     pub name: String,
 }
 
-pub async fn user(c: &impl GenericClient, user_id: UserId) -> Result<Option<UserSummary>, ProjectionError> {
-    Ok(c.query_opt("SELECT user_id, name FROM users WHERE user_id = $1", &[&user_id.0])
-        .await?
-        .map(|r| UserSummary {
-            user_id: UserId(r.get(0)),
-            name: r.get(1),
-        }))
+pub async fn user(
+    c: &impl GenericClient,
+    user_id: UserId,
+) -> Result<Option<UserSummary>, ProjectionError> {
+    Ok(c.query_opt(
+        "SELECT user_id, name FROM users WHERE user_id = $1",
+        &[&user_id.0],
+    )
+    .await?
+    .map(|r| UserSummary {
+        user_id: UserId(r.get(0)),
+        name: r.get(1),
+    }))
 }
 
 pub struct LiveSession {
@@ -65,7 +77,10 @@ pub struct LiveSession {
 }
 
 /// The session a bearer token belongs to, if it has not ended or expired.
-pub async fn live_session(c: &impl GenericClient, token_sha256: &str) -> Result<Option<LiveSession>, ProjectionError> {
+pub async fn live_session(
+    c: &impl GenericClient,
+    token_sha256: &str,
+) -> Result<Option<LiveSession>, ProjectionError> {
     Ok(c.query_opt(
         "SELECT session_id, user_id, start_offset FROM sessions
          WHERE token_sha256 = $1 AND ended_at IS NULL AND expires_at > now()",
@@ -93,7 +108,10 @@ pub async fn private_thread(
 }
 
 /// The members of a thread (empty if it does not exist).
-pub async fn thread_members(c: &impl GenericClient, thread_id: ThreadId) -> Result<Vec<UserId>, ProjectionError> {
+pub async fn thread_members(
+    c: &impl GenericClient,
+    thread_id: ThreadId,
+) -> Result<Vec<UserId>, ProjectionError> {
     Ok(c.query(
         "SELECT user_id FROM thread_members WHERE thread_id = $1 ORDER BY user_id",
         &[&thread_id.0],
@@ -146,7 +164,9 @@ pub async fn threads_page(
             }),
         })
         .collect();
-    Ok(page(items, limit, after.0, |t: &ThreadSummary| t.thread_id.0))
+    Ok(page(items, limit, after.0, |t: &ThreadSummary| {
+        t.thread_id.0
+    }))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,7 +209,9 @@ pub async fn messages_page(
             created_at: r.get(7),
         })
         .collect();
-    Ok(page(items, limit, since.0, |m: &MessageView| m.message_id.0))
+    Ok(page(items, limit, since.0, |m: &MessageView| {
+        m.message_id.0
+    }))
 }
 
 /// The message a client's `unique_id` already produced, if any (a retried send).

@@ -52,7 +52,12 @@ pub async fn rebuild(url: &str, log: &SharedLog, schema: &str) -> Result<Offsets
 }
 
 /// Makes `rebuilt` the live read model; the old one is renamed to `retired`.
-pub async fn swap(url: &str, live: &str, rebuilt: &str, retired: &str) -> Result<(), ProjectionError> {
+pub async fn swap(
+    url: &str,
+    live: &str,
+    rebuilt: &str,
+    retired: &str,
+) -> Result<(), ProjectionError> {
     for s in [live, rebuilt, retired] {
         validate_schema_name(s)?;
     }
@@ -70,7 +75,11 @@ pub async fn swap(url: &str, live: &str, rebuilt: &str, retired: &str) -> Result
 /// Tables whose contents differ between two read-model schemas (empty when
 /// they are equal). `projection_offsets.last_appended_at` is left out: it is
 /// the backend's append time, which a `log copy` does not preserve.
-pub async fn differences(c: &impl GenericClient, a: &str, b: &str) -> Result<Vec<String>, ProjectionError> {
+pub async fn differences(
+    c: &impl GenericClient,
+    a: &str,
+    b: &str,
+) -> Result<Vec<String>, ProjectionError> {
     validate_schema_name(a)?;
     validate_schema_name(b)?;
     let mut differing = Vec::new();
@@ -121,7 +130,8 @@ pub async fn export_messages(
                 "body": r.get::<_, String>(6),
                 "created_at": r.get::<_, chrono::DateTime<chrono::Utc>>(7),
             });
-            writeln!(out, "{line}").map_err(|e| ProjectionError::Other(format!("writing export: {e}")))?;
+            writeln!(out, "{line}")
+                .map_err(|e| ProjectionError::Other(format!("writing export: {e}")))?;
             written += 1;
             after = r.get(0);
         }

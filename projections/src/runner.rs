@@ -36,7 +36,12 @@ pub enum Until {
 
 /// Runs every projection until `shutdown`; a failing projection is restarted
 /// from its stored offsets after a pause, the others carry on.
-pub async fn run_all(pool: Pool, log: SharedLog, projections: Vec<Arc<dyn Projection>>, shutdown: CancellationToken) {
+pub async fn run_all(
+    pool: Pool,
+    log: SharedLog,
+    projections: Vec<Arc<dyn Projection>>,
+    shutdown: CancellationToken,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for projection in projections {
         let (pool, log, shutdown) = (pool.clone(), log.clone(), shutdown.clone());
@@ -62,7 +67,12 @@ pub async fn run_all(pool: Pool, log: SharedLog, projections: Vec<Arc<dyn Projec
 
 /// Loads the projection's offsets and applies the log from there until
 /// `until`. Returns an error on any failure; nothing half-applied remains.
-pub async fn run(pool: &Pool, log: &SharedLog, projection: &dyn Projection, until: &Until) -> Result<(), ProjectionError> {
+pub async fn run(
+    pool: &Pool,
+    log: &SharedLog,
+    projection: &dyn Projection,
+    until: &Until,
+) -> Result<(), ProjectionError> {
     let mut next = load_offsets(pool, projection).await?;
     let from = next
         .iter()
@@ -99,7 +109,8 @@ pub async fn run(pool: &Pool, log: &SharedLog, projection: &dyn Projection, unti
         let started = Instant::now();
         apply_batch(pool, projection, &batch, &mut next).await?;
         last_appended = batch.last().map(|r| r.appended_at);
-        metrics::counter!("imlog_projection_records_total", "projection" => name).increment(batch.len() as u64);
+        metrics::counter!("imlog_projection_records_total", "projection" => name)
+            .increment(batch.len() as u64);
         metrics::histogram!("imlog_projection_batch_seconds", "projection" => name)
             .record(started.elapsed().as_secs_f64());
     }
@@ -107,7 +118,10 @@ pub async fn run(pool: &Pool, log: &SharedLog, projection: &dyn Projection, unti
 
 /// The stored next offset of every partition the projection consumes (0
 /// where it never applied anything).
-pub async fn load_offsets(pool: &Pool, projection: &dyn Projection) -> Result<Offsets, ProjectionError> {
+pub async fn load_offsets(
+    pool: &Pool,
+    projection: &dyn Projection,
+) -> Result<Offsets, ProjectionError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -139,18 +153,23 @@ async fn apply_batch(
     let name = projection.name();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let mut advanced: BTreeMap<(Topic, i32), (i64, chrono::DateTime<chrono::Utc>)> = BTreeMap::new();
+    let mut advanced: BTreeMap<(Topic, i32), (i64, chrono::DateTime<chrono::Utc>)> =
+        BTreeMap::new();
     for record in batch {
         match Envelope::decode(&record.payload) {
             Ok(envelope) => projection.apply(&tx, record, &envelope).await?,
             Err(e) => {
                 // Deterministic: a replay skips the same record the same way.
-                metrics::counter!("imlog_projection_skipped_total", "projection" => name).increment(1);
+                metrics::counter!("imlog_projection_skipped_total", "projection" => name)
+                    .increment(1);
                 tracing::error!(projection = name, topic = %record.topic, partition = record.partition,
                     offset = record.offset, error = %e, "skipping undecodable record");
             }
         }
-        advanced.insert((record.topic, record.partition), (record.offset + 1, record.appended_at));
+        advanced.insert(
+            (record.topic, record.partition),
+            (record.offset + 1, record.appended_at),
+        );
     }
     for (&(topic, partition), &(new_next, appended_at)) in &advanced {
         let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
@@ -168,7 +187,8 @@ async fn apply_batch(
             return Err(ProjectionError::Conflict { projection: name });
         }
     }
-    tx.execute("SELECT pg_notify($1, $2)", &[&PROJECTED_CHANNEL, &name]).await?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&PROJECTED_CHANNEL, &name])
+        .await?;
     tx.commit().await?;
     for (key, (new_next, _)) in advanced {
         next.insert(key, new_next);

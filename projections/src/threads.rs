@@ -18,7 +18,12 @@ impl Projection for Threads {
         &[Topic::Threads]
     }
 
-    async fn apply(&self, tx: &Transaction<'_>, record: &Record, envelope: &Envelope) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        record: &Record,
+        envelope: &Envelope,
+    ) -> Result<(), ProjectionError> {
         let at = envelope.meta.occurred_at;
         if let Event::PrivateThreadCreated(e) = &envelope.event {
             // Two servers may race to open the same pair's thread; the first

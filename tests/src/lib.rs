@@ -32,7 +32,9 @@ pub fn kafka_brokers() -> Option<String> {
             if std::env::var("IMLOG_TEST_REQUIRE_KAFKA").is_ok_and(|v| v == "1") {
                 panic!("IMLOG_TEST_REQUIRE_KAFKA=1 but IMLOG_TEST_KAFKA_BROKERS is not set");
             }
-            eprintln!("SKIP: IMLOG_TEST_KAFKA_BROKERS is not set (run infra/test.sh for the full suite)");
+            eprintln!(
+                "SKIP: IMLOG_TEST_KAFKA_BROKERS is not set (run infra/test.sh for the full suite)"
+            );
             None
         }
     }
@@ -91,7 +93,11 @@ pub fn topic_prefix() -> String {
 /// A log backend over `postgres_url` (for the Postgres log) or the test broker.
 pub async fn open_log(backend: Backend, postgres_url: &str, prefix: &str) -> SharedLog {
     let log: SharedLog = match backend {
-        Backend::Postgres => Arc::new(PgLog::connect(postgres_url, prefix).await.expect("opening the Postgres log")),
+        Backend::Postgres => Arc::new(
+            PgLog::connect(postgres_url, prefix)
+                .await
+                .expect("opening the Postgres log"),
+        ),
         Backend::Kafka => Arc::new(
             KafkaLog::connect(KafkaSettings {
                 brokers: kafka_brokers().expect("Kafka configured"),
@@ -107,7 +113,12 @@ pub async fn open_log(backend: Backend, postgres_url: &str, prefix: &str) -> Sha
 }
 
 /// Settings for an application on port 0 over `postgres_url` and `backend`.
-pub fn settings(backend: Backend, postgres_url: &str, prefix: &str, data_dir: &std::path::Path) -> Settings {
+pub fn settings(
+    backend: Backend,
+    postgres_url: &str,
+    prefix: &str,
+    data_dir: &std::path::Path,
+) -> Settings {
     let mut s = Settings::default();
     s.data_dir = data_dir.to_path_buf();
     s.listen = "127.0.0.1:0".into();
@@ -128,14 +139,30 @@ pub fn settings(backend: Backend, postgres_url: &str, prefix: &str, data_dir: &s
 /// The environment variables that give a child `imlog` process these settings.
 pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
     let mut env = vec![
-        ("IMLOG_POSTGRES__URL".into(), s.postgres.url.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default()),
+        (
+            "IMLOG_POSTGRES__URL".into(),
+            s.postgres
+                .url
+                .as_ref()
+                .map(|u| u.expose().to_owned())
+                .unwrap_or_default(),
+        ),
         ("IMLOG_LOG__TOPIC_PREFIX".into(), s.log.topic_prefix.clone()),
-        ("IMLOG_LOG__BACKEND".into(), match s.log.backend {
-            LogBackend::Postgres => "postgres".into(),
-            LogBackend::Kafka => "kafka".into(),
-        }),
-        ("IMLOG_LOG__KAFKA__BROKERS".into(), s.log.kafka.brokers.clone()),
-        ("IMLOG_LOG__KAFKA__LINGER_MS".into(), s.log.kafka.linger_ms.to_string()),
+        (
+            "IMLOG_LOG__BACKEND".into(),
+            match s.log.backend {
+                LogBackend::Postgres => "postgres".into(),
+                LogBackend::Kafka => "kafka".into(),
+            },
+        ),
+        (
+            "IMLOG_LOG__KAFKA__BROKERS".into(),
+            s.log.kafka.brokers.clone(),
+        ),
+        (
+            "IMLOG_LOG__KAFKA__LINGER_MS".into(),
+            s.log.kafka.linger_ms.to_string(),
+        ),
     ];
     env.retain(|(_, v)| !v.is_empty());
     env
@@ -164,7 +191,9 @@ impl TestApp {
     /// Another process's worth of roles with the given settings (e.g. a
     /// second gateway over the same database and log).
     pub async fn spawn_with(settings: Settings, roles: Roles) -> TestApp {
-        let app = Application::build(settings.clone(), roles).await.expect("building the application");
+        let app = Application::build(settings.clone(), roles)
+            .await
+            .expect("building the application");
         let addr = app.addr();
         TestApp {
             app,
@@ -176,7 +205,9 @@ impl TestApp {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.ws_url).await.expect("connecting a client")
+        Client::connect(&self.ws_url)
+            .await
+            .expect("connecting a client")
     }
 
     /// A client registered and logged in as a fresh user; returns it, its user id and token.
@@ -281,10 +312,16 @@ impl Proc {
 
 /// A plain HTTP/1.1 GET; returns the status and the body parsed as JSON (or
 /// as a JSON string when it is not JSON).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
@@ -296,6 +333,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str, bearer: Option<&st
         .and_then(|s| s.parse().ok())
         .expect("a status line");
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let json = serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_owned()));
+    let json =
+        serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_owned()));
     (status, json)
 }

@@ -23,12 +23,22 @@ async fn thin_path(backend: Backend) {
     let (mut bob, bob_id, _) = app.user("bob").await;
     assert_ne!(alice_id, bob_id);
 
-    let thread = alice.open_private_thread(bob_id).await.expect("open thread");
-    let message_id = alice.send_text(thread, "u-1", "hello, bob").await.expect("send");
+    let thread = alice
+        .open_private_thread(bob_id)
+        .await
+        .expect("open thread");
+    let message_id = alice
+        .send_text(thread, "u-1", "hello, bob")
+        .await
+        .expect("send");
     assert!(message_id > 0);
 
     // Bob is online: the message arrives as a push with the acknowledged id.
-    let push = bob.next_push(PUSH_WAIT).await.expect("push").expect("a push arrived");
+    let push = bob
+        .next_push(PUSH_WAIT)
+        .await
+        .expect("push")
+        .expect("a push arrived");
     assert_eq!(push["push"], "message");
     assert_eq!(push["data"]["message_id"], json!(message_id));
     assert_eq!(push["data"]["body"], "hello, bob");
@@ -43,7 +53,10 @@ async fn thin_path(backend: Backend) {
         assert_eq!(page.items[0]["seq"], json!(1));
         assert!(!page.load_more);
         assert_eq!(page.next_cursor, message_id);
-        let after = client.sync_messages(thread, message_id, 20).await.expect("sync");
+        let after = client
+            .sync_messages(thread, message_id, 20)
+            .await
+            .expect("sync");
         assert!(after.items.is_empty());
     }
 
@@ -54,7 +67,10 @@ async fn thin_path(backend: Backend) {
     assert_eq!(threads.items[0]["peer"]["name"], "alice");
 
     // Opening the thread again finds the same one.
-    assert_eq!(bob.open_private_thread(alice_id).await.expect("reopen"), thread);
+    assert_eq!(
+        bob.open_private_thread(alice_id).await.expect("reopen"),
+        thread
+    );
     app.stop().await;
 }
 
@@ -65,25 +81,49 @@ async fn bad_input(backend: Backend) {
 
     let r = c.request_raw("this is not json").await.expect("reply");
     assert_eq!(code(&r), "bad_json");
-    let r = c.request_raw(r#"{"req":1,"op":"teleport"}"#).await.expect("reply");
+    let r = c
+        .request_raw(r#"{"req":1,"op":"teleport"}"#)
+        .await
+        .expect("reply");
     assert_eq!(code(&r), "unknown_op");
     assert_eq!(r["req"], json!(1));
     let r = c.request_raw(r#"{"req":2}"#).await.expect("reply");
     assert_eq!(code(&r), "bad_request");
-    let r = c.request_raw(r#"{"req":3,"op":"register","name":"carol"}"#).await.expect("reply");
+    let r = c
+        .request_raw(r#"{"req":3,"op":"register","name":"carol"}"#)
+        .await
+        .expect("reply");
     assert_eq!(code(&r), "bad_request");
     assert!(r["error"]["message"].as_str().unwrap().contains("password"));
-    let r = c.request_raw(r#"{"req":4,"op":"register","name":42,"password":"12345678"}"#).await.expect("reply");
+    let r = c
+        .request_raw(r#"{"req":4,"op":"register","name":42,"password":"12345678"}"#)
+        .await
+        .expect("reply");
     assert_eq!(code(&r), "bad_request");
-    let r = c.request_raw(format!(r#"{{"req":5,"op":"ping","pad":"{}"}}"#, "x".repeat(100_000))).await.expect("reply");
+    let r = c
+        .request_raw(format!(
+            r#"{{"req":5,"op":"ping","pad":"{}"}}"#,
+            "x".repeat(100_000)
+        ))
+        .await
+        .expect("reply");
     assert_eq!(code(&r), "payload_too_large");
     let r = c.request_binary(vec![0, 1, 2, 3]).await.expect("reply");
     assert_eq!(code(&r), "bad_request");
-    let r = c.request_raw(r#"{"req":6,"op":"sync_threads"}"#).await.expect("reply");
+    let r = c
+        .request_raw(r#"{"req":6,"op":"sync_threads"}"#)
+        .await
+        .expect("reply");
     assert_eq!(code(&r), "unauthenticated");
-    let r = c.request_raw(r#"{"req":7,"op":"auth","token":"forged"}"#).await.expect("reply");
+    let r = c
+        .request_raw(r#"{"req":7,"op":"auth","token":"forged"}"#)
+        .await
+        .expect("reply");
     assert_eq!(code(&r), "bad_token");
-    let r = c.request_raw(r#"{"req":8,"op":"login","name":"nobody","password":"whatever1"}"#).await.expect("reply");
+    let r = c
+        .request_raw(r#"{"req":8,"op":"login","name":"nobody","password":"whatever1"}"#)
+        .await
+        .expect("reply");
     assert_eq!(code(&r), "bad_credentials");
     // After all that, the connection still works.
     c.ping().await.expect("still usable");
@@ -101,13 +141,21 @@ async fn bad_input(backend: Backend) {
     assert_eq!(err.code(), Some("not_found"));
     // One item too long: that item refused, the other sent.
     let long = "y".repeat(1025);
-    let items = alice.send_texts(thread, &[("ok-1", "fine"), ("long-1", &long)]).await.expect("send");
+    let items = alice
+        .send_texts(thread, &[("ok-1", "fine"), ("long-1", &long)])
+        .await
+        .expect("send");
     assert!(items[0]["message_id"].as_i64().is_some());
     assert_eq!(items[1]["error"]["code"], "too_long");
     let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
     assert_eq!(page.items.len(), 1, "only the valid item was posted");
     // Registering a taken name.
-    let err = app.client().await.register("ALICE", "password-123").await.unwrap_err();
+    let err = app
+        .client()
+        .await
+        .register("ALICE", "password-123")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("name_taken"));
     app.stop().await;
 }
@@ -120,7 +168,10 @@ async fn retried_unique_id(backend: Backend) {
     let first = alice.send_text(thread, "same", "once").await.expect("send");
     // The client lost the reply and sends again after syncing.
     alice.sync_messages(thread, 0, 10).await.expect("sync");
-    let again = alice.send_text(thread, "same", "once").await.expect("resend");
+    let again = alice
+        .send_text(thread, "same", "once")
+        .await
+        .expect("resend");
     assert_eq!(first, again);
     let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
     assert_eq!(page.items.len(), 1);
@@ -141,23 +192,34 @@ async fn relogin_kicks(backend: Backend) {
     .await;
     let (mut first, _, old_token) = a.user("alice").await;
     let mut second = b.client().await;
-    second.login("alice", "password-123").await.expect("second login");
+    second
+        .login("alice", "password-123")
+        .await
+        .expect("second login");
 
-    let (code, _reason, pushes) = first.wait_closed(PUSH_WAIT).await.expect("the old session is closed");
+    let (code, _reason, pushes) = first
+        .wait_closed(PUSH_WAIT)
+        .await
+        .expect("the old session is closed");
     assert_eq!(code, 4001);
-    assert!(pushes.iter().any(|p| p["push"] == "kicked"), "told why: {pushes:?}");
+    assert!(
+        pushes.iter().any(|p| p["push"] == "kicked"),
+        "told why: {pushes:?}"
+    );
     // The old token is dead, the new session works.
     second.ping().await.expect("new session alive");
-    let mut third = a.client().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The old token stops working once the projection has applied the new
+    // login (moments after the kick, which travels by the log tail).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut refused = false;
-    for _ in 0..50 {
+    while std::time::Instant::now() < deadline {
+        let mut third = a.client().await;
         match third.auth(&old_token).await {
             Err(e) if e.code() == Some("bad_token") => {
                 refused = true;
                 break;
             }
-            Ok(_) => panic!("the kicked session's token still works"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => panic!("unexpected {e}"),
         }
     }
@@ -181,8 +243,15 @@ async fn racing_thread_creation(backend: Backend) {
     let mut bob = b.client().await;
     let bob_id = bob.register("bob", "password-123").await.expect("register");
     bob.login("bob", "password-123").await.expect("login");
-    let (ta, tb) = tokio::join!(alice.open_private_thread(bob_id), bob.open_private_thread(alice_id));
-    assert_eq!(ta.expect("alice opens"), tb.expect("bob opens"), "one thread per pair");
+    let (ta, tb) = tokio::join!(
+        alice.open_private_thread(bob_id),
+        bob.open_private_thread(alice_id)
+    );
+    assert_eq!(
+        ta.expect("alice opens"),
+        tb.expect("bob opens"),
+        "one thread per pair"
+    );
     let threads = alice.sync_threads(0, 100).await.expect("threads");
     assert_eq!(threads.items.len(), 1);
     b.stop().await;
@@ -194,11 +263,22 @@ async fn cursor_paging(backend: Backend) {
     let (mut alice, _, _) = app.user("alice").await;
     let (mut bob, bob_id, _) = app.user("bob").await;
     let thread = alice.open_private_thread(bob_id).await.expect("thread");
-    let texts: Vec<(String, String)> = (0..45).map(|i| (format!("m-{i}"), format!("text {i}"))).collect();
-    let items: Vec<(&str, &str)> = texts.iter().map(|(u, b)| (u.as_str(), b.as_str())).collect();
+    let texts: Vec<(String, String)> = (0..45)
+        .map(|i| (format!("m-{i}"), format!("text {i}")))
+        .collect();
+    let items: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(u, b)| (u.as_str(), b.as_str()))
+        .collect();
     let answers = alice.send_texts(thread, &items).await.expect("send batch");
-    let ids: Vec<i64> = answers.iter().map(|a| a["message_id"].as_i64().expect("id")).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase in batch order");
+    let ids: Vec<i64> = answers
+        .iter()
+        .map(|a| a["message_id"].as_i64().expect("id"))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids increase in batch order"
+    );
 
     // Bob pages 10 at a time; wait until the projection has them all.
     let mut all = Vec::new();

@@ -3,7 +3,10 @@
 
 use imlog::app::Roles;
 use imlog_projections::replay;
-use imlog_tests::{fresh_database, on_backends, open_log, settings, settings_env, topic_prefix, Backend, Client, Proc, TestApp};
+use imlog_tests::{
+    fresh_database, on_backends, open_log, settings, settings_env, topic_prefix, Backend, Client,
+    Proc, TestApp,
+};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,9 +46,16 @@ async fn projector_kill9(backend: Backend) {
             let texts: Vec<(String, String)> = (0..PER_BATCH)
                 .map(|i| (format!("b{b}-{i}"), format!("message {b}/{i}")))
                 .collect();
-            let items: Vec<(&str, &str)> = texts.iter().map(|(u, t)| (u.as_str(), t.as_str())).collect();
+            let items: Vec<(&str, &str)> = texts
+                .iter()
+                .map(|(u, t)| (u.as_str(), t.as_str()))
+                .collect();
             for answer in alice.send_texts(thread, &items).await.expect("send") {
-                ids.push(answer["message_id"].as_i64().expect("every item acknowledged"));
+                ids.push(
+                    answer["message_id"]
+                        .as_i64()
+                        .expect("every item acknowledged"),
+                );
             }
             counter.fetch_add(PER_BATCH, Ordering::SeqCst);
         }
@@ -71,22 +81,37 @@ async fn projector_kill9(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let synced_ids: Vec<i64> = synced.iter().map(|m| m["message_id"].as_i64().unwrap()).collect();
-    assert_eq!(synced_ids, acked_ids, "the projection holds exactly the acknowledged messages, in order");
+    let synced_ids: Vec<i64> = synced
+        .iter()
+        .map(|m| m["message_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        synced_ids, acked_ids,
+        "the projection holds exactly the acknowledged messages, in order"
+    );
     let seqs: Vec<i64> = synced.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=acked_ids.len() as i64).collect::<Vec<_>>());
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(connection);
     let row = db
-        .query_one("SELECT count(*), count(DISTINCT unique_id) FROM imlog.messages", &[])
+        .query_one(
+            "SELECT count(*), count(DISTINCT unique_id) FROM imlog.messages",
+            &[],
+        )
         .await
         .expect("count");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1000, 1000));
 
     // A replay from offset 0 into a fresh schema yields the same rows.
     let log = open_log(backend, &url, &prefix).await;
-    replay::rebuild(&url, &log, "imlog_rebuilt").await.expect("rebuild");
-    let differences = replay::differences(&db, "imlog", "imlog_rebuilt").await.expect("compare");
+    replay::rebuild(&url, &log, "imlog_rebuilt")
+        .await
+        .expect("rebuild");
+    let differences = replay::differences(&db, "imlog", "imlog_rebuilt")
+        .await
+        .expect("compare");
     assert!(differences.is_empty(), "replay differs: {differences:?}");
 
     assert!(projector.terminate().await.success());
@@ -99,41 +124,74 @@ async fn projector_kill9(backend: Backend) {
 async fn serve_survives_kill9_with_its_private_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The private cluster may run as the `postgres` user, who must reach it.
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let data = dir.path().join("data");
-    let args = ["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let args = [
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
     let serve = Proc::spawn(BIN, &args, &[]).await;
     let (status, body) = imlog_tests::http_get(serve.addr, "/healthz", None).await;
     assert_eq!(status, 200, "{body}");
 
     let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
-    alice.register("alice", "password-123").await.expect("register");
-    let token = alice.login("alice", "password-123").await.expect("login").token;
+    alice
+        .register("alice", "password-123")
+        .await
+        .expect("register");
+    let token = alice
+        .login("alice", "password-123")
+        .await
+        .expect("login")
+        .token;
     let mut bob = Client::connect(&serve.ws_url()).await.expect("connect");
     let bob_id = bob.register("bob", "password-123").await.expect("register");
     let thread = alice.open_private_thread(bob_id).await.expect("thread");
-    let message_id = alice.send_text(thread, "before-crash", "still here?").await.expect("send");
+    let message_id = alice
+        .send_text(thread, "before-crash", "still here?")
+        .await
+        .expect("send");
     serve.kill9().await;
 
     let serve = Proc::spawn(BIN, &args, &[]).await;
     let (status, _) = imlog_tests::http_get(serve.addr, "/healthz", None).await;
     assert_eq!(status, 200);
     let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
-    alice.auth(&token).await.expect("the session survived the crash");
+    alice
+        .auth(&token)
+        .await
+        .expect("the session survived the crash");
     // The restarted projector may still be applying what the killed one had
     // not; the message appears as soon as it has.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
-        let ids: BTreeSet<i64> = page.items.iter().map(|m| m["message_id"].as_i64().unwrap()).collect();
+        let ids: BTreeSet<i64> = page
+            .items
+            .iter()
+            .map(|m| m["message_id"].as_i64().unwrap())
+            .collect();
         if ids.contains(&message_id) {
             break;
         }
-        assert!(Instant::now() < deadline, "the message sent before kill -9 is lost");
+        assert!(
+            Instant::now() < deadline,
+            "the message sent before kill -9 is lost"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // A clean stop also stops the private Postgres.
     assert!(serve.terminate().await.success());
-    assert!(!data.join("postgres/postmaster.pid").exists(), "private Postgres still running");
+    assert!(
+        !data.join("postgres/postmaster.pid").exists(),
+        "private Postgres still running"
+    );
 }

@@ -4,7 +4,10 @@
 use imlog::app::{Application, Roles};
 use imlog::config::{Secret, StorageBackend};
 use imlog_projections::replay;
-use imlog_tests::{fresh_database, http_get, kafka_brokers, open_log, settings, topic_prefix, Backend, Client, TestApp};
+use imlog_tests::{
+    fresh_database, http_get, kafka_brokers, open_log, settings, topic_prefix, Backend, Client,
+    TestApp,
+};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,7 +16,10 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
     let (mut alice, _, token) = app.user("alice").await;
     let (_bob, bob_id, _) = app.user("bob").await;
     let thread = alice.open_private_thread(bob_id).await.expect("thread");
-    let message_id = alice.send_text(thread, "q-1", "over http").await.expect("send");
+    let message_id = alice
+        .send_text(thread, "q-1", "over http")
+        .await
+        .expect("send");
     alice.sync_messages(thread, 0, 1).await.expect("projected");
 
     // A separate query-only process over the same database.
@@ -30,14 +36,25 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
     let (status, body) = http_get(addr, "/v1/threads?after=0&limit=10", Some(&token)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["items"][0]["thread_id"], thread);
-    let (status, body) = http_get(addr, &format!("/v1/threads/{thread}/messages?since=0"), Some(&token)).await;
+    let (status, body) = http_get(
+        addr,
+        &format!("/v1/threads/{thread}/messages?since=0"),
+        Some(&token),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["items"][0]["message_id"], message_id);
 
     let (status, body) = http_get(addr, "/v1/threads", None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
     let (status, body) = http_get(addr, "/v1/threads", Some("forged")).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("bad_token")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("bad_token"))
+    );
     let (status, _) = http_get(addr, "/v1/threads?limit=banana", Some(&token)).await;
     assert_eq!(status, 400);
     let (status, _) = http_get(addr, "/v1/threads/not-a-number/messages", Some(&token)).await;
@@ -47,7 +64,10 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
     assert_eq!(status, 404);
     let (status, body) = http_get(addr, "/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(body.as_str().unwrap_or_default().contains("imlog_"), "metrics: {body}");
+    assert!(
+        body.as_str().unwrap_or_default().contains("imlog_"),
+        "metrics: {body}"
+    );
     query.stop().await;
     app.stop().await;
 }
@@ -65,11 +85,17 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
     // One client pings every 300 ms and stays; the other says nothing.
     let pinger = tokio::spawn(async move {
         for _ in 0..8 {
-            talker.ping().await.expect("a pinging client stays connected");
+            talker
+                .ping()
+                .await
+                .expect("a pinging client stays connected");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
-    let (code, _, _) = silent.wait_closed(Duration::from_secs(10)).await.expect("closed");
+    let (code, _, _) = silent
+        .wait_closed(Duration::from_secs(10))
+        .await
+        .expect("closed");
     assert_eq!(code, 4000);
     assert!(started.elapsed() >= Duration::from_millis(900));
     pinger.await.expect("pinger");
@@ -83,28 +109,58 @@ async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
     let (_bob, bob_id, _) = app.user("bob").await;
     let thread = alice.open_private_thread(bob_id).await.expect("thread");
     for i in 0..30 {
-        alice.send_text(thread, &format!("r-{i}"), &format!("replayed {i}")).await.expect("send");
+        alice
+            .send_text(thread, &format!("r-{i}"), &format!("replayed {i}"))
+            .await
+            .expect("send");
     }
     alice.sync_messages(thread, 0, 1).await.expect("projected");
-    let url = app.settings.postgres.url.clone().expect("url").expose().to_owned();
+    let url = app
+        .settings
+        .postgres
+        .url
+        .clone()
+        .expect("url")
+        .expose()
+        .to_owned();
     let log = app.app.log();
-    replay::rebuild(&url, &log, "imlog_next").await.expect("rebuild");
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    replay::rebuild(&url, &log, "imlog_next")
+        .await
+        .expect("rebuild");
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(connection);
-    assert_eq!(replay::differences(&db, "imlog", "imlog_next").await.expect("compare"), Vec::<String>::new());
-    assert!(replay::rebuild(&url, &log, "imlog_next").await.is_err(), "a rebuild needs a fresh schema");
+    assert_eq!(
+        replay::differences(&db, "imlog", "imlog_next")
+            .await
+            .expect("compare"),
+        Vec::<String>::new()
+    );
+    assert!(
+        replay::rebuild(&url, &log, "imlog_next").await.is_err(),
+        "a rebuild needs a fresh schema"
+    );
 
-    replay::swap(&url, "imlog", "imlog_next", "imlog_old").await.expect("swap");
+    replay::swap(&url, "imlog", "imlog_next", "imlog_old")
+        .await
+        .expect("swap");
     // The running application now reads and writes the swapped-in tables.
-    let more = alice.send_text(thread, "after-swap", "still flowing").await.expect("send");
+    let more = alice
+        .send_text(thread, "after-swap", "still flowing")
+        .await
+        .expect("send");
     let all = alice.sync_all_messages(thread, 0).await.expect("sync");
     assert_eq!(all.len(), 31);
     assert_eq!(all.last().unwrap()["message_id"], more);
 
     let mut out = Vec::new();
-    let n = replay::export_messages(&db, &mut out).await.expect("export");
+    let n = replay::export_messages(&db, &mut out)
+        .await
+        .expect("export");
     assert_eq!(n, 31);
-    let first: serde_json::Value = serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(first["body"], "replayed 0");
     app.stop().await;
 }
@@ -121,22 +177,40 @@ async fn log_copy_to_kafka_preserves_positions_and_ids() {
     let (_bob, bob_id, _) = app.user("bob").await;
     let thread = alice.open_private_thread(bob_id).await.expect("thread");
     for i in 0..25 {
-        alice.send_text(thread, &format!("c-{i}"), &format!("copied {i}")).await.expect("send");
+        alice
+            .send_text(thread, &format!("c-{i}"), &format!("copied {i}"))
+            .await
+            .expect("send");
     }
     alice.sync_messages(thread, 0, 1).await.expect("projected");
-    let url = app.settings.postgres.url.clone().expect("url").expose().to_owned();
+    let url = app
+        .settings
+        .postgres
+        .url
+        .clone()
+        .expect("url")
+        .expose()
+        .to_owned();
     let source = app.app.log();
     let target = open_log(Backend::Kafka, &url, &app.settings.log.topic_prefix).await;
     let report = imlog::logcopy::copy(&source, &target).await.expect("copy");
     assert!(report.copied > 25);
     // Again: nothing left to copy, and the copy is recognised as complete.
-    let again = imlog::logcopy::copy(&source, &target).await.expect("copy again");
+    let again = imlog::logcopy::copy(&source, &target)
+        .await
+        .expect("copy again");
     assert_eq!(again.copied, 0);
 
-    replay::rebuild(&url, &target, "imlog_from_kafka").await.expect("rebuild from Kafka");
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    replay::rebuild(&url, &target, "imlog_from_kafka")
+        .await
+        .expect("rebuild from Kafka");
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(connection);
-    let differences = replay::differences(&db, "imlog", "imlog_from_kafka").await.expect("compare");
+    let differences = replay::differences(&db, "imlog", "imlog_from_kafka")
+        .await
+        .expect("compare");
     assert!(differences.is_empty(), "{differences:?}");
     app.stop().await;
 }
@@ -166,7 +240,9 @@ fn s3_env() -> Option<(String, String, String, String)> {
 /// to start and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_object_store_is_probed_at_start() {
-    let Some((endpoint, bucket, access, secret)) = s3_env() else { return };
+    let Some((endpoint, bucket, access, secret)) = s3_env() else {
+        return;
+    };
     let url = fresh_database().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = settings(Backend::Postgres, &url, &topic_prefix(), dir.path());
@@ -176,8 +252,12 @@ async fn the_s3_object_store_is_probed_at_start() {
     s.storage.s3.allow_http = true;
     s.storage.s3.access_key_id = Secret::from(access);
     s.storage.s3.secret_access_key = Secret::from(secret);
-    let app = Application::build(s.clone(), Roles::ALL).await.expect("starts against S3");
-    let mut c = Client::connect(&format!("ws://{}/ws", app.addr())).await.expect("connect");
+    let app = Application::build(s.clone(), Roles::ALL)
+        .await
+        .expect("starts against S3");
+    let mut c = Client::connect(&format!("ws://{}/ws", app.addr()))
+        .await
+        .expect("connect");
     c.ping().await.expect("serving");
     app.stop().await;
 

@@ -66,7 +66,9 @@ fn transport(e: impl std::fmt::Display) -> ClientError {
 impl Client {
     /// Connects to `ws://host:port/ws`.
     pub async fn connect(url: &str) -> Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(transport)?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(transport)?;
         Ok(Client {
             ws,
             next_req: 1,
@@ -81,7 +83,11 @@ impl Client {
         let mut frame = match fields {
             Value::Object(map) => map,
             Value::Null => Default::default(),
-            other => return Err(ClientError::Protocol(format!("fields must be an object, not {other}"))),
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "fields must be an object, not {other}"
+                )))
+            }
         };
         frame.insert("req".into(), json!(req));
         frame.insert("op".into(), json!(op));
@@ -99,7 +105,10 @@ impl Client {
 
     /// Sends a raw binary frame and returns the next reply.
     pub async fn request_binary(&mut self, bytes: Vec<u8>) -> Result<Value> {
-        self.ws.send(Message::binary(bytes)).await.map_err(transport)?;
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .map_err(transport)?;
         self.next_reply(None).await
     }
 
@@ -110,14 +119,19 @@ impl Client {
     /// The next reply (a frame that is not a push); pushes are queued.
     async fn next_reply(&mut self, req: Option<Value>) -> Result<Value> {
         loop {
-            let frame = self.next_frame(REPLY_TIMEOUT).await?.ok_or(ClientError::Timeout)?;
+            let frame = self
+                .next_frame(REPLY_TIMEOUT)
+                .await?
+                .ok_or(ClientError::Timeout)?;
             if frame.get("push").is_some() {
                 self.pushes.push_back(frame);
                 continue;
             }
             match &req {
                 Some(req) if frame.get("req") != Some(req) => {
-                    return Err(ClientError::Protocol(format!("reply for another request: {frame}")))
+                    return Err(ClientError::Protocol(format!(
+                        "reply for another request: {frame}"
+                    )))
                 }
                 _ => return Ok(frame),
             }
@@ -166,7 +180,9 @@ impl Client {
             match self.next_frame(left).await? {
                 None => return Ok(None),
                 Some(frame) if frame.get("push").is_some() => return Ok(Some(frame)),
-                Some(frame) => return Err(ClientError::Protocol(format!("unexpected reply: {frame}"))),
+                Some(frame) => {
+                    return Err(ClientError::Protocol(format!("unexpected reply: {frame}")))
+                }
             }
         }
     }
@@ -188,13 +204,18 @@ impl Client {
     }
 
     pub async fn register(&mut self, name: &str, password: &str) -> Result<i64> {
-        let data = self.request("register", json!({ "name": name, "password": password })).await?;
+        let data = self
+            .request("register", json!({ "name": name, "password": password }))
+            .await?;
         field_i64(&data, "user_id")
     }
 
     pub async fn login(&mut self, name: &str, password: &str) -> Result<LoggedIn> {
         let data = self
-            .request("login", json!({ "name": name, "password": password, "device": "imlog-client" }))
+            .request(
+                "login",
+                json!({ "name": name, "password": password, "device": "imlog-client" }),
+            )
             .await?;
         serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -208,19 +229,28 @@ impl Client {
     }
 
     pub async fn open_private_thread(&mut self, peer: i64) -> Result<i64> {
-        let data = self.request("open_private_thread", json!({ "user_id": peer })).await?;
+        let data = self
+            .request("open_private_thread", json!({ "user_id": peer }))
+            .await?;
         field_i64(&data, "thread_id")
     }
 
     /// Sends a batch of `(unique_id, body)` texts; returns each item's answer
     /// (`{"unique_id", "message_id"}` or `{"unique_id", "error"}`).
-    pub async fn send_texts(&mut self, thread_id: i64, items: &[(&str, &str)]) -> Result<Vec<Value>> {
+    pub async fn send_texts(
+        &mut self,
+        thread_id: i64,
+        items: &[(&str, &str)],
+    ) -> Result<Vec<Value>> {
         let items: Vec<Value> = items
             .iter()
             .map(|(unique_id, body)| json!({ "unique_id": unique_id, "body": body }))
             .collect();
         let data = self
-            .request("send_messages", json!({ "thread_id": thread_id, "items": items }))
+            .request(
+                "send_messages",
+                json!({ "thread_id": thread_id, "items": items }),
+            )
             .await?;
         match data.get("items") {
             Some(Value::Array(items)) => Ok(items.clone()),
@@ -231,7 +261,9 @@ impl Client {
     /// Sends one text and returns its message id.
     pub async fn send_text(&mut self, thread_id: i64, unique_id: &str, body: &str) -> Result<i64> {
         let items = self.send_texts(thread_id, &[(unique_id, body)]).await?;
-        let item = items.first().ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
+        let item = items
+            .first()
+            .ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
         if let Some(error) = item.get("error") {
             return Err(ClientError::Server {
                 code: error["code"].as_str().unwrap_or_default().to_owned(),
@@ -242,11 +274,18 @@ impl Client {
     }
 
     pub async fn sync_threads(&mut self, after: i64, limit: usize) -> Result<Page> {
-        let data = self.request("sync_threads", json!({ "after": after, "limit": limit })).await?;
+        let data = self
+            .request("sync_threads", json!({ "after": after, "limit": limit }))
+            .await?;
         serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    pub async fn sync_messages(&mut self, thread_id: i64, since: i64, limit: usize) -> Result<Page> {
+    pub async fn sync_messages(
+        &mut self,
+        thread_id: i64,
+        since: i64,
+        limit: usize,
+    ) -> Result<Page> {
         let data = self
             .request(
                 "sync_messages",
@@ -257,7 +296,11 @@ impl Client {
     }
 
     /// Every message of a thread after `since`, following `load_more`.
-    pub async fn sync_all_messages(&mut self, thread_id: i64, mut since: i64) -> Result<Vec<Value>> {
+    pub async fn sync_all_messages(
+        &mut self,
+        thread_id: i64,
+        mut since: i64,
+    ) -> Result<Vec<Value>> {
         let mut all = Vec::new();
         loop {
             let page = self.sync_messages(thread_id, since, 100).await?;

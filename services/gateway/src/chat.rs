@@ -6,8 +6,9 @@ use crate::credentials::{hash_password, new_token, token_digest, verify_password
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{NewPassword, OutgoingText, UserName};
 use imlog_events::{
-    Envelope, Event, EventMeta, LogPosition, MessageId, MessageKind, MessagePosted, PrivateThreadCreated,
-    SessionEndReason, SessionEnded, SessionId, SessionStarted, ThreadId, Topic, UserId, UserRegistered,
+    Envelope, Event, EventMeta, LogPosition, MessageId, MessageKind, MessagePosted,
+    PrivateThreadCreated, SessionEndReason, SessionEnded, SessionId, SessionStarted, ThreadId,
+    Topic, UserId, UserRegistered,
 };
 use imlog_log::{AppendRecord, SharedLog};
 use imlog_postgres::Pool;
@@ -120,7 +121,12 @@ impl Chat {
         &self.db
     }
 
-    async fn append(&self, writes: &mut Writes, actor: Option<UserId>, event: impl Into<Event>) -> Result<LogPosition, ApiError> {
+    async fn append(
+        &self,
+        writes: &mut Writes,
+        actor: Option<UserId>,
+        event: impl Into<Event>,
+    ) -> Result<LogPosition, ApiError> {
         let envelope = Envelope::new(EventMeta::new(actor, Uuid::now_v7()), event);
         let topic = envelope.event.topic();
         let pos = self
@@ -134,7 +140,11 @@ impl Chat {
     /// Waits until the read model reflects this connection's writes to `topics`.
     async fn settle(&self, writes: &Writes, topics: &[Topic]) -> Result<(), ApiError> {
         let positions = writes.positions(topics);
-        if self.progress.wait_for(&positions, self.settings.projection_wait).await? {
+        if self
+            .progress
+            .wait_for(&positions, self.settings.projection_wait)
+            .await?
+        {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -145,9 +155,17 @@ impl Chat {
     }
 
     #[tracing::instrument(skip_all, fields(name = name.as_str()))]
-    pub async fn register(&self, writes: &mut Writes, name: UserName, password: NewPassword) -> Result<Registered, ApiError> {
+    pub async fn register(
+        &self,
+        writes: &mut Writes,
+        name: UserName,
+        password: NewPassword,
+    ) -> Result<Registered, ApiError> {
         let client = self.db.get().await?;
-        if queries::user_by_name(&**client, name.as_str()).await?.is_some() {
+        if queries::user_by_name(&**client, name.as_str())
+            .await?
+            .is_some()
+        {
             return Err(name_taken(&name));
         }
         drop(client);
@@ -190,7 +208,9 @@ impl Chat {
     ) -> Result<(Session, LoggedIn), ApiError> {
         let bad = || ApiError::new(ErrorCode::BadCredentials, "wrong name or password");
         let client = self.db.get().await?;
-        let user = queries::user_by_name(&**client, name.as_str()).await?.ok_or_else(bad)?;
+        let user = queries::user_by_name(&**client, name.as_str())
+            .await?
+            .ok_or_else(bad)?;
         drop(client);
         let phc = user.password_hash;
         let verified = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
@@ -202,7 +222,8 @@ impl Chat {
         let token = new_token();
         let session_id = SessionId(Uuid::new_v4());
         let expires_at = chrono::Utc::now()
-            + chrono::Duration::from_std(self.settings.session_ttl).unwrap_or(chrono::Duration::days(30));
+            + chrono::Duration::from_std(self.settings.session_ttl)
+                .unwrap_or(chrono::Duration::days(30));
         let pos = self
             .append(
                 writes,
@@ -238,7 +259,12 @@ impl Chat {
         let client = self.db.get().await?;
         let session = queries::live_session(&**client, &token_digest(token))
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::BadToken, "the token is unknown, expired, or its session ended"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BadToken,
+                    "the token is unknown, expired, or its session ended",
+                )
+            })?;
         Ok(Session {
             user_id: session.user_id,
             session_id: session.session_id,
@@ -269,13 +295,18 @@ impl Chat {
     ) -> Result<OpenedThread, ApiError> {
         let me = session.user_id;
         if peer == me {
-            return Err(ApiError::bad_request("a private thread needs two different users"));
+            return Err(ApiError::bad_request(
+                "a private thread needs two different users",
+            ));
         }
         let (low, high) = if me < peer { (me, peer) } else { (peer, me) };
         self.settle(writes, &[Topic::Threads]).await?;
         let client = self.db.get().await?;
         if queries::user(&**client, peer).await?.is_none() {
-            return Err(ApiError::new(ErrorCode::NotFound, format!("no user {peer}")));
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no user {peer}"),
+            ));
         }
         if let Some(thread_id) = queries::private_thread(&**client, low, high).await? {
             return Ok(OpenedThread {
@@ -300,7 +331,12 @@ impl Chat {
         let client = self.db.get().await?;
         let thread_id = queries::private_thread(&**client, low, high)
             .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the created thread is missing from the read model"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "the created thread is missing from the read model",
+                )
+            })?;
         let created = thread_id == ThreadId::from_position(pos);
         tracing::info!(%thread_id, created, "private thread opened");
         Ok(OpenedThread { thread_id, created })
@@ -340,7 +376,9 @@ impl Chat {
                 }),
                 Ok(text) => {
                     // A retry after a lost reply: answer with the first id.
-                    if let Some(id) = queries::message_by_unique_id(&**client, me, &text.unique_id).await? {
+                    if let Some(id) =
+                        queries::message_by_unique_id(&**client, me, &text.unique_id).await?
+                    {
                         answers.push(SentItem {
                             unique_id: text.unique_id,
                             message_id: Some(id),
@@ -414,7 +452,8 @@ impl Chat {
         since: MessageId,
         limit: usize,
     ) -> Result<Page<MessageView>, ApiError> {
-        self.settle(writes, &[Topic::Threads, Topic::Messages]).await?;
+        self.settle(writes, &[Topic::Threads, Topic::Messages])
+            .await?;
         let client = self.db.get().await?;
         let members = queries::thread_members(&**client, thread_id).await?;
         if !members.contains(&session.user_id) {
@@ -428,5 +467,8 @@ impl Chat {
 }
 
 fn name_taken(name: &UserName) -> ApiError {
-    ApiError::new(ErrorCode::NameTaken, format!("the name {:?} is taken", name.as_str()))
+    ApiError::new(
+        ErrorCode::NameTaken,
+        format!("the name {:?} is taken", name.as_str()),
+    )
 }

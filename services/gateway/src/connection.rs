@@ -86,14 +86,23 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     };
     if let Some(closing) = closing {
         if closing.code == close_code::KICKED {
-            let _ = sink.send(Message::Text(push("kicked", json!({ "reason": closing.reason })).into())).await;
+            let _ = sink
+                .send(Message::Text(
+                    push("kicked", json!({ "reason": closing.reason })).into(),
+                ))
+                .await;
         }
         let frame = CloseFrame {
             code: closing.code,
             reason: closing.reason.into(),
         };
         let _ = sink.send(Message::Close(Some(frame))).await;
-        tracing::info!(conn_id, code = closing.code, reason = closing.reason, "connection closed by server");
+        tracing::info!(
+            conn_id,
+            code = closing.code,
+            reason = closing.reason,
+            "connection closed by server"
+        );
     }
     if let Some(session) = conn.session {
         gateway.hub.unregister(conn_id, session.user_id);
@@ -128,7 +137,10 @@ impl Connection {
         if text.len() > MAX_REQUEST_BYTES {
             let e = ApiError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("frame is {} bytes; the limit is {MAX_REQUEST_BYTES}", text.len()),
+                format!(
+                    "frame is {} bytes; the limit is {MAX_REQUEST_BYTES}",
+                    text.len()
+                ),
             );
             return error_reply(&Value::Null, &e);
         }
@@ -138,19 +150,25 @@ impl Connection {
         let span = tracing::info_span!("request", conn_id = self.conn_id, op, req = %req,
             user_id = self.session.map(|s| s.user_id.0));
         let result = match request {
-            Ok(request) => tracing::Instrument::instrument(self.dispatch(request), span.clone()).await,
+            Ok(request) => {
+                tracing::Instrument::instrument(self.dispatch(request), span.clone()).await
+            }
             Err(e) => Err(e),
         };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        metrics::counter!("imlog_gateway_requests_total", "op" => op, "outcome" => outcome).increment(1);
-        metrics::histogram!("imlog_gateway_request_seconds", "op" => op).record(started.elapsed().as_secs_f64());
+        metrics::counter!("imlog_gateway_requests_total", "op" => op, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("imlog_gateway_request_seconds", "op" => op)
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(data) => ok_reply(&req, data),
             Err(e) => {
-                span.in_scope(|| tracing::debug!(code = ?e.code, message = %e.message, "request refused"));
+                span.in_scope(
+                    || tracing::debug!(code = ?e.code, message = %e.message, "request refused"),
+                );
                 error_reply(&req, &e)
             }
         }
@@ -160,8 +178,14 @@ impl Connection {
         let chat = &self.gateway.chat;
         match request {
             Request::Ping => Ok(json!({})),
-            Request::Register { name, password } => to_value(chat.register(&mut self.writes, name, password).await?),
-            Request::Login { name, password, device } => {
+            Request::Register { name, password } => {
+                to_value(chat.register(&mut self.writes, name, password).await?)
+            }
+            Request::Login {
+                name,
+                password,
+                device,
+            } => {
                 self.refuse_second_login()?;
                 let (session, reply) = chat.login(&mut self.writes, name, password, device).await?;
                 self.attach(session);
@@ -175,14 +199,21 @@ impl Connection {
             }
             authenticated => {
                 let session = self.session.ok_or_else(|| {
-                    ApiError::new(ErrorCode::Unauthenticated, "log in (op login or auth) before this request")
+                    ApiError::new(
+                        ErrorCode::Unauthenticated,
+                        "log in (op login or auth) before this request",
+                    )
                 })?;
                 self.dispatch_authenticated(session, authenticated).await
             }
         }
     }
 
-    async fn dispatch_authenticated(&mut self, session: Session, request: Request) -> Result<Value, ApiError> {
+    async fn dispatch_authenticated(
+        &mut self,
+        session: Session,
+        request: Request,
+    ) -> Result<Value, ApiError> {
         let chat = &self.gateway.chat;
         let w = &mut self.writes;
         match request {
@@ -191,21 +222,38 @@ impl Connection {
                 self.logged_out = true;
                 Ok(json!({}))
             }
-            Request::OpenPrivateThread { user_id } => to_value(chat.open_private_thread(w, &session, user_id).await?),
-            Request::SendMessages { thread_id, items } => to_value(chat.send_messages(w, &session, thread_id, items).await?),
-            Request::SyncThreads { after, limit } => to_value(chat.sync_threads(w, &session, after, limit).await?),
-            Request::SyncMessages { thread_id, since, limit } => {
-                to_value(chat.sync_messages(w, &session, thread_id, since, limit).await?)
+            Request::OpenPrivateThread { user_id } => {
+                to_value(chat.open_private_thread(w, &session, user_id).await?)
             }
-            Request::Ping | Request::Register { .. } | Request::Login { .. } | Request::Auth { .. } => {
-                Err(ApiError::new(ErrorCode::Internal, "request routed to the wrong handler"))
+            Request::SendMessages { thread_id, items } => {
+                to_value(chat.send_messages(w, &session, thread_id, items).await?)
             }
+            Request::SyncThreads { after, limit } => {
+                to_value(chat.sync_threads(w, &session, after, limit).await?)
+            }
+            Request::SyncMessages {
+                thread_id,
+                since,
+                limit,
+            } => to_value(
+                chat.sync_messages(w, &session, thread_id, since, limit)
+                    .await?,
+            ),
+            Request::Ping
+            | Request::Register { .. }
+            | Request::Login { .. }
+            | Request::Auth { .. } => Err(ApiError::new(
+                ErrorCode::Internal,
+                "request routed to the wrong handler",
+            )),
         }
     }
 
     fn refuse_second_login(&self) -> Result<(), ApiError> {
         match self.session {
-            Some(_) => Err(ApiError::bad_request("this connection is already logged in")),
+            Some(_) => Err(ApiError::bad_request(
+                "this connection is already logged in",
+            )),
             None => Ok(()),
         }
     }

@@ -1,6 +1,5 @@
 //! The errors a client can see: a stable code and a human sentence.
 
-
 /// Stable error codes of the client protocol (docs/PROTOCOL.md lists them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -80,7 +79,10 @@ impl From<imlog_log::LogError> for ApiError {
     fn from(e: imlog_log::LogError) -> Self {
         tracing::warn!(error = %e, "log append failed");
         if e.is_retriable() {
-            ApiError::new(ErrorCode::Unavailable, "the event log is unavailable; retry shortly")
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the event log is unavailable; retry shortly",
+            )
         } else {
             ApiError::new(ErrorCode::Internal, "the event log refused the write")
         }
@@ -90,14 +92,20 @@ impl From<imlog_log::LogError> for ApiError {
 impl From<imlog_projections::ProjectionError> for ApiError {
     fn from(e: imlog_projections::ProjectionError) -> Self {
         tracing::warn!(error = %e, "read model query failed");
-        ApiError::new(ErrorCode::Unavailable, "the database is unavailable; retry shortly")
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the database is unavailable; retry shortly",
+        )
     }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         tracing::warn!(error = %e, "no database connection");
-        ApiError::new(ErrorCode::Unavailable, "the database is unavailable; retry shortly")
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the database is unavailable; retry shortly",
+        )
     }
 }
 

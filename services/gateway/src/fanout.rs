@@ -4,8 +4,8 @@
 //! offsets and starts at the end after a restart.
 
 use crate::hub::Hub;
-use crate::Gateway;
 use crate::protocol::push;
+use crate::Gateway;
 use imlog_events::{Envelope, Event, MessageId, Topic};
 use imlog_log::{read_from_end, Record, SharedLog};
 use serde_json::json;
@@ -16,16 +16,17 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(log: SharedLog, gateway: Arc<Gateway>, shutdown: CancellationToken) {
     let hub = &gateway.hub;
     while !shutdown.is_cancelled() {
-        let mut reader = match read_from_end(log.as_ref(), &[Topic::Messages, Topic::Sessions]).await {
-            Ok(reader) => reader,
-            Err(e) => {
-                tracing::warn!(error = %e, "fanout cannot open the log; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        let mut reader =
+            match read_from_end(log.as_ref(), &[Topic::Messages, Topic::Sessions]).await {
+                Ok(reader) => reader,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fanout cannot open the log; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
                 }
-            }
-        };
+            };
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return,

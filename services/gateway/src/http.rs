@@ -36,7 +36,10 @@ struct AppState {
 pub fn ops_router(db: imlog_postgres::Pool, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/healthz", get(move || health(db.clone())))
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
 }
 
 pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle) -> Router {
@@ -52,7 +55,8 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
     let state = AppState {
         gateway: gateway.clone(),
     };
-    app.with_state(state).merge(ops_router(gateway.chat.db().clone(), metrics))
+    app.with_state(state)
+        .merge(ops_router(gateway.chat.db().clone(), metrics))
 }
 
 async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
@@ -64,13 +68,23 @@ async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respons
 async fn health(db: imlog_postgres::Pool) -> Response {
     let check = async {
         let client = db.get().await.map_err(|e| e.to_string())?;
-        client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     };
     match tokio::time::timeout(Duration::from_secs(2), check).await {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "down", "error": e }))).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "down", "error": "database timeout" })))
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "down", "error": e })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "down", "error": "database timeout" })),
+        )
             .into_response(),
     }
 }
@@ -80,18 +94,24 @@ struct HttpError(ApiError);
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = match self.0.code {
-            ErrorCode::BadJson | ErrorCode::BadRequest | ErrorCode::UnknownOp | ErrorCode::TooLong => {
-                StatusCode::BAD_REQUEST
-            }
+            ErrorCode::BadJson
+            | ErrorCode::BadRequest
+            | ErrorCode::UnknownOp
+            | ErrorCode::TooLong => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Unauthenticated | ErrorCode::BadCredentials | ErrorCode::BadToken => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated | ErrorCode::BadCredentials | ErrorCode::BadToken => {
+                StatusCode::UNAUTHORIZED
+            }
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NameTaken => StatusCode::CONFLICT,
-            ErrorCode::Unavailable | ErrorCode::ProjectionLagging => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable | ErrorCode::ProjectionLagging => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = json!({ "ok": false, "error": { "code": self.0.code, "message": self.0.message } });
+        let body =
+            json!({ "ok": false, "error": { "code": self.0.code, "message": self.0.message } });
         (status, Json(body)).into_response()
     }
 }
@@ -107,7 +127,12 @@ async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Session, HttpEr
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "send Authorization: Bearer <token>"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                "send Authorization: Bearer <token>",
+            )
+        })?;
     Ok(state.gateway.chat.authenticate(token.trim()).await?)
 }
 
@@ -137,7 +162,12 @@ async fn threads(
     let page = state
         .gateway
         .chat
-        .sync_threads(&Writes::default(), &session, ThreadId(q.after.max(0)), limit)
+        .sync_threads(
+            &Writes::default(),
+            &session,
+            ThreadId(q.after.max(0)),
+            limit,
+        )
         .await?;
     Ok(Json(json!({ "ok": true, "data": page })).into_response())
 }
@@ -162,7 +192,13 @@ async fn messages(
     let page = state
         .gateway
         .chat
-        .sync_messages(&Writes::default(), &session, ThreadId(thread_id), MessageId(q.since.max(0)), limit)
+        .sync_messages(
+            &Writes::default(),
+            &session,
+            ThreadId(thread_id),
+            MessageId(q.since.max(0)),
+            limit,
+        )
         .await?;
     Ok(Json(json!({ "ok": true, "data": page })).into_response())
 }

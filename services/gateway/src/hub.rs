@@ -114,7 +114,10 @@ impl Hub {
                 Ok(()) => metrics::counter!("imlog_gateway_pushes_total").increment(1),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     metrics::counter!("imlog_gateway_slow_consumers_total").increment(1);
-                    member.close(close_code::SLOW_CONSUMER, "too many undelivered pushes; reconnect and sync");
+                    member.close(
+                        close_code::SLOW_CONSUMER,
+                        "too many undelivered pushes; reconnect and sync",
+                    );
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
@@ -134,10 +137,69 @@ impl Hub {
         self.close_where(user_id, this, close_code::SESSION_ENDED, "session ended");
     }
 
-    fn close_where(&self, user_id: UserId, which: impl Fn(&Member) -> bool, code: u16, reason: &'static str) {
+    fn close_where(
+        &self,
+        user_id: UserId,
+        which: impl Fn(&Member) -> bool,
+        code: u16,
+        reason: &'static str,
+    ) {
         let users = self.users();
-        for member in users.get(&user_id).into_iter().flatten().filter(|m| which(m)) {
+        for member in users
+            .get(&user_id)
+            .into_iter()
+            .flatten()
+            .filter(|m| which(m))
+        {
             member.close(code, reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(n: u128) -> SessionId {
+        SessionId(uuid::Uuid::from_u128(n))
+    }
+
+    #[tokio::test]
+    async fn a_new_session_kicks_only_older_sessions_of_the_same_user() {
+        let hub = Hub::default();
+        let alice = UserId(1);
+        let mut old = hub.register(1, alice, session(1), 10);
+        let mut new = hub.register(2, alice, session(2), 20);
+        let mut bob = hub.register(3, UserId(2), session(3), 5);
+
+        // A late-arriving start of the *old* session must not kick the new one.
+        hub.session_started(alice, session(1), 10);
+        assert!(new.closing.borrow_and_update().is_none());
+
+        hub.session_started(alice, session(2), 20);
+        assert_eq!(
+            old.closing.borrow_and_update().map(|c| c.code),
+            Some(close_code::KICKED)
+        );
+        assert!(new.closing.borrow_and_update().is_none());
+        assert!(bob.closing.borrow_and_update().is_none());
+
+        hub.deliver(UserId(2), "hello");
+        assert_eq!(bob.frames.recv().await.as_deref(), Some("hello"));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_closed_not_buffered_without_bound() {
+        let hub = Hub::default();
+        let mut slow = hub.register(1, UserId(1), session(1), 0);
+        for _ in 0..OUTBOX + 10 {
+            hub.deliver(UserId(1), "x");
+        }
+        assert_eq!(
+            slow.closing.borrow_and_update().map(|c| c.code),
+            Some(close_code::SLOW_CONSUMER)
+        );
+        hub.unregister(1, UserId(1));
+        hub.deliver(UserId(1), "nobody");
     }
 }

@@ -73,19 +73,37 @@ pub struct OutgoingText {
 
 /// A validated request.
 pub enum Request {
-    Register { name: UserName, password: NewPassword },
-    Login { name: UserName, password: String, device: String },
-    Auth { token: String },
+    Register {
+        name: UserName,
+        password: NewPassword,
+    },
+    Login {
+        name: UserName,
+        password: String,
+        device: String,
+    },
+    Auth {
+        token: String,
+    },
     Ping,
     Logout,
-    OpenPrivateThread { user_id: UserId },
+    OpenPrivateThread {
+        user_id: UserId,
+    },
     /// Items that failed validation keep their place, so each gets its own answer.
     SendMessages {
         thread_id: ThreadId,
         items: Vec<Result<OutgoingText, (String, ApiError)>>,
     },
-    SyncThreads { after: ThreadId, limit: usize },
-    SyncMessages { thread_id: ThreadId, since: MessageId, limit: usize },
+    SyncThreads {
+        after: ThreadId,
+        limit: usize,
+    },
+    SyncMessages {
+        thread_id: ThreadId,
+        since: MessageId,
+        limit: usize,
+    },
 }
 
 impl Request {
@@ -173,12 +191,15 @@ fn positive(value: i64, field: &str) -> Result<i64, ApiError> {
     if value > 0 {
         Ok(value)
     } else {
-        Err(ApiError::bad_request(format!("{field} must be a positive id")))
+        Err(ApiError::bad_request(format!(
+            "{field} must be a positive id"
+        )))
     }
 }
 
 fn text_item(item: ItemWire) -> Result<OutgoingText, (String, ApiError)> {
-    let unique_id_ok = (1..=64).contains(&item.unique_id.len()) && !item.unique_id.chars().any(char::is_control);
+    let unique_id_ok =
+        (1..=64).contains(&item.unique_id.len()) && !item.unique_id.chars().any(char::is_control);
     if !unique_id_ok {
         return Err((
             item.unique_id,
@@ -209,15 +230,31 @@ fn text_item(item: ItemWire) -> Result<OutgoingText, (String, ApiError)> {
 pub fn parse(text: &str) -> (Value, Result<Request, ApiError>) {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return (Value::Null, Err(ApiError::new(ErrorCode::BadJson, format!("frame is not JSON: {e}")))),
+        Err(e) => {
+            return (
+                Value::Null,
+                Err(ApiError::new(
+                    ErrorCode::BadJson,
+                    format!("frame is not JSON: {e}"),
+                )),
+            )
+        }
     };
     let Some(object) = value.as_object() else {
-        return (Value::Null, Err(ApiError::bad_request("a request is a JSON object")));
+        return (
+            Value::Null,
+            Err(ApiError::bad_request("a request is a JSON object")),
+        );
     };
     let req = match object.get("req") {
         None => Value::Null,
         Some(r @ (Value::Number(_) | Value::String(_))) => r.clone(),
-        Some(_) => return (Value::Null, Err(ApiError::bad_request("req must be a number or a string"))),
+        Some(_) => {
+            return (
+                Value::Null,
+                Err(ApiError::bad_request("req must be a number or a string")),
+            )
+        }
     };
     let op = match object.get("op") {
         Some(Value::String(op)) => op.clone(),
@@ -241,7 +278,9 @@ fn parse_op(op: &str, value: Value) -> Result<Request, ApiError> {
             let w: LoginWire = fields(value)?;
             let device = w.device.unwrap_or_else(|| "unknown".into());
             if device.chars().count() > 64 {
-                return Err(ApiError::bad_request("device must be at most 64 characters"));
+                return Err(ApiError::bad_request(
+                    "device must be at most 64 characters",
+                ));
             }
             Request::Login {
                 name: UserName::parse(&w.name)?,
@@ -263,7 +302,9 @@ fn parse_op(op: &str, value: Value) -> Result<Request, ApiError> {
         "send_messages" => {
             let w: SendMessagesWire = fields(value)?;
             if w.items.is_empty() || w.items.len() > MAX_BATCH_ITEMS {
-                return Err(ApiError::bad_request(format!("items must hold 1-{MAX_BATCH_ITEMS} messages")));
+                return Err(ApiError::bad_request(format!(
+                    "items must hold 1-{MAX_BATCH_ITEMS} messages"
+                )));
             }
             Request::SendMessages {
                 thread_id: ThreadId(positive(w.thread_id, "thread_id")?),
@@ -306,7 +347,8 @@ pub fn ok_reply(req: &Value, data: impl Serialize) -> String {
 }
 
 pub fn error_reply(req: &Value, error: &ApiError) -> String {
-    json!({ "req": req, "ok": false, "error": { "code": error.code, "message": error.message } }).to_string()
+    json!({ "req": req, "ok": false, "error": { "code": error.code, "message": error.message } })
+        .to_string()
 }
 
 pub fn push(kind: &str, data: impl Serialize) -> String {
@@ -330,11 +372,26 @@ mod tests {
         assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"req":1}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"req":1,"op":"fly"}"#), ErrorCode::UnknownOp);
-        assert_eq!(code(r#"{"req":1,"op":"send_messages","thread_id":"x","items":[]}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"req":1,"op":"open_private_thread"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"req":1,"op":"open_private_thread","user_id":-3}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"req":1,"op":"register","name":"../etc","password":"12345678"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"req":1,"op":"sync_messages","thread_id":1,"limit":1000}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"req":1,"op":"send_messages","thread_id":"x","items":[]}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"req":1,"op":"open_private_thread"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"req":1,"op":"open_private_thread","user_id":-3}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"req":1,"op":"register","name":"../etc","password":"12345678"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"req":1,"op":"sync_messages","thread_id":1,"limit":1000}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -50,31 +50,16 @@ impl Backbone {
         let (postgres_url, cluster) = match &settings.postgres.url {
             Some(url) => (url.expose().to_owned(), None),
             None => {
-                std::fs::create_dir_all(&settings.data_dir)
-                    .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+                std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                    format!("creating data dir {}", settings.data_dir.display())
+                })?;
                 let cluster = PrivateCluster::start(&settings.data_dir)
                     .await
                     .context("starting the private Postgres cluster")?;
                 (cluster.url(), Some(cluster))
             }
         };
-        let log: SharedLog = match settings.log.backend {
-            LogBackend::Postgres => Arc::new(
-                PgLog::connect(&postgres_url, &settings.log.topic_prefix)
-                    .await
-                    .context("opening the Postgres log")?,
-            ),
-            LogBackend::Kafka => Arc::new(
-                KafkaLog::connect(KafkaSettings {
-                    brokers: settings.log.kafka.brokers.clone(),
-                    topic_prefix: settings.log.topic_prefix.clone(),
-                    replication_factor: settings.log.kafka.replication_factor,
-                    linger_ms: settings.log.kafka.linger_ms,
-                })
-                .context("configuring Kafka")?,
-            ),
-        };
-        log.ensure_topics().await.context("creating the log's topics")?;
+        let log = open_log(settings, settings.log.backend, &postgres_url).await?;
         let mut client = connect_pool(&postgres_url, 1, None)?
             .get()
             .await
@@ -97,6 +82,35 @@ impl Backbone {
             }
         }
     }
+}
+
+/// Opens the log on `backend` (the Postgres log lives in `postgres_url`'s
+/// database) and makes sure its topics exist.
+pub async fn open_log(
+    settings: &Settings,
+    backend: LogBackend,
+    postgres_url: &str,
+) -> anyhow::Result<SharedLog> {
+    let log: SharedLog = match backend {
+        LogBackend::Postgres => Arc::new(
+            PgLog::connect(postgres_url, &settings.log.topic_prefix)
+                .await
+                .context("opening the Postgres log")?,
+        ),
+        LogBackend::Kafka => Arc::new(
+            KafkaLog::connect(KafkaSettings {
+                brokers: settings.log.kafka.brokers.clone(),
+                topic_prefix: settings.log.topic_prefix.clone(),
+                replication_factor: settings.log.kafka.replication_factor,
+                linger_ms: settings.log.kafka.linger_ms,
+            })
+            .context("configuring Kafka")?,
+        ),
+    };
+    log.ensure_topics()
+        .await
+        .context("creating the log's topics")?;
+    Ok(log)
 }
 
 /// One metrics recorder per process (tests start several applications).
@@ -145,10 +159,9 @@ impl Application {
                     read_model.clone(),
                     Progress::start(read_model.clone(), &url),
                     ChatSettings {
-                        gateway_id: g
-                            .id
-                            .clone()
-                            .unwrap_or_else(|| format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
+                        gateway_id: g.id.clone().unwrap_or_else(|| {
+                            format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+                        }),
                         session_ttl: Duration::from_secs(g.session_ttl_hours * 3600),
                         projection_wait: Duration::from_millis(g.projection_wait_ms),
                     },
@@ -160,7 +173,11 @@ impl Application {
                 shutdown: shutdown.clone(),
             });
             if roles.gateway {
-                tasks.spawn(fanout::run(backbone.log.clone(), gateway.clone(), shutdown.clone()));
+                tasks.spawn(fanout::run(
+                    backbone.log.clone(),
+                    gateway.clone(),
+                    shutdown.clone(),
+                ));
             }
             http::router(
                 gateway,
@@ -179,7 +196,8 @@ impl Application {
         let addr = listener.local_addr()?;
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            let server =
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
@@ -209,7 +227,10 @@ impl Application {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 10s; aborting them");
             self.tasks.abort_all();
         }

@@ -1,15 +1,18 @@
 //! The `imlog` command line. `main.rs` calls [`main`]; the tests' copy of
 //! the binary does too, so they kill and restart exactly this program.
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::{Application, Backbone, Roles};
 use crate::config::{LogBackend, Settings};
-use imlog_log::SharedLog;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "imlog", version, about = "An instant-messaging backend event-sourced on a log")]
+#[command(
+    name = "imlog",
+    version,
+    about = "An instant-messaging backend event-sourced on a log"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -79,9 +82,12 @@ enum Backend {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("IMLOG_LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("IMLOG_LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("IMLOG_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -128,14 +134,32 @@ async fn run() -> anyhow::Result<()> {
     }
     let roles = match cli.command {
         Command::Serve => Roles::ALL,
-        Command::Gateway => Roles { gateway: true, queries: true, projector: false },
-        Command::Projector => Roles { gateway: false, queries: false, projector: true },
-        Command::Query => Roles { gateway: false, queries: true, projector: false },
+        Command::Gateway => Roles {
+            gateway: true,
+            queries: true,
+            projector: false,
+        },
+        Command::Projector => Roles {
+            gateway: false,
+            queries: false,
+            projector: true,
+        },
+        Command::Query => Roles {
+            gateway: false,
+            queries: true,
+            projector: false,
+        },
         Command::Replay(args) => return replay(&settings, args).await,
-        Command::Log { command: LogCommand::Copy { from, to } } => return log_copy(settings, from, to).await,
+        Command::Log {
+            command: LogCommand::Copy { from, to },
+        } => return log_copy(settings, from, to).await,
     };
     let app = Application::build(settings, roles).await?;
-    println!("imlog listening on http://{} (WebSocket: ws://{}/ws)", app.addr(), app.addr());
+    println!(
+        "imlog listening on http://{} (WebSocket: ws://{}/ws)",
+        app.addr(),
+        app.addr()
+    );
     stop_signal().await;
     tracing::info!("stopping");
     app.stop().await;
@@ -176,7 +200,9 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         if args.swap {
             let retired = format!("imlog_retired_{stamp}");
             replay::swap(&url, LIVE_SCHEMA, &rebuilt, &retired).await?;
-            println!("swapped: {rebuilt} is now {LIVE_SCHEMA}; the old read model is kept as {retired}");
+            println!(
+                "swapped: {rebuilt} is now {LIVE_SCHEMA}; the old read model is kept as {retired}"
+            );
         }
         Ok::<_, anyhow::Error>(())
     }
@@ -187,20 +213,19 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
 
 async fn log_copy(settings: Settings, from: Backend, to: Backend) -> anyhow::Result<()> {
     anyhow::ensure!(from != to, "--from and --to must differ");
-    let with = |backend: Backend| {
-        let mut s = settings.clone();
-        s.log.backend = match backend {
-            Backend::Postgres => LogBackend::Postgres,
-            Backend::Kafka => LogBackend::Kafka,
-        };
-        s
+    let backend = |b: Backend| match b {
+        Backend::Postgres => LogBackend::Postgres,
+        Backend::Kafka => LogBackend::Kafka,
     };
-    let source = Backbone::open(&with(from)).await?;
-    let target = Backbone::open(&with(to)).await?;
-    let (s, t): (SharedLog, SharedLog) = (source.log.clone(), target.log.clone());
-    let result = crate::logcopy::copy(&s, &t).await;
-    target.stop();
-    source.stop();
+    let mut source_settings = settings.clone();
+    source_settings.log.backend = backend(from);
+    let backbone = Backbone::open(&source_settings).await?;
+    let result = async {
+        let target = crate::app::open_log(&settings, backend(to), &backbone.postgres_url).await?;
+        crate::logcopy::copy(&backbone.log, &target).await
+    }
+    .await;
+    backbone.stop();
     let report = result?;
     println!(
         "copied {} records ({} were already on the target)",

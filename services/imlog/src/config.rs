@@ -130,7 +130,10 @@ impl Default for Settings {
 
 impl Default for PostgresSettings {
     fn default() -> Self {
-        PostgresSettings { url: None, pool_size: 16 }
+        PostgresSettings {
+            url: None,
+            pool_size: 16,
+        }
     }
 }
 

@@ -15,7 +15,10 @@ pub struct CopyReport {
 }
 
 pub async fn copy(source: &SharedLog, target: &SharedLog) -> anyhow::Result<CopyReport> {
-    target.ensure_topics().await.context("creating topics on the target")?;
+    target
+        .ensure_topics()
+        .await
+        .context("creating topics on the target")?;
     let mut report = CopyReport::default();
     for topic in Topic::ALL {
         let source_ends = source.end_offsets(topic).await?;
@@ -49,7 +52,9 @@ pub async fn copy(source: &SharedLog, target: &SharedLog) -> anyhow::Result<Copy
                     let pos = target
                         .append_to(topic, partition, &record.key, record.payload)
                         .await
-                        .with_context(|| format!("appending {topic}/{partition}@{next} to the target"))?;
+                        .with_context(|| {
+                            format!("appending {topic}/{partition}@{next} to the target")
+                        })?;
                     if pos.offset != next {
                         bail!(
                             "{topic}/{partition}: record {next} landed at offset {} on the target; \

@@ -18,7 +18,10 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 .clone()
                 .unwrap_or_else(|| settings.data_dir.join("objects"));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            Arc::new(LocalFileSystem::new_with_prefix(&dir).with_context(|| format!("opening {}", dir.display()))?)
+            Arc::new(
+                LocalFileSystem::new_with_prefix(&dir)
+                    .with_context(|| format!("opening {}", dir.display()))?,
+            )
         }
         StorageBackend::S3 => {
             let s3 = &storage.s3;
@@ -53,6 +56,9 @@ pub async fn probe(store: &dyn ObjectStore) -> anyhow::Result<()> {
         .await
         .context("object store probe: read")?;
     anyhow::ensure!(read == body, "object store probe read back different bytes");
-    store.delete(&path).await.context("object store probe: delete")?;
+    store
+        .delete(&path)
+        .await
+        .context("object store probe: delete")?;
     Ok(())
 }

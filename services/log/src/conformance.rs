@@ -20,8 +20,17 @@ pub async fn collect(reader: &mut dyn LogReader, n: usize) -> Vec<Record> {
     let deadline = Instant::now() + PATIENCE;
     let mut records = Vec::new();
     while records.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} records arrived", records.len());
-        records.extend(reader.next_batch(n - records.len(), Duration::from_millis(500)).await.expect("read"));
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} records arrived",
+            records.len()
+        );
+        records.extend(
+            reader
+                .next_batch(n - records.len(), Duration::from_millis(500))
+                .await
+                .expect("read"),
+        );
     }
     records
 }
@@ -40,7 +49,10 @@ pub async fn appends_are_numbered_per_partition(open: Opener) {
     let log = open().await;
     let p = partition_for_key(b"thread-1", Topic::Messages.partitions());
     for expected in 0..5 {
-        let pos = log.append(Topic::Messages, "thread-1", b"x".to_vec()).await.expect("append");
+        let pos = log
+            .append(Topic::Messages, "thread-1", b"x".to_vec())
+            .await
+            .expect("append");
         assert_eq!(pos.partition, p);
         assert_eq!(pos.offset, expected);
     }
@@ -49,7 +61,10 @@ pub async fn appends_are_numbered_per_partition(open: Opener) {
         .map(|i| format!("k{i}"))
         .find(|k| partition_for_key(k.as_bytes(), Topic::Messages.partitions()) != p)
         .expect("some key maps elsewhere");
-    let pos = log.append(Topic::Messages, &other, b"y".to_vec()).await.expect("append");
+    let pos = log
+        .append(Topic::Messages, &other, b"y".to_vec())
+        .await
+        .expect("append");
     assert_ne!(pos.partition, p);
     assert_eq!(pos.offset, 0);
 }
@@ -61,12 +76,19 @@ pub async fn reads_back_in_order_from_any_offset(open: Opener) {
     let mut partition = 0;
     for i in 0..20 {
         let pos = log
-            .append(Topic::Users, &format!("key-{i}"), format!("payload-{i}").into_bytes())
+            .append(
+                Topic::Users,
+                &format!("key-{i}"),
+                format!("payload-{i}").into_bytes(),
+            )
             .await
             .expect("append");
         partition = pos.partition;
     }
-    let mut reader = log.reader(from(Topic::Users, partition, 7)).await.expect("reader");
+    let mut reader = log
+        .reader(from(Topic::Users, partition, 7))
+        .await
+        .expect("reader");
     let records = collect(reader.as_mut(), 13).await;
     for (i, r) in records.iter().enumerate() {
         let n = i + 7;
@@ -75,17 +97,27 @@ pub async fn reads_back_in_order_from_any_offset(open: Opener) {
         assert_eq!(r.key, format!("key-{n}"));
         assert_eq!(r.payload, format!("payload-{n}").into_bytes());
     }
-    let more = reader.next_batch(10, Duration::from_millis(300)).await.expect("read");
+    let more = reader
+        .next_batch(10, Duration::from_millis(300))
+        .await
+        .expect("read");
     assert!(more.is_empty(), "nothing beyond the end: {more:?}");
 }
 
 /// `end_offsets` is the next offset to be written, per partition.
 pub async fn end_offsets_track_appends(open: Opener) {
     let log = open().await;
-    assert_eq!(log.end_offsets(Topic::Sessions).await.expect("ends"), vec![0; Topic::Sessions.partitions() as usize]);
+    assert_eq!(
+        log.end_offsets(Topic::Sessions).await.expect("ends"),
+        vec![0; Topic::Sessions.partitions() as usize]
+    );
     let mut last = None;
     for _ in 0..3 {
-        last = Some(log.append(Topic::Sessions, "user-9", b"s".to_vec()).await.expect("append"));
+        last = Some(
+            log.append(Topic::Sessions, "user-9", b"s".to_vec())
+                .await
+                .expect("append"),
+        );
     }
     let last = last.unwrap();
     let ends = log.end_offsets(Topic::Sessions).await.expect("ends");
@@ -101,14 +133,25 @@ pub async fn concurrent_appenders_never_expose_a_gap(open: Opener) {
     const EACH: usize = 60;
     let log = open().await;
     let partition = partition_for_key(b"hot", Topic::Messages.partitions());
-    let mut reader = log.reader(from(Topic::Messages, partition, 0)).await.expect("reader");
+    let mut reader = log
+        .reader(from(Topic::Messages, partition, 0))
+        .await
+        .expect("reader");
     let tail = tokio::spawn(async move {
         let mut seen = Vec::new();
         let deadline = Instant::now() + PATIENCE;
         while seen.len() < WRITERS * EACH {
             assert!(Instant::now() < deadline, "tail saw only {}", seen.len());
-            for r in reader.next_batch(100, Duration::from_millis(200)).await.expect("read") {
-                assert_eq!(r.offset, seen.len() as i64, "tail skipped or repeated an offset");
+            for r in reader
+                .next_batch(100, Duration::from_millis(200))
+                .await
+                .expect("read")
+            {
+                assert_eq!(
+                    r.offset,
+                    seen.len() as i64,
+                    "tail skipped or repeated an offset"
+                );
                 seen.push(r.payload);
             }
         }
@@ -155,7 +198,11 @@ pub async fn append_all_keeps_order(open: Opener) {
         assert_eq!(pair[1].offset, pair[0].offset + 1);
     }
     let mut reader = log
-        .reader(from(Topic::Messages, positions[0].partition, positions[0].offset))
+        .reader(from(
+            Topic::Messages,
+            positions[0].partition,
+            positions[0].offset,
+        ))
         .await
         .expect("reader");
     let records = collect(reader.as_mut(), 50).await;
@@ -178,11 +225,23 @@ pub async fn restart_resumes_where_it_was(open: Opener) {
     }
     drop(first);
     let second = open().await;
-    assert_eq!(second.end_offsets(Topic::Threads).await.expect("ends")[partition as usize], 3);
-    let mut reader = second.reader(from(Topic::Threads, partition, 0)).await.expect("reader");
+    assert_eq!(
+        second.end_offsets(Topic::Threads).await.expect("ends")[partition as usize],
+        3
+    );
+    let mut reader = second
+        .reader(from(Topic::Threads, partition, 0))
+        .await
+        .expect("reader");
     let records = collect(reader.as_mut(), 3).await;
-    assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
-    let pos = second.append(Topic::Threads, "pair", b"3".to_vec()).await.expect("append");
+    assert_eq!(
+        records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    let pos = second
+        .append(Topic::Threads, "pair", b"3".to_vec())
+        .await
+        .expect("append");
     assert_eq!(pos.offset, 3);
 }
 
@@ -202,14 +261,26 @@ pub async fn idle_reader_waits_then_wakes(open: Opener) {
     }
     let mut reader = log.reader(assignment).await.expect("reader");
     let started = Instant::now();
-    let nothing = reader.next_batch(10, Duration::from_millis(400)).await.expect("read");
+    let nothing = reader
+        .next_batch(10, Duration::from_millis(400))
+        .await
+        .expect("read");
     assert!(nothing.is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(350), "returned early");
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "returned early"
+    );
     let writer = log.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        writer.append(Topic::Files, "upload-1", b"f".to_vec()).await.expect("append");
-        writer.append(Topic::Social, "pair-1", b"s".to_vec()).await.expect("append");
+        writer
+            .append(Topic::Files, "upload-1", b"f".to_vec())
+            .await
+            .expect("append");
+        writer
+            .append(Topic::Social, "pair-1", b"s".to_vec())
+            .await
+            .expect("append");
     });
     let records = collect(reader.as_mut(), 2).await;
     let topics: std::collections::BTreeSet<Topic> = records.iter().map(|r| r.topic).collect();

@@ -81,16 +81,26 @@ impl KafkaLog {
 
 impl KafkaLog {
     /// Hands a record to the producer, waiting while its queue is full.
-    async fn enqueue(&self, topic: Topic, partition: i32, key: &str, payload: &[u8]) -> Result<DeliveryFuture, LogError> {
+    async fn enqueue(
+        &self,
+        topic: Topic,
+        partition: i32,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<DeliveryFuture, LogError> {
         let name = self.names.name(topic);
-        let mut record = FutureRecord::to(&name).partition(partition).key(key).payload(payload);
+        let mut record = FutureRecord::to(&name)
+            .partition(partition)
+            .key(key)
+            .payload(payload);
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // Backpressure: wait for deliveries to drain the queue rather
                     // than fail or buffer without bound.
-                    metrics::counter!("imlog_log_backpressure_total", "backend" => "kafka").increment(1);
+                    metrics::counter!("imlog_log_backpressure_total", "backend" => "kafka")
+                        .increment(1);
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -107,7 +117,9 @@ async fn await_delivery(delivery: DeliveryFuture) -> Result<LogPosition, LogErro
             offset: d.offset,
         }),
         Ok(Err((e, _))) => Err(classify(e)),
-        Err(_) => Err(LogError::Unavailable("producer shut down before delivery".into())),
+        Err(_) => Err(LogError::Unavailable(
+            "producer shut down before delivery".into(),
+        )),
     }
 }
 
@@ -137,8 +149,9 @@ fn consumer_config(brokers: &str) -> ClientConfig {
 #[async_trait]
 impl EventLog for KafkaLog {
     async fn ensure_topics(&self) -> Result<(), LogError> {
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&self.settings.brokers).create().map_err(fatal)?;
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.settings.brokers)
+            .create()
+            .map_err(fatal)?;
         let names: Vec<String> = Topic::ALL.iter().map(|&t| self.names.name(t)).collect();
         let new_topics: Vec<NewTopic> = Topic::ALL
             .iter()
@@ -152,11 +165,17 @@ impl EventLog for KafkaLog {
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for result in admin.create_topics(&new_topics, &options).await.map_err(classify)? {
+        for result in admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(classify)?
+        {
             match result {
                 Ok(name) => tracing::info!(topic = name, "created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => return Err(LogError::Fatal(format!("creating topic {name}: {code}"))),
+                Err((name, code)) => {
+                    return Err(LogError::Fatal(format!("creating topic {name}: {code}")))
+                }
             }
         }
         for (topic, name) in Topic::ALL.iter().zip(&names) {
@@ -177,13 +196,22 @@ impl EventLog for KafkaLog {
                         topic.partitions()
                     )))
                 }
-                None => return Err(LogError::Unavailable(format!("topic {name} does not show in metadata"))),
+                None => {
+                    return Err(LogError::Unavailable(format!(
+                        "topic {name} does not show in metadata"
+                    )))
+                }
             }
         }
         Ok(())
     }
 
-    async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<LogPosition, LogError> {
+    async fn append(
+        &self,
+        topic: Topic,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<LogPosition, LogError> {
         let partition = partition_for_key(key.as_bytes(), topic.partitions());
         self.append_to(topic, partition, key, payload).await
     }
@@ -235,11 +263,17 @@ impl EventLog for KafkaLog {
     }
 
     async fn reader(&self, from: Vec<ReadFrom>) -> Result<Box<dyn LogReader>, LogError> {
-        let consumer: StreamConsumer = consumer_config(&self.settings.brokers).create().map_err(fatal)?;
+        let consumer: StreamConsumer = consumer_config(&self.settings.brokers)
+            .create()
+            .map_err(fatal)?;
         let mut assignment = TopicPartitionList::new();
         for f in &from {
             assignment
-                .add_partition_offset(&self.names.name(f.topic), f.partition, Offset::Offset(f.offset))
+                .add_partition_offset(
+                    &self.names.name(f.topic),
+                    f.partition,
+                    Offset::Offset(f.offset),
+                )
                 .map_err(fatal)?;
         }
         consumer.assign(&assignment).map_err(fatal)?;
@@ -282,10 +316,9 @@ impl LogReader for KafkaReader {
 
 impl KafkaReader {
     fn to_record(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<Record, LogError> {
-        let topic = self
-            .names
-            .topic(m.topic())
-            .ok_or_else(|| LogError::Fatal(format!("record from unexpected topic {}", m.topic())))?;
+        let topic = self.names.topic(m.topic()).ok_or_else(|| {
+            LogError::Fatal(format!("record from unexpected topic {}", m.topic()))
+        })?;
         let appended_at = m
             .timestamp()
             .to_millis()
@@ -295,7 +328,10 @@ impl KafkaReader {
             topic,
             partition: m.partition(),
             offset: m.offset(),
-            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            key: m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             appended_at,
         })

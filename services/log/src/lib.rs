@@ -6,10 +6,10 @@
 //! partition offset from 0, so ids derived from positions are identical on
 //! either and survive `imlog log copy`.
 
-mod kafka;
-mod postgres;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod kafka;
+mod postgres;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -82,7 +82,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Appends one record to the partition its key maps to. Returns only once
     /// the backend confirmed the record durable.
-    async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<LogPosition, LogError>;
+    async fn append(
+        &self,
+        topic: Topic,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<LogPosition, LogError>;
 
     /// Appends several records, each to its key's partition, keeping their
     /// order: records of one partition get increasing offsets in the order
@@ -91,8 +96,13 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Appends a record to an explicit partition (used by `log copy`, which
     /// must reproduce every position exactly).
-    async fn append_to(&self, topic: Topic, partition: i32, key: &str, payload: Vec<u8>)
-        -> Result<LogPosition, LogError>;
+    async fn append_to(
+        &self,
+        topic: Topic,
+        partition: i32,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<LogPosition, LogError>;
 
     /// The next offset to be written in each partition of `topic` (index =
     /// partition): everything below it is readable.
@@ -117,7 +127,10 @@ pub type SharedLog = Arc<dyn EventLog>;
 
 /// Readers for every partition of `topics`, starting at each partition's end:
 /// for consumers that only want what is appended from now on (pushes).
-pub async fn read_from_end(log: &dyn EventLog, topics: &[Topic]) -> Result<Box<dyn LogReader>, LogError> {
+pub async fn read_from_end(
+    log: &dyn EventLog,
+    topics: &[Topic],
+) -> Result<Box<dyn LogReader>, LogError> {
     let mut from = Vec::new();
     for &topic in topics {
         for (partition, offset) in log.end_offsets(topic).await?.into_iter().enumerate() {
@@ -140,7 +153,9 @@ pub struct TopicNames {
 
 impl TopicNames {
     pub fn new(prefix: impl Into<String>) -> Self {
-        TopicNames { prefix: prefix.into() }
+        TopicNames {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn name(&self, topic: Topic) -> String {
@@ -148,6 +163,7 @@ impl TopicNames {
     }
 
     pub fn topic(&self, name: &str) -> Option<Topic> {
-        name.strip_prefix(&self.prefix).and_then(Topic::from_base_name)
+        name.strip_prefix(&self.prefix)
+            .and_then(Topic::from_base_name)
     }
 }

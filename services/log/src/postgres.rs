@@ -75,7 +75,10 @@ impl PgLog {
     pub async fn connect(url: &str, topic_prefix: &str) -> Result<PgLog, LogError> {
         let pool = connect_pool(url, 8, None).map_err(|e| LogError::Fatal(e.to_string()))?;
         {
-            let mut client = pool.get().await.map_err(|e| LogError::Unavailable(e.to_string()))?;
+            let mut client = pool
+                .get()
+                .await
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
             migrate(&mut client, SCHEMA, MIGRATIONS)
                 .await
                 .map_err(|e| LogError::Fatal(format!("migrating the log schema: {e}")))?;
@@ -98,9 +101,17 @@ impl PgLog {
 type Reply = oneshot::Receiver<Result<LogPosition, LogError>>;
 
 impl PgLog {
-    async fn enqueue(&self, topic: Topic, partition: i32, key: String, payload: Vec<u8>) -> Result<Reply, LogError> {
+    async fn enqueue(
+        &self,
+        topic: Topic,
+        partition: i32,
+        key: String,
+        payload: Vec<u8>,
+    ) -> Result<Reply, LogError> {
         if !(0..topic.partitions()).contains(&partition) {
-            return Err(LogError::Fatal(format!("{topic} has no partition {partition}")));
+            return Err(LogError::Fatal(format!(
+                "{topic} has no partition {partition}"
+            )));
         }
         let (reply, result) = oneshot::channel();
         self.appends
@@ -146,7 +157,10 @@ impl EventLog for PgLog {
                 .await
                 .map_err(db_error)?;
             let count: i64 = client
-                .query_one("SELECT count(*) FROM imlog_log.partitions WHERE topic = $1", &[&name])
+                .query_one(
+                    "SELECT count(*) FROM imlog_log.partitions WHERE topic = $1",
+                    &[&name],
+                )
                 .await
                 .map_err(db_error)?
                 .get(0);
@@ -160,7 +174,12 @@ impl EventLog for PgLog {
         Ok(())
     }
 
-    async fn append(&self, topic: Topic, key: &str, payload: Vec<u8>) -> Result<LogPosition, LogError> {
+    async fn append(
+        &self,
+        topic: Topic,
+        key: &str,
+        payload: Vec<u8>,
+    ) -> Result<LogPosition, LogError> {
         let partition = partition_for_key(key.as_bytes(), topic.partitions());
         self.append_to(topic, partition, key, payload).await
     }
@@ -189,7 +208,9 @@ impl EventLog for PgLog {
         key: &str,
         payload: Vec<u8>,
     ) -> Result<LogPosition, LogError> {
-        let reply = self.enqueue(topic, partition, key.to_owned(), payload).await?;
+        let reply = self
+            .enqueue(topic, partition, key.to_owned(), payload)
+            .await?;
         await_reply(reply).await
     }
 
@@ -203,7 +224,9 @@ impl EventLog for PgLog {
             .await
             .map_err(db_error)?;
         if rows.len() != topic.partitions() as usize {
-            return Err(LogError::Fatal(format!("topic {topic} is missing; was ensure_topics run?")));
+            return Err(LogError::Fatal(format!(
+                "topic {topic} is missing; was ensure_topics run?"
+            )));
         }
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
@@ -224,7 +247,11 @@ impl EventLog for PgLog {
 
 /// The single writer: takes whatever appends are queued (up to `MAX_BATCH`),
 /// writes them in one transaction, answers each caller.
-async fn write_appends(pool: Pool, mut queue: mpsc::Receiver<PendingAppend>, bump: Arc<watch::Sender<u64>>) {
+async fn write_appends(
+    pool: Pool,
+    mut queue: mpsc::Receiver<PendingAppend>,
+    bump: Arc<watch::Sender<u64>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = std::time::Instant::now();
@@ -267,14 +294,18 @@ async fn write_batch(pool: &Pool, batch: &[PendingAppend]) -> Result<Vec<LogPosi
             )
             .await
             .map_err(db_error)?
-            .ok_or_else(|| LogError::Fatal(format!("unknown topic partition {topic}/{partition}")))?;
+            .ok_or_else(|| {
+                LogError::Fatal(format!("unknown topic partition {topic}/{partition}"))
+            })?;
         next.insert((topic, partition), row.get(0));
     }
     let mut positions = Vec::with_capacity(batch.len());
     let (mut topics, mut partitions, mut offsets, mut keys, mut payloads) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for p in batch {
-        let offset = next.get_mut(&(p.topic.as_str(), p.partition)).expect("counted above");
+        let offset = next
+            .get_mut(&(p.topic.as_str(), p.partition))
+            .expect("counted above");
         positions.push(LogPosition {
             partition: p.partition,
             offset: *offset,
@@ -293,7 +324,9 @@ async fn write_batch(pool: &Pool, batch: &[PendingAppend]) -> Result<Vec<LogPosi
     )
     .await
     .map_err(db_error)?;
-    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await.map_err(db_error)?;
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+        .await
+        .map_err(db_error)?;
     tx.commit().await.map_err(db_error)?;
     Ok(positions)
 }

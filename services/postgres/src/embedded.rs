@@ -7,7 +7,7 @@
 
 use crate::PgError;
 use rand::RngCore;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,7 +33,8 @@ impl PrivateCluster {
     /// starts it (or adopts it if a previous imlog left it running), and makes
     /// sure the `imlog` database exists.
     pub async fn start(data_dir: &Path) -> Result<Self, PgError> {
-        let data_dir = std::fs::canonicalize(data_dir).map_err(io(format!("data dir {}", data_dir.display())))?;
+        let data_dir = std::fs::canonicalize(data_dir)
+            .map_err(io(format!("data dir {}", data_dir.display())))?;
         let bin_dir = find_binaries()?;
         let run_as = if nix::unistd::geteuid().is_root() {
             let user = nix::unistd::User::from_name("postgres")
@@ -112,12 +113,15 @@ impl PrivateCluster {
         // initdb reads the password from a file the cluster's owner can read;
         // it sits beside the cluster directory only while initdb runs.
         let initdb_pwfile = self.cluster_dir.with_extension("initdb-pw");
-        std::fs::write(&initdb_pwfile, &password).map_err(io("writing the initdb password file"))?;
+        std::fs::write(&initdb_pwfile, &password)
+            .map_err(io("writing the initdb password file"))?;
         std::fs::set_permissions(&initdb_pwfile, std::fs::Permissions::from_mode(0o600))
             .map_err(io("chmod initdb password file"))?;
         if let Some((uid, gid)) = self.run_as {
-            chown(&self.cluster_dir, Some(uid), Some(gid)).map_err(io("chown cluster directory"))?;
-            chown(&initdb_pwfile, Some(uid), Some(gid)).map_err(io("chown initdb password file"))?;
+            chown(&self.cluster_dir, Some(uid), Some(gid))
+                .map_err(io("chown cluster directory"))?;
+            chown(&initdb_pwfile, Some(uid), Some(gid))
+                .map_err(io("chown initdb password file"))?;
         }
         std::fs::set_permissions(&self.cluster_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("chmod cluster directory"))?;
@@ -157,7 +161,8 @@ impl PrivateCluster {
     fn launch(&self) -> Result<u16, PgError> {
         let port = free_port().map_err(io("choosing a port for Postgres"))?;
         let log = self.cluster_dir.join("imlog-postgres.log");
-        let options = format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''");
+        let options =
+            format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''");
         self.run(
             "pg_ctl start",
             self.command("pg_ctl")
@@ -173,14 +178,17 @@ impl PrivateCluster {
     }
 
     async fn create_database(&self) -> Result<(), PgError> {
-        let (client, connection) = tokio_postgres::connect(&self.url_for("postgres"), tokio_postgres::NoTls).await?;
+        let (client, connection) =
+            tokio_postgres::connect(&self.url_for("postgres"), tokio_postgres::NoTls).await?;
         let driver = tokio::spawn(connection);
         let exists = client
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
             .await?
             .is_some();
         if !exists {
-            client.batch_execute(&format!("CREATE DATABASE {DATABASE}")).await?;
+            client
+                .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+                .await?;
         }
         drop(client);
         let _ = driver.await;
@@ -223,7 +231,11 @@ impl PrivateCluster {
 fn find_binaries() -> Result<PathBuf, PgError> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(dir) = std::env::var_os("IMLOG_PG_BIN").map(PathBuf::from) {
-        return if has_tools(&dir) { Ok(dir) } else { Err(PgError::NoBinaries) };
+        return if has_tools(&dir) {
+            Ok(dir)
+        } else {
+            Err(PgError::NoBinaries)
+        };
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -249,5 +261,7 @@ fn find_binaries() -> Result<PathBuf, PgError> {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

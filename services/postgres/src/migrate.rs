@@ -18,7 +18,9 @@ pub fn validate_schema_name(schema: &str) -> Result<(), PgError> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
@@ -28,11 +30,18 @@ pub fn validate_schema_name(schema: &str) -> Result<(), PgError> {
 
 /// Creates `schema` if needed and applies the migrations it has not seen, in
 /// version order. Migrations use unqualified names; they land in `schema`.
-pub async fn migrate(client: &mut Client, schema: &str, migrations: &[Migration]) -> Result<(), PgError> {
+pub async fn migrate(
+    client: &mut Client,
+    schema: &str,
+    migrations: &[Migration],
+) -> Result<(), PgError> {
     validate_schema_name(schema)?;
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('imlog.migrate.' || $1::text))", &[&schema])
-        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('imlog.migrate.' || $1::text))",
+        &[&schema],
+    )
+    .await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          SET LOCAL search_path TO {schema};
@@ -49,10 +58,18 @@ pub async fn migrate(client: &mut Client, schema: &str, migrations: &[Migration]
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut pending: Vec<&Migration> = migrations.iter().filter(|m| !applied.contains(&m.version)).collect();
+    let mut pending: Vec<&Migration> = migrations
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect();
     pending.sort_by_key(|m| m.version);
     for m in pending {
-        tracing::info!(schema, version = m.version, name = m.name, "applying migration");
+        tracing::info!(
+            schema,
+            version = m.version,
+            name = m.name,
+            "applying migration"
+        );
         tx.batch_execute(m.sql).await?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",

@@ -9,7 +9,11 @@ use tokio::task::JoinHandle;
 /// Keeps a connection LISTENing on `channel` (reconnecting after failures)
 /// and bumps `bump` on every notification and after every (re)connect, since
 /// notifications sent while disconnected are lost.
-pub fn spawn_listener(url: String, channel: &'static str, bump: Arc<watch::Sender<u64>>) -> JoinHandle<()> {
+pub fn spawn_listener(
+    url: String,
+    channel: &'static str,
+    bump: Arc<watch::Sender<u64>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
@@ -31,7 +35,9 @@ pub fn spawn_listener(url: String, channel: &'static str, bump: Arc<watch::Sende
                     let _ = driver.await;
                     drop(client);
                 }
-                Err(e) => tracing::warn!(channel, error = %e, "cannot connect to LISTEN; waiters fall back to polling"),
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "cannot connect to LISTEN; waiters fall back to polling")
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -12,7 +12,8 @@ pub use deadpool_postgres::Pool;
 /// A pool of up to `size` connections to `url`; with `search_path`, unqualified
 /// table names resolve in that schema first.
 pub fn connect_pool(url: &str, size: usize, search_path: Option<&str>) -> Result<Pool, PgError> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
+    let mut config =
+        tokio_postgres::Config::from_str(url).map_err(|e| PgError::Url(e.to_string()))?;
     if let Some(schema) = search_path {
         crate::validate_schema_name(schema)?;
         config.options(format!("-c search_path={schema}"));

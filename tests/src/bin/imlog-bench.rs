@@ -1,0 +1,375 @@
+//! `imlog-bench`: throughput and latency of imlog next to the baseline of the
+//! component underneath, both measured in this run on this machine.
+//!
+//!   cargo run --release -p imlog-tests --bin imlog-bench
+//!
+//! Postgres figures use a fresh private cluster (fsync on). Kafka figures need
+//! `IMLOG_TEST_KAFKA_BROKERS` (infra/test.sh's broker, or any Kafka).
+
+use imlog::app::{Application, Roles};
+use imlog::config::{LogBackend, Secret, Settings};
+use imlog_events::{Envelope, EventMeta, MessageKind, MessagePosted, ThreadId, Topic, UserId};
+use imlog_log::{EventLog, KafkaLog, KafkaSettings, PgLog, SharedLog};
+use imlog_tests::Client;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PAYLOAD: usize = 1024;
+
+struct Row {
+    what: String,
+    ours: String,
+    baseline: String,
+    ratio: f64,
+}
+
+fn pct(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn event(thread: i64, body: String) -> Vec<u8> {
+    let e = MessagePosted {
+        thread_id: ThreadId(thread),
+        sender_id: UserId(1),
+        unique_id: uuid::Uuid::new_v4().to_string(),
+        kind: MessageKind::Text,
+        body,
+        recipients: vec![UserId(2)],
+    };
+    Envelope::new(EventMeta::new(Some(UserId(1)), uuid::Uuid::new_v4()), e).encode()
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    c
+}
+
+/// Baseline: multi-row INSERTs of 1 KiB rows, 500 per transaction.
+async fn pg_insert_baseline(url: &str, rows: usize) -> f64 {
+    let mut c = connect(url).await;
+    c.batch_execute(
+        "DROP TABLE IF EXISTS bench_rows;
+         CREATE TABLE bench_rows (topic text, partition int, \"offset\" bigint, payload bytea,
+                                  PRIMARY KEY (topic, partition, \"offset\"))",
+    )
+    .await
+    .unwrap();
+    let payload = vec![b'x'; PAYLOAD];
+    let started = Instant::now();
+    for chunk in 0..rows / 500 {
+        let tx = c.transaction().await.unwrap();
+        let offsets: Vec<i64> = (0..500).map(|i| (chunk * 500 + i) as i64).collect();
+        let payloads: Vec<&[u8]> = (0..500).map(|_| payload.as_slice()).collect();
+        tx.execute(
+            "INSERT INTO bench_rows SELECT 'messages', 0, o, p FROM unnest($1::bigint[], $2::bytea[]) AS t(o, p)",
+            &[&offsets, &payloads],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Baseline: one row per BEGIN/INSERT/COMMIT, awaited.
+async fn pg_commit_latency(url: &str, n: usize) -> Vec<Duration> {
+    let mut c = connect(url).await;
+    c.batch_execute("DROP TABLE IF EXISTS bench_one; CREATE TABLE bench_one (id bigint PRIMARY KEY, payload bytea)")
+        .await
+        .unwrap();
+    let payload = vec![b'x'; PAYLOAD];
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n as i64 {
+        let started = Instant::now();
+        let tx = c.transaction().await.unwrap();
+        tx.execute("INSERT INTO bench_one VALUES ($1, $2)", &[&i, &payload])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+/// Our log: `n` appends of ~1 KiB events from `concurrency` tasks.
+async fn log_throughput(log: SharedLog, n: usize, concurrency: usize) -> f64 {
+    let body = "x".repeat(PAYLOAD - 300);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let (log, body) = (log.clone(), body.clone());
+            tokio::spawn(async move {
+                for i in 0..n / concurrency {
+                    let thread = ((t * 7 + i) % 64) as i64 + 1;
+                    log.append(
+                        Topic::Messages,
+                        &thread.to_string(),
+                        event(thread, body.clone()),
+                    )
+                    .await
+                    .expect("append");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (n / concurrency * concurrency) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn log_latency(log: &dyn EventLog, n: usize) -> Vec<Duration> {
+    let body = "x".repeat(PAYLOAD - 300);
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        log.append(Topic::Messages, "1", event(1, body.clone()))
+            .await
+            .expect("append");
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+/// Baseline: rdkafka straight to the broker, same producer settings as ours.
+async fn kafka_baseline(brokers: &str, topic: &str, n: usize, in_flight: usize) -> f64 {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let payload = event(1, "x".repeat(PAYLOAD - 300));
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n {
+        let key = ((i % 64) + 1).to_string();
+        let partition =
+            imlog_events::partition_for_key(key.as_bytes(), Topic::Messages.partitions());
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&payload);
+        pending.push_back(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        if pending.len() >= in_flight {
+            pending
+                .pop_front()
+                .unwrap()
+                .await
+                .unwrap()
+                .expect("delivered");
+        }
+    }
+    for d in pending {
+        d.await.unwrap().expect("delivered");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn end_to_end(
+    url: &str,
+    dir: &std::path::Path,
+    rows: &mut Vec<Row>,
+    commit_p50: Duration,
+    insert_rate: f64,
+) {
+    let mut s = Settings::default();
+    s.data_dir = dir.to_path_buf();
+    s.listen = "127.0.0.1:0".into();
+    s.postgres.url = Some(Secret::from(url.to_owned()));
+    s.log.backend = LogBackend::Postgres;
+    let app = Application::build(s, Roles::ALL).await.expect("app");
+    let ws = format!("ws://{}/ws", app.addr());
+    let mut alice = Client::connect(&ws).await.unwrap();
+    alice.register("alice", "password-123").await.unwrap();
+    alice.login("alice", "password-123").await.unwrap();
+    let mut bob = Client::connect(&ws).await.unwrap();
+    let bob_id = bob.register("bob", "password-123").await.unwrap();
+    let thread = alice.open_private_thread(bob_id).await.unwrap();
+
+    let mut samples = Vec::new();
+    for i in 0..300 {
+        let started = Instant::now();
+        alice
+            .send_text(thread, &format!("lat-{i}"), "ping?")
+            .await
+            .unwrap();
+        samples.push(started.elapsed());
+    }
+    let p50 = pct(&mut samples, 0.5);
+    let p99 = pct(&mut samples, 0.99);
+    rows.push(Row {
+        what: "send one message over WebSocket until acked (durable), p50 / p99".into(),
+        ours: format!("{} / {}", ms(p50), ms(p99)),
+        baseline: format!("Postgres BEGIN+INSERT+COMMIT p50 {}", ms(commit_p50)),
+        ratio: p50.as_secs_f64() / commit_p50.as_secs_f64(),
+    });
+
+    // Throughput: 8 users, each in its own thread, sending batches of 50.
+    const CLIENTS: usize = 8;
+    const BATCHES: usize = 25;
+    let mut senders = Vec::new();
+    for c in 0..CLIENTS {
+        let mut me = Client::connect(&ws).await.unwrap();
+        me.register(&format!("sender{c}"), "password-123")
+            .await
+            .unwrap();
+        me.login(&format!("sender{c}"), "password-123")
+            .await
+            .unwrap();
+        let t = me.open_private_thread(bob_id).await.unwrap();
+        senders.push((me, t));
+    }
+    let body = "y".repeat(200);
+    let started = Instant::now();
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(c, (mut me, t))| {
+            let body = body.clone();
+            tokio::spawn(async move {
+                for b in 0..BATCHES {
+                    let ids: Vec<String> = (0..50).map(|i| format!("{c}-{b}-{i}")).collect();
+                    let items: Vec<(&str, &str)> =
+                        ids.iter().map(|u| (u.as_str(), body.as_str())).collect();
+                    me.send_texts(t, &items).await.unwrap();
+                }
+                (me, t)
+            })
+        })
+        .collect();
+    let mut senders = Vec::new();
+    for t in tasks {
+        senders.push(t.await.unwrap());
+    }
+    let sent = (CLIENTS * BATCHES * 50) as f64;
+    let acked = started.elapsed();
+    // Projected: the last sender's sync sees all of its messages.
+    let (me, t) = senders.last_mut().unwrap();
+    loop {
+        if me
+            .sync_all_messages(*t, 0)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0)
+            >= BATCHES * 50
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let projected = started.elapsed();
+    rows.push(Row {
+        what: "messages acked/s, 8 clients × batches of 50 (Postgres log)".into(),
+        ours: format!("{:.0} msg/s", sent / acked.as_secs_f64()),
+        baseline: format!("Postgres multi-row INSERT {insert_rate:.0} rows/s"),
+        ratio: sent / acked.as_secs_f64() / insert_rate,
+    });
+    rows.push(Row {
+        what: "messages sent and projected/s (same run, until sync sees all)".into(),
+        ours: format!("{:.0} msg/s", sent / projected.as_secs_f64()),
+        baseline: format!("Postgres multi-row INSERT {insert_rate:.0} rows/s"),
+        ratio: sent / projected.as_secs_f64() / insert_rate,
+    });
+    app.stop().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    eprintln!(
+        "starting a private Postgres (fsync on) in {}",
+        dir.path().display()
+    );
+    let cluster = imlog_postgres::PrivateCluster::start(dir.path())
+        .await
+        .expect("private Postgres");
+    let url = cluster.url();
+    let mut rows = Vec::new();
+
+    // Warm the fresh cluster's WAL first (it is ~30% slower on its first load).
+    pg_insert_baseline(&url, 20_000).await;
+    let insert_rate = pg_insert_baseline(&url, 50_000).await;
+    let mut commits = pg_commit_latency(&url, 500).await;
+    let commit_p50 = pct(&mut commits, 0.5);
+    let commit_p99 = pct(&mut commits, 0.99);
+
+    let pg_log: SharedLog = Arc::new(PgLog::connect(&url, "bench.").await.expect("pg log"));
+    pg_log.ensure_topics().await.unwrap();
+    let rate = log_throughput(pg_log.clone(), 50_000, 256).await;
+    rows.push(Row {
+        what: "Postgres log: appends/s, 1 KiB events, 256 concurrent appenders".into(),
+        ours: format!("{rate:.0} /s"),
+        baseline: format!("multi-row INSERT, 500 rows/tx: {insert_rate:.0} rows/s"),
+        ratio: rate / insert_rate,
+    });
+    let mut lat = log_latency(pg_log.as_ref(), 500).await;
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    rows.push(Row {
+        what: "Postgres log: one append at a time, p50 / p99".into(),
+        ours: format!("{} / {}", ms(p50), ms(p99)),
+        baseline: format!(
+            "BEGIN+INSERT+COMMIT {} / {}",
+            ms(commit_p50),
+            ms(commit_p99)
+        ),
+        ratio: p50.as_secs_f64() / commit_p50.as_secs_f64(),
+    });
+    drop(pg_log);
+
+    if let Ok(brokers) = std::env::var("IMLOG_TEST_KAFKA_BROKERS") {
+        let prefix = format!("bench{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let kafka: SharedLog = Arc::new(
+            KafkaLog::connect(KafkaSettings {
+                brokers: brokers.clone(),
+                topic_prefix: prefix.clone(),
+                replication_factor: 1,
+                linger_ms: 5,
+            })
+            .expect("kafka"),
+        );
+        kafka.ensure_topics().await.expect("topics");
+        let baseline = kafka_baseline(&brokers, &format!("{prefix}messages"), 30_000, 10_000).await;
+        let ours = log_throughput(kafka.clone(), 30_000, 2_000).await;
+        rows.push(Row {
+            what: "Kafka log (tansu): appends/s, 1 KiB, 2000 concurrent appenders".into(),
+            ours: format!("{ours:.0} /s"),
+            baseline: format!("rdkafka straight to the broker: {baseline:.0} msg/s"),
+            ratio: ours / baseline,
+        });
+    } else {
+        eprintln!("IMLOG_TEST_KAFKA_BROKERS not set: skipping the Kafka figures");
+    }
+
+    end_to_end(&url, dir.path(), &mut rows, commit_p50, insert_rate).await;
+    cluster.stop().expect("stopping Postgres");
+
+    println!("| what | imlog | baseline (same run) | ratio |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.2} |",
+            r.what, r.ours, r.baseline, r.ratio
+        );
+    }
+}
