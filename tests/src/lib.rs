@@ -119,9 +119,11 @@ pub fn settings(
     prefix: &str,
     data_dir: &std::path::Path,
 ) -> Settings {
-    let mut s = Settings::default();
-    s.data_dir = data_dir.to_path_buf();
-    s.listen = "127.0.0.1:0".into();
+    let mut s = Settings {
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
     s.postgres.url = Some(Secret::from(postgres_url.to_owned()));
     s.postgres.pool_size = 8;
     s.log.topic_prefix = prefix.to_owned();

@@ -174,16 +174,10 @@ impl Client {
         if let Some(p) = self.pushes.pop_front() {
             return Ok(Some(p));
         }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_frame(left).await? {
-                None => return Ok(None),
-                Some(frame) if frame.get("push").is_some() => return Ok(Some(frame)),
-                Some(frame) => {
-                    return Err(ClientError::Protocol(format!("unexpected reply: {frame}")))
-                }
-            }
+        match self.next_frame(wait).await? {
+            None => Ok(None),
+            Some(frame) if frame.get("push").is_some() => Ok(Some(frame)),
+            Some(frame) => Err(ClientError::Protocol(format!("unexpected reply: {frame}"))),
         }
     }
 

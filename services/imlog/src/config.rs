@@ -194,17 +194,21 @@ impl Default for GatewayConfig {
 impl Settings {
     /// Defaults, then `file` (if given; `imlog.toml` in the working directory
     /// if present), then `IMLOG_*` variables.
-    pub fn load(file: Option<&Path>) -> Result<Settings, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Settings, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file("imlog.toml")),
         }
-        figment.merge(Env::prefixed("IMLOG_").split("__")).extract()
+        figment
+            .merge(Env::prefixed("IMLOG_").split("__"))
+            .extract()
+            .map_err(Box::new)
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API
 mod tests {
     use super::*;
 

@@ -188,9 +188,11 @@ async fn end_to_end(
     commit_p50: Duration,
     insert_rate: f64,
 ) {
-    let mut s = Settings::default();
-    s.data_dir = dir.to_path_buf();
-    s.listen = "127.0.0.1:0".into();
+    let mut s = Settings {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
     s.postgres.url = Some(Secret::from(url.to_owned()));
     s.log.backend = LogBackend::Postgres;
     let app = Application::build(s, Roles::ALL).await.expect("app");
