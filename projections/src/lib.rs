@@ -79,6 +79,20 @@ pub trait Projection: Send + Sync + 'static {
         record: &Record,
         envelope: &Envelope,
     ) -> Result<(), ProjectionError>;
+
+    /// Applies a batch in log order (per partition). Projections with many
+    /// records per batch override this with set-based SQL; the effect must
+    /// equal applying the records one by one.
+    async fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        batch: &[(&Record, Envelope)],
+    ) -> Result<(), ProjectionError> {
+        for (record, envelope) in batch {
+            self.apply(tx, record, envelope).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Every projection of the read model.

@@ -2,8 +2,10 @@
 
 use crate::{Projection, ProjectionError};
 use async_trait::async_trait;
-use imlog_events::{Envelope, Event, MessageId, MessageKind, Topic};
+use chrono::{DateTime, Utc};
+use imlog_events::{Envelope, Event, MessageId, MessageKind, MessagePosted, Topic};
 use imlog_log::Record;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::Transaction;
 
 pub struct Messages;
@@ -33,45 +35,117 @@ impl Projection for Messages {
         record: &Record,
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
-        let Event::MessagePosted(e) = &envelope.event else {
-            return Ok(());
-        };
-        // A retried send carries the same unique_id: the first one counts.
-        let duplicate = tx
-            .query_opt(
-                "SELECT 1 FROM messages WHERE sender_id = $1 AND unique_id = $2",
-                &[&e.sender_id.0, &e.unique_id],
-            )
-            .await?
-            .is_some();
-        if duplicate {
+        self.apply_batch(tx, &[(record, envelope.clone())]).await
+    }
+
+    /// Set-based: three statements per batch, whatever its size.
+    async fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        batch: &[(&Record, Envelope)],
+    ) -> Result<(), ProjectionError> {
+        let posted: Vec<(&Record, &Envelope, &MessagePosted)> = batch
+            .iter()
+            .filter_map(|(record, envelope)| match &envelope.event {
+                Event::MessagePosted(m) => Some((*record, envelope, m)),
+                _ => None,
+            })
+            .collect();
+        if posted.is_empty() {
             return Ok(());
         }
-        let seq: i64 = tx
-            .query_one(
-                "INSERT INTO thread_seqs (thread_id, last_seq) VALUES ($1, 1)
-                 ON CONFLICT (thread_id) DO UPDATE SET last_seq = thread_seqs.last_seq + 1
-                 RETURNING last_seq",
-                &[&e.thread_id.0],
+        // A retried send carries the same (sender, unique_id): the first one
+        // in log order counts, whether it is stored already or in this batch.
+        let senders: Vec<i64> = posted.iter().map(|(_, _, m)| m.sender_id.0).collect();
+        let unique_ids: Vec<&str> = posted
+            .iter()
+            .map(|(_, _, m)| m.unique_id.as_str())
+            .collect();
+        let mut seen: HashSet<(i64, String)> = tx
+            .query(
+                "SELECT m.sender_id, m.unique_id FROM messages m
+                 JOIN unnest($1::bigint[], $2::text[]) AS u(sender_id, unique_id)
+                   ON m.sender_id = u.sender_id AND m.unique_id = u.unique_id",
+                &[&senders, &unique_ids],
             )
             .await?
-            .get(0);
-        let message_id = MessageId::from_position(record.position());
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let fresh: Vec<_> = posted
+            .into_iter()
+            .filter(|(_, _, m)| seen.insert((m.sender_id.0, m.unique_id.clone())))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+
+        // Reserve each thread's next seqs in one statement.
+        let mut per_thread: BTreeMap<i64, i64> = BTreeMap::new();
+        for (_, _, m) in &fresh {
+            *per_thread.entry(m.thread_id.0).or_default() += 1;
+        }
+        let threads: Vec<i64> = per_thread.keys().copied().collect();
+        let counts: Vec<i64> = per_thread.values().copied().collect();
+        let mut next_seq: HashMap<i64, i64> = tx
+            .query(
+                "INSERT INTO thread_seqs (thread_id, last_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+                 ON CONFLICT (thread_id) DO UPDATE SET last_seq = thread_seqs.last_seq + EXCLUDED.last_seq
+                 RETURNING thread_id, last_seq",
+                &[&threads, &counts],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let thread: i64 = r.get(0);
+                let last: i64 = r.get(1);
+                (thread, last - per_thread[&thread] + 1)
+            })
+            .collect();
+
+        let mut rows = MessageRows::default();
+        for (record, envelope, m) in fresh {
+            let seq = next_seq.get_mut(&m.thread_id.0).expect("reserved above");
+            rows.message_id
+                .push(MessageId::from_position(record.position()).0);
+            rows.thread_id.push(m.thread_id.0);
+            rows.seq.push(*seq);
+            rows.sender_id.push(m.sender_id.0);
+            rows.unique_id.push(&m.unique_id);
+            rows.kind.push(kind_name(m.kind));
+            rows.body.push(&m.body);
+            rows.created_at.push(envelope.meta.occurred_at);
+            *seq += 1;
+        }
         tx.execute(
             "INSERT INTO messages (message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
+                                  $6::text[], $7::text[], $8::timestamptz[])",
             &[
-                &message_id.0,
-                &e.thread_id.0,
-                &seq,
-                &e.sender_id.0,
-                &e.unique_id,
-                &kind_name(e.kind),
-                &e.body,
-                &envelope.meta.occurred_at,
+                &rows.message_id,
+                &rows.thread_id,
+                &rows.seq,
+                &rows.sender_id,
+                &rows.unique_id,
+                &rows.kind,
+                &rows.body,
+                &rows.created_at,
             ],
         )
         .await?;
         Ok(())
     }
+}
+
+/// Column arrays for one multi-row insert.
+#[derive(Default)]
+struct MessageRows<'a> {
+    message_id: Vec<i64>,
+    thread_id: Vec<i64>,
+    seq: Vec<i64>,
+    sender_id: Vec<i64>,
+    unique_id: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    body: Vec<&'a str>,
+    created_at: Vec<DateTime<Utc>>,
 }

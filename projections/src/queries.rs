@@ -214,18 +214,24 @@ pub async fn messages_page(
     }))
 }
 
-/// The message a client's `unique_id` already produced, if any (a retried send).
-pub async fn message_by_unique_id(
+/// The messages that these `unique_id`s of a sender already produced (a
+/// retried send), by `unique_id`.
+pub async fn messages_by_unique_ids(
     c: &impl GenericClient,
     sender_id: UserId,
-    unique_id: &str,
-) -> Result<Option<MessageId>, ProjectionError> {
-    Ok(c.query_opt(
-        "SELECT message_id FROM messages WHERE sender_id = $1 AND unique_id = $2",
-        &[&sender_id.0, &unique_id],
+    unique_ids: &[&str],
+) -> Result<std::collections::HashMap<String, MessageId>, ProjectionError> {
+    if unique_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(c.query(
+        "SELECT unique_id, message_id FROM messages WHERE sender_id = $1 AND unique_id = ANY($2)",
+        &[&sender_id.0, &unique_ids],
     )
     .await?
-    .map(|r| MessageId(r.get(0))))
+    .iter()
+    .map(|r| (r.get(0), MessageId(r.get(1))))
+    .collect())
 }
 
 #[cfg(test)]

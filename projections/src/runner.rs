@@ -155,9 +155,10 @@ async fn apply_batch(
     let tx = client.transaction().await?;
     let mut advanced: BTreeMap<(Topic, i32), (i64, chrono::DateTime<chrono::Utc>)> =
         BTreeMap::new();
+    let mut decoded = Vec::with_capacity(batch.len());
     for record in batch {
         match Envelope::decode(&record.payload) {
-            Ok(envelope) => projection.apply(&tx, record, &envelope).await?,
+            Ok(envelope) => decoded.push((record, envelope)),
             Err(e) => {
                 // Deterministic: a replay skips the same record the same way.
                 metrics::counter!("imlog_projection_skipped_total", "projection" => name)
@@ -171,6 +172,7 @@ async fn apply_batch(
             (record.offset + 1, record.appended_at),
         );
     }
+    projection.apply_batch(&tx, &decoded).await?;
     for (&(topic, partition), &(new_next, appended_at)) in &advanced {
         let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
         let updated = tx

@@ -206,6 +206,37 @@ impl TestApp {
         }
     }
 
+    /// Another gateway instance (no projector) over the same log and database.
+    pub async fn second_gateway(&self) -> TestApp {
+        let roles = Roles {
+            gateway: true,
+            queries: true,
+            projector: false,
+        };
+        TestApp::spawn_with(self.settings.clone(), roles).await
+    }
+
+    pub fn postgres_url(&self) -> String {
+        self.settings
+            .postgres
+            .url
+            .as_ref()
+            .expect("tests always set a URL")
+            .expose()
+            .to_owned()
+    }
+
+    /// Alice and Bob, logged in, and their private thread (opened by Alice).
+    pub async fn alice_and_bob(&self) -> (Client, Client, i64, i64) {
+        let (mut alice, _, _) = self.user("alice").await;
+        let (bob, bob_id, _) = self.user("bob").await;
+        let thread = alice
+            .open_private_thread(bob_id)
+            .await
+            .expect("open thread");
+        (alice, bob, bob_id, thread)
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(&self.ws_url)
             .await
@@ -224,6 +255,21 @@ impl TestApp {
     pub async fn stop(self) {
         self.app.stop().await;
     }
+}
+
+/// Sends `n` texts one by one (`{prefix}-{i}`) and waits until the sender's
+/// own sync sees them; returns their message ids.
+pub async fn send_numbered(client: &mut Client, thread: i64, prefix: &str, n: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = client
+            .send_text(thread, &format!("{prefix}-{i}"), &format!("{prefix} {i}"))
+            .await
+            .expect("send");
+        ids.push(id);
+    }
+    client.sync_messages(thread, 0, 1).await.expect("projected");
+    ids
 }
 
 /// Runs a test body for a backend, or skips it when that backend is not available.

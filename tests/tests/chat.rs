@@ -1,7 +1,6 @@
 //! The chat path end to end through the real WebSocket protocol, on both log
 //! backends with a real Postgres.
 
-use imlog::app::Roles;
 use imlog_tests::{on_backends, Backend, TestApp};
 use serde_json::json;
 use std::time::Duration;
@@ -175,21 +174,28 @@ async fn retried_unique_id(backend: Backend) {
     assert_eq!(first, again);
     let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
     assert_eq!(page.items.len(), 1);
+    // A unique_id repeated inside one batch is one message too.
+    let items = alice
+        .send_texts(thread, &[("twice", "a"), ("twice", "a"), ("other", "b")])
+        .await
+        .expect("send");
+    assert_eq!(items[0]["message_id"], items[1]["message_id"]);
+    assert_ne!(items[0]["message_id"], items[2]["message_id"]);
+    assert_eq!(
+        alice
+            .sync_all_messages(thread, 0)
+            .await
+            .expect("sync")
+            .len(),
+        3
+    );
     app.stop().await;
 }
 
 async fn relogin_kicks(backend: Backend) {
     let a = TestApp::spawn(backend).await;
     // A second gateway instance over the same log and database.
-    let b = TestApp::spawn_with(
-        a.settings.clone(),
-        Roles {
-            gateway: true,
-            queries: true,
-            projector: false,
-        },
-    )
-    .await;
+    let b = a.second_gateway().await;
     let (mut first, _, old_token) = a.user("alice").await;
     let mut second = b.client().await;
     second
@@ -230,15 +236,7 @@ async fn relogin_kicks(backend: Backend) {
 
 async fn racing_thread_creation(backend: Backend) {
     let a = TestApp::spawn(backend).await;
-    let b = TestApp::spawn_with(
-        a.settings.clone(),
-        Roles {
-            gateway: true,
-            queries: true,
-            projector: false,
-        },
-    )
-    .await;
+    let b = a.second_gateway().await;
     let (mut alice, alice_id, _) = a.user("alice").await;
     let mut bob = b.client().await;
     let bob_id = bob.register("bob", "password-123").await.expect("register");

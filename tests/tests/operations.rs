@@ -5,8 +5,8 @@ use imlog::app::{Application, Roles};
 use imlog::config::{Secret, StorageBackend};
 use imlog_projections::replay;
 use imlog_tests::{
-    fresh_database, http_get, kafka_brokers, open_log, settings, topic_prefix, Backend, Client,
-    TestApp,
+    fresh_database, http_get, kafka_brokers, open_log, send_numbered, settings, topic_prefix,
+    Backend, Client, TestApp,
 };
 use std::time::{Duration, Instant};
 
@@ -105,24 +105,9 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let (mut alice, _, _) = app.user("alice").await;
-    let (_bob, bob_id, _) = app.user("bob").await;
-    let thread = alice.open_private_thread(bob_id).await.expect("thread");
-    for i in 0..30 {
-        alice
-            .send_text(thread, &format!("r-{i}"), &format!("replayed {i}"))
-            .await
-            .expect("send");
-    }
-    alice.sync_messages(thread, 0, 1).await.expect("projected");
-    let url = app
-        .settings
-        .postgres
-        .url
-        .clone()
-        .expect("url")
-        .expose()
-        .to_owned();
+    let (mut alice, _bob, _, thread) = app.alice_and_bob().await;
+    send_numbered(&mut alice, thread, "replayed", 30).await;
+    let url = app.postgres_url();
     let log = app.app.log();
     replay::rebuild(&url, &log, "imlog_next")
         .await
@@ -173,24 +158,9 @@ async fn log_copy_to_kafka_preserves_positions_and_ids() {
         return;
     }
     let app = TestApp::spawn(Backend::Postgres).await;
-    let (mut alice, _, _) = app.user("alice").await;
-    let (_bob, bob_id, _) = app.user("bob").await;
-    let thread = alice.open_private_thread(bob_id).await.expect("thread");
-    for i in 0..25 {
-        alice
-            .send_text(thread, &format!("c-{i}"), &format!("copied {i}"))
-            .await
-            .expect("send");
-    }
-    alice.sync_messages(thread, 0, 1).await.expect("projected");
-    let url = app
-        .settings
-        .postgres
-        .url
-        .clone()
-        .expect("url")
-        .expose()
-        .to_owned();
+    let (mut alice, _bob, _, thread) = app.alice_and_bob().await;
+    send_numbered(&mut alice, thread, "copied", 25).await;
+    let url = app.postgres_url();
     let source = app.app.log();
     let target = open_log(Backend::Kafka, &url, &app.settings.log.topic_prefix).await;
     let report = imlog::logcopy::copy(&source, &target).await.expect("copy");

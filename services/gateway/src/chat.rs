@@ -15,7 +15,7 @@ use imlog_postgres::Pool;
 use imlog_projections::progress::Progress;
 use imlog_projections::queries::{self, MessageView, Page, ThreadSummary};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -93,6 +93,19 @@ pub struct SentItem {
     pub message_id: Option<MessageId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<SentError>,
+}
+
+impl SentItem {
+    fn failed(unique_id: String, e: ApiError) -> SentItem {
+        SentItem {
+            unique_id,
+            message_id: None,
+            error: Some(SentError {
+                code: e.code,
+                message: e.message,
+            }),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -353,43 +366,44 @@ impl Chat {
         let me = session.user_id;
         self.settle(writes, &[Topic::Threads]).await?;
         let client = self.db.get().await?;
-        let members = queries::thread_members(&**client, thread_id).await?;
-        if !members.contains(&me) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("you are not a member of thread {thread_id}"),
-            ));
-        }
+        let members = members_if_member(&**client, thread_id, me).await?;
         let recipients: Vec<UserId> = members.into_iter().filter(|&u| u != me).collect();
+        let unique_ids: Vec<&str> = items
+            .iter()
+            .filter_map(|item| item.as_ref().ok().map(|t| t.unique_id.as_str()))
+            .collect();
+        // Retries after a lost reply: answer with the ids already given.
+        let already_sent = queries::messages_by_unique_ids(&**client, me, &unique_ids).await?;
+        drop(client);
         let mut answers: Vec<SentItem> = Vec::with_capacity(items.len());
         let mut to_append = Vec::new();
-        let mut pending = Vec::new();
+        // For each record to append: the answers it settles (a unique_id
+        // repeated inside one batch is one message).
+        let mut settles: Vec<Vec<usize>> = Vec::new();
+        let mut in_batch: HashMap<String, usize> = HashMap::new();
         for item in items {
+            let index = answers.len();
             match item {
-                Err((unique_id, e)) => answers.push(SentItem {
-                    unique_id,
-                    message_id: None,
-                    error: Some(SentError {
-                        code: e.code,
-                        message: e.message,
-                    }),
-                }),
+                Err((unique_id, e)) => answers.push(SentItem::failed(unique_id, e)),
                 Ok(text) => {
-                    // A retry after a lost reply: answer with the first id.
-                    if let Some(id) =
-                        queries::message_by_unique_id(&**client, me, &text.unique_id).await?
-                    {
-                        answers.push(SentItem {
-                            unique_id: text.unique_id,
-                            message_id: Some(id),
-                            error: None,
-                        });
+                    answers.push(SentItem {
+                        unique_id: text.unique_id.clone(),
+                        message_id: already_sent.get(&text.unique_id).copied(),
+                        error: None,
+                    });
+                    if already_sent.contains_key(&text.unique_id) {
                         continue;
                     }
+                    if let Some(&record) = in_batch.get(&text.unique_id) {
+                        settles[record].push(index);
+                        continue;
+                    }
+                    in_batch.insert(text.unique_id.clone(), settles.len());
+                    settles.push(vec![index]);
                     let event = MessagePosted {
                         thread_id,
                         sender_id: me,
-                        unique_id: text.unique_id.clone(),
+                        unique_id: text.unique_id,
                         kind: MessageKind::Text,
                         body: text.body,
                         recipients: recipients.clone(),
@@ -400,29 +414,21 @@ impl Chat {
                         key: envelope.event.key(),
                         payload: envelope.encode(),
                     });
-                    pending.push(answers.len());
-                    answers.push(SentItem {
-                        unique_id: text.unique_id,
-                        message_id: None,
-                        error: None,
-                    });
                 }
             }
         }
-        drop(client);
         let results = self.log.append_all(to_append).await;
-        for (index, result) in pending.into_iter().zip(results) {
-            match result {
-                Ok(pos) => {
-                    writes.record(Topic::Messages, pos);
-                    answers[index].message_id = Some(MessageId::from_position(pos));
-                }
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    answers[index].error = Some(SentError {
-                        code: e.code,
-                        message: e.message,
-                    });
+        for (indices, result) in settles.into_iter().zip(results) {
+            for index in indices {
+                match &result {
+                    Ok(pos) => {
+                        writes.record(Topic::Messages, *pos);
+                        answers[index].message_id = Some(MessageId::from_position(*pos));
+                    }
+                    Err(e) => {
+                        let unique_id = std::mem::take(&mut answers[index].unique_id);
+                        answers[index] = SentItem::failed(unique_id, ApiError::from(e.clone()));
+                    }
                 }
             }
         }
@@ -455,14 +461,26 @@ impl Chat {
         self.settle(writes, &[Topic::Threads, Topic::Messages])
             .await?;
         let client = self.db.get().await?;
-        let members = queries::thread_members(&**client, thread_id).await?;
-        if !members.contains(&session.user_id) {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("you are not a member of thread {thread_id}"),
-            ));
-        }
+        members_if_member(&**client, thread_id, session.user_id).await?;
         Ok(queries::messages_page(&**client, thread_id, since, limit).await?)
+    }
+}
+
+/// The thread's members, if `user` is one of them; a thread that does not
+/// exist is refused the same way, so its existence does not leak.
+async fn members_if_member(
+    client: &tokio_postgres::Client,
+    thread_id: ThreadId,
+    user: UserId,
+) -> Result<Vec<UserId>, ApiError> {
+    let members = queries::thread_members(client, thread_id).await?;
+    if members.contains(&user) {
+        Ok(members)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("you are not a member of thread {thread_id}"),
+        ))
     }
 }
 
