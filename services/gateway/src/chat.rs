@@ -49,6 +49,11 @@ impl Writes {
         *entry = (*entry).max(pos.offset);
     }
 
+    /// Once projected, a write need not be waited for again.
+    fn forget(&mut self, topics: &[Topic]) {
+        self.0.retain(|(topic, _), _| !topics.contains(topic));
+    }
+
     fn positions(&self, topics: &[Topic]) -> Vec<(Topic, LogPosition)> {
         self.0
             .iter()
@@ -151,13 +156,17 @@ impl Chat {
     }
 
     /// Waits until the read model reflects this connection's writes to `topics`.
-    async fn settle(&self, writes: &Writes, topics: &[Topic]) -> Result<(), ApiError> {
+    async fn settle(&self, writes: &mut Writes, topics: &[Topic]) -> Result<(), ApiError> {
         let positions = writes.positions(topics);
+        if positions.is_empty() {
+            return Ok(());
+        }
         if self
             .progress
             .wait_for(&positions, self.settings.projection_wait)
             .await?
         {
+            writes.forget(topics);
             Ok(())
         } else {
             Err(ApiError::new(
@@ -366,7 +375,7 @@ impl Chat {
         let me = session.user_id;
         self.settle(writes, &[Topic::Threads]).await?;
         let client = self.db.get().await?;
-        let members = members_if_member(&**client, thread_id, me).await?;
+        let members = members_if_member(&client, thread_id, me).await?;
         let recipients: Vec<UserId> = members.into_iter().filter(|&u| u != me).collect();
         let unique_ids: Vec<&str> = items
             .iter()
@@ -440,7 +449,7 @@ impl Chat {
 
     pub async fn sync_threads(
         &self,
-        writes: &Writes,
+        writes: &mut Writes,
         session: &Session,
         after: ThreadId,
         limit: usize,
@@ -452,7 +461,7 @@ impl Chat {
 
     pub async fn sync_messages(
         &self,
-        writes: &Writes,
+        writes: &mut Writes,
         session: &Session,
         thread_id: ThreadId,
         since: MessageId,
@@ -461,7 +470,7 @@ impl Chat {
         self.settle(writes, &[Topic::Threads, Topic::Messages])
             .await?;
         let client = self.db.get().await?;
-        members_if_member(&**client, thread_id, session.user_id).await?;
+        members_if_member(&client, thread_id, session.user_id).await?;
         Ok(queries::messages_page(&**client, thread_id, since, limit).await?)
     }
 }

@@ -163,7 +163,7 @@ async fn threads(
         .gateway
         .chat
         .sync_threads(
-            &Writes::default(),
+            &mut Writes::default(),
             &session,
             ThreadId(q.after.max(0)),
             limit,
@@ -193,7 +193,7 @@ async fn messages(
         .gateway
         .chat
         .sync_messages(
-            &Writes::default(),
+            &mut Writes::default(),
             &session,
             ThreadId(thread_id),
             MessageId(q.since.max(0)),

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 const SCHEMA: &str = "imlog_log";
+/// Also named in `APPEND`.
 const CHANNEL: &str = "imlog_log";
 /// Most records one append transaction carries.
 const MAX_BATCH: usize = 1000;
@@ -255,80 +256,115 @@ async fn write_appends(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = std::time::Instant::now();
-        let result = write_batch(&pool, &batch).await;
+        let results = write_batch(&pool, &batch).await;
         metrics::histogram!("imlog_log_append_batch_seconds", "backend" => "postgres")
             .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(positions) => {
-                bump.send_modify(|v| *v += 1);
-                for (pending, position) in batch.drain(..).zip(positions) {
-                    let _ = pending.reply.send(Ok(position));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, records = batch.len(), "log append failed");
-                for pending in batch.drain(..) {
-                    let _ = pending.reply.send(Err(e.clone()));
-                }
-            }
+        if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+            tracing::warn!(error = %e, records = batch.len(), "log append failed");
+        }
+        if results.iter().any(Result::is_ok) {
+            bump.send_modify(|v| *v += 1);
+        }
+        for (pending, result) in batch.drain(..).zip(results) {
+            let _ = pending.reply.send(result);
         }
     }
 }
 
-async fn write_batch(pool: &Pool, batch: &[PendingAppend]) -> Result<Vec<LogPosition>, LogError> {
-    let mut client = pool.get().await.map_err(unavailable)?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    // Lock partitions in a fixed order so concurrent writers never deadlock.
-    let mut counts: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for p in batch {
-        *counts.entry((p.topic.as_str(), p.partition)).or_default() += 1;
-    }
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for (&(topic, partition), &count) in &counts {
-        let row = tx
-            .query_opt(
-                "UPDATE imlog_log.partitions SET next_offset = next_offset + $3
-                 WHERE topic = $1 AND partition = $2
-                 RETURNING next_offset - $3",
-                &[&topic, &partition, &count],
-            )
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| {
-                LogError::Fatal(format!("unknown topic partition {topic}/{partition}"))
-            })?;
-        next.insert((topic, partition), row.get(0));
-    }
-    let mut positions = Vec::with_capacity(batch.len());
-    let (mut topics, mut partitions, mut offsets, mut keys, mut payloads) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for p in batch {
-        let offset = next
-            .get_mut(&(p.topic.as_str(), p.partition))
-            .expect("counted above");
-        positions.push(LogPosition {
-            partition: p.partition,
-            offset: *offset,
-        });
-        topics.push(p.topic.as_str());
-        partitions.push(p.partition);
-        offsets.push(*offset);
-        keys.push(p.key.as_str());
-        payloads.push(p.payload.as_slice());
-        *offset += 1;
-    }
-    tx.execute(
-        r#"INSERT INTO imlog_log.records (topic, partition, "offset", key, payload)
-           SELECT * FROM unnest($1::text[], $2::integer[], $3::bigint[], $4::text[], $5::bytea[])"#,
-        &[&topics, &partitions, &offsets, &keys, &payloads],
+/// Appends a batch in one statement (one round trip, its own transaction):
+/// lock the partitions' rows in a fixed order (so concurrent writers never
+/// deadlock), bump their `next_offset`, insert the records at the offsets
+/// taken, notify readers.
+const APPEND: &str = r#"
+    WITH wanted AS (
+        SELECT * FROM unnest($1::text[], $2::integer[], $3::bigint[]) AS w(topic, partition, n)
+    ), locked AS (
+        SELECT p.topic, p.partition, p.next_offset
+        FROM imlog_log.partitions p JOIN wanted w USING (topic, partition)
+        ORDER BY p.topic, p.partition
+        FOR UPDATE OF p
+    ), bumped AS (
+        UPDATE imlog_log.partitions p SET next_offset = l.next_offset + w.n
+        FROM locked l JOIN wanted w USING (topic, partition)
+        WHERE p.topic = l.topic AND p.partition = l.partition
+        RETURNING p.topic, p.partition, l.next_offset AS base
+    ), inserted AS (
+        INSERT INTO imlog_log.records (topic, partition, "offset", key, payload)
+        SELECT r.topic, r.partition, b.base + r.idx, r.key, r.payload
+        FROM unnest($4::text[], $5::integer[], $6::bigint[], $7::text[], $8::bytea[])
+             AS r(topic, partition, idx, key, payload)
+        JOIN bumped b ON b.topic = r.topic AND b.partition = r.partition
     )
-    .await
-    .map_err(db_error)?;
-    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+    SELECT b.topic, b.partition, b.base, pg_notify('imlog_log', '') FROM bumped b
+"#;
+
+async fn write_batch(pool: &Pool, batch: &[PendingAppend]) -> Vec<Result<LogPosition, LogError>> {
+    match try_write_batch(pool, batch).await {
+        Ok(positions) => positions,
+        Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+async fn try_write_batch(
+    pool: &Pool,
+    batch: &[PendingAppend],
+) -> Result<Vec<Result<LogPosition, LogError>>, LogError> {
+    // Each record's index within its partition's share of the batch.
+    let mut counts: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    let mut indices = Vec::with_capacity(batch.len());
+    for p in batch {
+        let n = counts.entry((p.topic.as_str(), p.partition)).or_default();
+        indices.push(*n);
+        *n += 1;
+    }
+    let wanted_topics: Vec<&str> = counts.keys().map(|(t, _)| *t).collect();
+    let wanted_partitions: Vec<i32> = counts.keys().map(|(_, p)| *p).collect();
+    let wanted_counts: Vec<i64> = counts.values().copied().collect();
+    let topics: Vec<&str> = batch.iter().map(|p| p.topic.as_str()).collect();
+    let partitions: Vec<i32> = batch.iter().map(|p| p.partition).collect();
+    let keys: Vec<&str> = batch.iter().map(|p| p.key.as_str()).collect();
+    let payloads: Vec<&[u8]> = batch.iter().map(|p| p.payload.as_slice()).collect();
+
+    let client = pool.get().await.map_err(unavailable)?;
+    // The log's tables never move (unlike the read model), so the
+    // statement can stay prepared on the connection.
+    let statement = client.prepare_cached(APPEND).await.map_err(db_error)?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &wanted_topics,
+                &wanted_partitions,
+                &wanted_counts,
+                &topics,
+                &partitions,
+                &indices,
+                &keys,
+                &payloads,
+            ],
+        )
         .await
         .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
-    Ok(positions)
+    let bases: BTreeMap<(String, i32), i64> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    Ok(batch
+        .iter()
+        .zip(indices)
+        .map(
+            |(p, index)| match bases.get(&(p.topic.clone(), p.partition)) {
+                Some(base) => Ok(LogPosition {
+                    partition: p.partition,
+                    offset: base + index,
+                }),
+                None => Err(LogError::Fatal(format!(
+                    "unknown topic partition {}/{}; was ensure_topics run?",
+                    p.topic, p.partition
+                ))),
+            },
+        )
+        .collect())
 }
 
 struct PgReader {

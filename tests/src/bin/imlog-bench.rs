@@ -150,6 +150,16 @@ async fn kafka_baseline(brokers: &str, topic: &str, n: usize, in_flight: usize) 
         .create()
         .expect("producer");
     let payload = event(1, "x".repeat(PAYLOAD - 300));
+    // Warm up (metadata, connections, idempotent producer id) as our log's
+    // producer already is, then measure.
+    let warm = FutureRecord::to(topic)
+        .partition(0)
+        .key("warm")
+        .payload(&payload);
+    producer
+        .send(warm, Duration::from_secs(30))
+        .await
+        .expect("warm-up delivery");
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     for i in 0..n {
@@ -351,7 +361,7 @@ async fn main() {
             .expect("kafka"),
         );
         kafka.ensure_topics().await.expect("topics");
-        let baseline = kafka_baseline(&brokers, &format!("{prefix}messages"), 30_000, 10_000).await;
+        let baseline = kafka_baseline(&brokers, &format!("{prefix}messages"), 30_000, 20_000).await;
         let ours = log_throughput(kafka.clone(), 30_000, 2_000).await;
         rows.push(Row {
             what: "Kafka log (tansu): appends/s, 1 KiB, 2000 concurrent appenders".into(),
