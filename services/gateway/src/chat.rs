@@ -390,6 +390,7 @@ impl Chat {
         // repeated inside one batch is one message).
         let mut settles: Vec<Vec<usize>> = Vec::new();
         let mut in_batch: HashMap<String, usize> = HashMap::new();
+        let correlation_id = Uuid::now_v7();
         for item in items {
             let index = answers.len();
             match item {
@@ -417,7 +418,7 @@ impl Chat {
                         body: text.body,
                         recipients: recipients.clone(),
                     };
-                    let envelope = Envelope::new(EventMeta::new(Some(me), Uuid::now_v7()), event);
+                    let envelope = Envelope::new(EventMeta::new(Some(me), correlation_id), event);
                     to_append.push(AppendRecord {
                         topic: Topic::Messages,
                         key: envelope.event.key(),
@@ -428,15 +429,16 @@ impl Chat {
         }
         let results = self.log.append_all(to_append).await;
         for (indices, result) in settles.into_iter().zip(results) {
+            let result = result.map_err(ApiError::from);
+            if let Ok(pos) = result {
+                writes.record(Topic::Messages, pos);
+            }
             for index in indices {
                 match &result {
-                    Ok(pos) => {
-                        writes.record(Topic::Messages, *pos);
-                        answers[index].message_id = Some(MessageId::from_position(*pos));
-                    }
+                    Ok(pos) => answers[index].message_id = Some(MessageId::from_position(*pos)),
                     Err(e) => {
                         let unique_id = std::mem::take(&mut answers[index].unique_id);
-                        answers[index] = SentItem::failed(unique_id, ApiError::from(e.clone()));
+                        answers[index] = SentItem::failed(unique_id, e.clone());
                     }
                 }
             }
