@@ -34,10 +34,14 @@ pub enum Until {
     Reached(Arc<Offsets>),
 }
 
-/// Runs every projection until `shutdown`; a failing projection is restarted
-/// from its stored offsets after a pause, the others carry on.
+/// Runs every projection until `shutdown`. A projection applies only while
+/// this process holds its lease; otherwise it stands by and retries. A
+/// failing projection is restarted from its stored offsets after a pause,
+/// the others carry on.
 pub async fn run_all(
     pool: Pool,
+    lease_url: String,
+    schema: String,
     log: SharedLog,
     projections: Vec<Arc<dyn Projection>>,
     shutdown: CancellationToken,
@@ -45,14 +49,34 @@ pub async fn run_all(
     let mut tasks = tokio::task::JoinSet::new();
     for projection in projections {
         let (pool, log, shutdown) = (pool.clone(), log.clone(), shutdown.clone());
+        let (lease_url, schema) = (lease_url.clone(), schema.clone());
         tasks.spawn(async move {
+            let name = projection.name();
+            let until = Until::Cancelled(shutdown.clone());
             while !shutdown.is_cancelled() {
-                match run(&pool, &log, projection.as_ref(), &Until::Cancelled(shutdown.clone())).await {
+                let result = match Lease::acquire(&lease_url, &schema, name).await {
+                    Ok(Some(lease)) => {
+                        tracing::info!(projection = name, "projection lease taken; applying");
+                        metrics::gauge!("imlog_projection_active", "projection" => name).set(1.0);
+                        let result = lease.hold(run(&pool, &log, projection.as_ref(), &until)).await;
+                        metrics::gauge!("imlog_projection_active", "projection" => name).set(0.0);
+                        result
+                    }
+                    Ok(None) => {
+                        // Another projector applies it; stand by.
+                        metrics::gauge!("imlog_projection_active", "projection" => name).set(0.0);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(STANDBY_RETRY) => continue,
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
                     Ok(()) => break,
                     Err(e) => {
-                        metrics::counter!("imlog_projection_restarts_total", "projection" => projection.name())
-                            .increment(1);
-                        tracing::warn!(projection = projection.name(), error = %e, "projection failed; restarting");
+                        metrics::counter!("imlog_projection_restarts_total", "projection" => name).increment(1);
+                        tracing::warn!(projection = name, error = %e, "projection failed; restarting");
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -63,6 +87,56 @@ pub async fn run_all(
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// How often a standing-by projector tries to take over.
+const STANDBY_RETRY: Duration = Duration::from_secs(2);
+
+/// The right to apply one projection in one schema: a session-level advisory
+/// lock held on a connection of its own, so it is released the moment the
+/// holder dies. (Even without it, the offset guard in `apply_batch` keeps two
+/// appliers exactly-once; the lease keeps them from doing the work twice.)
+struct Lease {
+    _client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    async fn acquire(
+        url: &str,
+        schema: &str,
+        projection: &str,
+    ) -> Result<Option<Lease>, ProjectionError> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let key = format!("imlog.projection.{schema}.{projection}");
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
+            .await?
+            .get(0);
+        if taken {
+            Ok(Some(Lease {
+                _client: client,
+                connection,
+            }))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs `work` while the lease holds; if its connection (and so the lock)
+    /// is lost, `work` is dropped, rolling back any batch in flight.
+    async fn hold(
+        mut self,
+        work: impl std::future::Future<Output = Result<(), ProjectionError>>,
+    ) -> Result<(), ProjectionError> {
+        tokio::select! {
+            result = work => result,
+            _ = &mut self.connection => Err(ProjectionError::Other("lost the projection lease".into())),
+        }
+    }
 }
 
 /// Loads the projection's offsets and applies the log from there until
@@ -84,7 +158,7 @@ pub async fn run(
         .collect();
     let mut reader = log.reader(from).await?;
     let name = projection.name();
-    let mut last_lag = Instant::now() - LAG_EVERY;
+    let mut last_lag: Option<Instant> = None;
     let mut last_appended = None;
     loop {
         if let Until::Reached(target) = until {
@@ -92,9 +166,9 @@ pub async fn run(
                 return Ok(());
             }
         }
-        if last_lag.elapsed() >= LAG_EVERY {
+        if last_lag.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
             record_lag(log, name, &next, last_appended).await;
-            last_lag = Instant::now();
+            last_lag = Some(Instant::now());
         }
         let batch = match until {
             Until::Cancelled(shutdown) => tokio::select! {

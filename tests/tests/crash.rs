@@ -195,3 +195,120 @@ async fn serve_survives_kill9_with_its_private_postgres() {
         "private Postgres still running"
     );
 }
+
+/// Two projector processes: one applies, the other stands by; kill -9 the
+/// active one and the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_projector_takes_over_when_the_active_one_is_killed() {
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(Backend::Postgres, &url, &topic_prefix(), dir.path());
+    let env = settings_env(&s);
+    let gw = TestApp::spawn_with(
+        s.clone(),
+        Roles {
+            gateway: true,
+            queries: true,
+            projector: false,
+        },
+    )
+    .await;
+    let first = Proc::spawn(BIN, &["projector", "--listen", "127.0.0.1:0"], &env).await;
+    let second = Proc::spawn(BIN, &["projector", "--listen", "127.0.0.1:0"], &env).await;
+
+    let (mut alice, _bob, _, thread) = gw.alice_and_bob().await;
+    let before = alice
+        .send_text(thread, "before", "one")
+        .await
+        .expect("send");
+    let (_, metrics_a) = imlog_tests::http_get(first.addr, "/metrics", None).await;
+    let (_, metrics_b) = imlog_tests::http_get(second.addr, "/metrics", None).await;
+    let active = |m: &serde_json::Value| {
+        m.as_str()
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("imlog_projection_active{projection=\"messages\"} 1"))
+    };
+    assert!(
+        active(&metrics_a) ^ active(&metrics_b),
+        "exactly one projector applies messages"
+    );
+    let (survivor, victim) = if active(&metrics_a) {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    victim.kill9().await;
+
+    let after = alice.send_text(thread, "after", "two").await.expect("send");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ids: Vec<i64> = alice
+            .sync_all_messages(thread, 0)
+            .await
+            .expect("sync")
+            .iter()
+            .map(|m| m["message_id"].as_i64().unwrap())
+            .collect();
+        if ids == vec![before, after] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never took over: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(survivor.terminate().await.success());
+    gw.stop().await;
+}
+
+/// The operational commands as an operator runs them: `replay` and
+/// `log copy` on the real command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_log_copy_work_from_the_command_line() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let (mut alice, _bob, _, thread) = app.alice_and_bob().await;
+    imlog_tests::send_numbered(&mut alice, thread, "cli", 5).await;
+    let env = settings_env(&app.settings);
+    let run = |args: &'static [&'static str], env: Vec<(String, String)>| async move {
+        let out = tokio::process::Command::new(BIN)
+            .args(args)
+            .envs(env)
+            .env("IMLOG_LOG_LEVEL", "warn")
+            .output()
+            .await
+            .expect("running imlog");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "imlog {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let out = run(&["replay"], env.clone()).await;
+    assert!(out.contains("equals the live one"), "{out}");
+    let out = run(&["replay", "--export", "-"], env.clone()).await;
+    assert_eq!(out.lines().count(), 5, "{out}");
+    let out = run(&["replay", "--swap"], env.clone()).await;
+    assert!(out.contains("swapped"), "{out}");
+    alice
+        .sync_messages(thread, 0, 10)
+        .await
+        .expect("still serving after the swap");
+
+    if let Some(brokers) = imlog_tests::kafka_brokers() {
+        let mut env = env;
+        env.push(("IMLOG_LOG__KAFKA__BROKERS".into(), brokers));
+        let out = run(
+            &["log", "copy", "--from", "postgres", "--to", "kafka"],
+            env.clone(),
+        )
+        .await;
+        assert!(out.contains("copied"), "{out}");
+        let out = run(&["log", "copy", "--from", "postgres", "--to", "kafka"], env).await;
+        assert!(out.contains("copied 0 records"), "{out}");
+    }
+    app.stop().await;
+}

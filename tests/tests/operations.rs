@@ -103,6 +103,31 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_gateway_refuses_more_connections_with_503() {
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(Backend::Postgres, &url, &topic_prefix(), dir.path());
+    s.gateway.max_connections = 2;
+    let app = TestApp::spawn_with(s, Roles::ALL).await;
+    let mut first = app.client().await;
+    let _second = app.client().await;
+    let refused = Client::connect(&app.ws_url)
+        .await
+        .err()
+        .expect("a third connection is refused");
+    assert!(refused.to_string().contains("503"), "{refused}");
+    first.ping().await.expect("the others are unaffected");
+    drop(first);
+    // A closed connection frees its place.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Client::connect(&app.ws_url).await.is_err() {
+        assert!(Instant::now() < deadline, "the place was not freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let (mut alice, _bob, _, thread) = app.alice_and_bob().await;

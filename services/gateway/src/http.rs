@@ -60,9 +60,17 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
 }
 
 async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = state.gateway.connections.clone().try_acquire_owned() else {
+        metrics::counter!("imlog_gateway_connections_refused_total").increment(1);
+        let body = json!({ "ok": false, "error": { "code": "unavailable", "message": "this gateway is full; try another or retry" } });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    };
     ws.max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| connection::serve(socket, state.gateway))
+        .on_upgrade(move |socket| async move {
+            connection::serve(socket, state.gateway).await;
+            drop(permit);
+        })
 }
 
 async fn health(db: imlog_postgres::Pool) -> Response {

@@ -24,10 +24,15 @@ pub struct GatewaySettings {
     pub heartbeat_timeout: Duration,
 }
 
+/// Caps the WebSocket connections one gateway holds; a client past the cap
+/// is answered 503 before the upgrade.
+pub type ConnectionLimit = std::sync::Arc<tokio::sync::Semaphore>;
+
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
     pub chat: chat::Chat,
     pub hub: hub::Hub,
     pub settings: GatewaySettings,
+    pub connections: ConnectionLimit,
     pub shutdown: CancellationToken,
 }

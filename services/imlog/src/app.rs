@@ -149,7 +149,14 @@ impl Application {
         let read_model = connect_pool(&url, settings.postgres.pool_size, Some(LIVE_SCHEMA))?;
         if roles.projector {
             let (pool, log, stop) = (read_model.clone(), backbone.log.clone(), shutdown.clone());
-            tasks.spawn(runner::run_all(pool, log, imlog_projections::all(), stop));
+            tasks.spawn(runner::run_all(
+                pool,
+                url.clone(),
+                LIVE_SCHEMA.to_owned(),
+                log,
+                imlog_projections::all(),
+                stop,
+            ));
         }
         let router = if roles.gateway || roles.queries {
             let g = &settings.gateway;
@@ -170,6 +177,7 @@ impl Application {
                 settings: GatewaySettings {
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
                 },
+                connections: Arc::new(tokio::sync::Semaphore::new(g.max_connections)),
                 shutdown: shutdown.clone(),
             });
             if roles.gateway {

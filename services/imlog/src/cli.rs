@@ -58,6 +58,9 @@ struct ReplayArgs {
     /// Make the rebuilt read model the live one (the old one is kept, renamed).
     #[arg(long)]
     swap: bool,
+    /// Keep the rebuilt schema for inspection instead of dropping it (without --swap).
+    #[arg(long)]
+    keep: bool,
     /// Instead of rebuilding, write every message as a JSON line to FILE ('-': stdout).
     #[arg(long, value_name = "FILE")]
     export: Option<PathBuf>,
@@ -184,7 +187,11 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
             eprintln!("exported {n} messages");
             return Ok(());
         }
-        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+        let stamp = format!(
+            "{}_{}",
+            chrono::Utc::now().format("%Y%m%d%H%M%S"),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
         let rebuilt = format!("imlog_rebuild_{stamp}");
         let target = replay::rebuild(&url, &backbone.log, &rebuilt).await?;
         let records: i64 = target.values().sum();
@@ -200,9 +207,12 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         if args.swap {
             let retired = format!("imlog_retired_{stamp}");
             replay::swap(&url, LIVE_SCHEMA, &rebuilt, &retired).await?;
-            println!(
-                "swapped: {rebuilt} is now {LIVE_SCHEMA}; the old read model is kept as {retired}"
-            );
+            println!("swapped: {rebuilt} is now {LIVE_SCHEMA}; the old read model is kept as {retired}");
+        } else if args.keep {
+            println!("kept {rebuilt} for inspection (DROP SCHEMA {rebuilt} CASCADE when done)");
+        } else {
+            client.batch_execute(&format!("DROP SCHEMA {rebuilt} CASCADE")).await?;
+            println!("dropped {rebuilt}");
         }
         Ok::<_, anyhow::Error>(())
     }

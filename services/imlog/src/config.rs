@@ -111,6 +111,8 @@ pub struct GatewayConfig {
     /// Name of this instance in sessions; default: a random one per start.
     pub id: Option<String>,
     pub heartbeat_timeout_secs: u64,
+    /// WebSocket connections one gateway accepts at most.
+    pub max_connections: usize,
     pub session_ttl_hours: u64,
     pub projection_wait_ms: u64,
 }
@@ -185,6 +187,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             id: None,
             heartbeat_timeout_secs: 30,
+            max_connections: 10_000,
             session_ttl_hours: 24 * 30,
             projection_wait_ms: 5000,
         }
