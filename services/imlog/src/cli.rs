@@ -207,11 +207,15 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
         if args.swap {
             let retired = format!("imlog_retired_{stamp}");
             replay::swap(&url, LIVE_SCHEMA, &rebuilt, &retired).await?;
-            println!("swapped: {rebuilt} is now {LIVE_SCHEMA}; the old read model is kept as {retired}");
+            println!(
+                "swapped: {rebuilt} is now {LIVE_SCHEMA}; the old read model is kept as {retired}"
+            );
         } else if args.keep {
             println!("kept {rebuilt} for inspection (DROP SCHEMA {rebuilt} CASCADE when done)");
         } else {
-            client.batch_execute(&format!("DROP SCHEMA {rebuilt} CASCADE")).await?;
+            client
+                .batch_execute(&format!("DROP SCHEMA {rebuilt} CASCADE"))
+                .await?;
             println!("dropped {rebuilt}");
         }
         Ok::<_, anyhow::Error>(())
