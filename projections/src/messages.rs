@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use imlog_events::{Envelope, Event, MessageId, MessageKind, MessagePosted, Topic};
 use imlog_log::Record;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 pub struct Messages;
@@ -62,11 +63,14 @@ impl Projection for Messages {
             .map(|(_, _, m)| m.unique_id.as_str())
             .collect();
         let mut seen: HashSet<(i64, String)> = tx
-            .query(
+            .query_typed(
                 "SELECT m.sender_id, m.unique_id FROM messages m
                  JOIN unnest($1::bigint[], $2::text[]) AS u(sender_id, unique_id)
                    ON m.sender_id = u.sender_id AND m.unique_id = u.unique_id",
-                &[&senders, &unique_ids],
+                &[
+                    (&senders, Type::INT8_ARRAY),
+                    (&unique_ids, Type::TEXT_ARRAY),
+                ],
             )
             .await?
             .iter()
@@ -88,11 +92,11 @@ impl Projection for Messages {
         let threads: Vec<i64> = per_thread.keys().copied().collect();
         let counts: Vec<i64> = per_thread.values().copied().collect();
         let mut next_seq: HashMap<i64, i64> = tx
-            .query(
+            .query_typed(
                 "INSERT INTO thread_seqs (thread_id, last_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])
                  ON CONFLICT (thread_id) DO UPDATE SET last_seq = thread_seqs.last_seq + EXCLUDED.last_seq
                  RETURNING thread_id, last_seq",
-                &[&threads, &counts],
+                &[(&threads, Type::INT8_ARRAY), (&counts, Type::INT8_ARRAY)],
             )
             .await?
             .iter()
@@ -117,19 +121,19 @@ impl Projection for Messages {
             rows.created_at.push(envelope.meta.occurred_at);
             *seq += 1;
         }
-        tx.execute(
+        tx.query_typed(
             "INSERT INTO messages (message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
                                   $6::text[], $7::text[], $8::timestamptz[])",
             &[
-                &rows.message_id,
-                &rows.thread_id,
-                &rows.seq,
-                &rows.sender_id,
-                &rows.unique_id,
-                &rows.kind,
-                &rows.body,
-                &rows.created_at,
+                (&rows.message_id, Type::INT8_ARRAY),
+                (&rows.thread_id, Type::INT8_ARRAY),
+                (&rows.seq, Type::INT8_ARRAY),
+                (&rows.sender_id, Type::INT8_ARRAY),
+                (&rows.unique_id, Type::TEXT_ARRAY),
+                (&rows.kind, Type::TEXT_ARRAY),
+                (&rows.body, Type::TEXT_ARRAY),
+                (&rows.created_at, Type::TIMESTAMPTZ_ARRAY),
             ],
         )
         .await?;

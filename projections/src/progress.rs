@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_postgres::types::Type;
 
 /// Fallback re-check while waiting, should a notification be lost.
 const RECHECK: Duration = Duration::from_millis(200);
@@ -48,9 +49,13 @@ impl Progress {
                 continue;
             };
             let next: i64 = client
-                .query_opt(
+                .query_typed_opt(
                     "SELECT next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 AND partition = $3",
-                    &[&projection, &topic.base_name(), &pos.partition],
+                    &[
+                        (&projection, Type::TEXT),
+                        (&topic.base_name(), Type::TEXT),
+                        (&pos.partition, Type::INT4),
+                    ],
                 )
                 .await?
                 .map(|r| r.get(0))

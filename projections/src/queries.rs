@@ -1,11 +1,16 @@
 //! Reads of the read model. Paging is by cursor (`id > cursor`), never OFFSET:
 //! projections apply each partition in order, so a page is a prefix of the log
 //! and a cursor never skips anything.
+//!
+//! Parameters are typed (`query_typed`), so each query is one round trip
+//! without a prepared statement; a cached one would pin the tables of a
+//! schema that `replay --swap` may rename away.
 
 use crate::ProjectionError;
 use chrono::{DateTime, Utc};
 use imlog_events::{MessageId, SessionId, ThreadId, UserId};
 use serde::Serialize;
+use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,9 +42,9 @@ pub async fn user_by_name(
     c: &impl GenericClient,
     name: &str,
 ) -> Result<Option<UserCredentials>, ProjectionError> {
-    Ok(c.query_opt(
+    Ok(c.query_typed_opt(
         "SELECT user_id, password_hash FROM users WHERE name = $1",
-        &[&name],
+        &[(&name, Type::TEXT)],
     )
     .await?
     .map(|r| UserCredentials {
@@ -58,9 +63,9 @@ pub async fn user(
     c: &impl GenericClient,
     user_id: UserId,
 ) -> Result<Option<UserSummary>, ProjectionError> {
-    Ok(c.query_opt(
+    Ok(c.query_typed_opt(
         "SELECT user_id, name FROM users WHERE user_id = $1",
-        &[&user_id.0],
+        &[(&user_id.0, Type::INT8)],
     )
     .await?
     .map(|r| UserSummary {
@@ -81,10 +86,10 @@ pub async fn live_session(
     c: &impl GenericClient,
     token_sha256: &str,
 ) -> Result<Option<LiveSession>, ProjectionError> {
-    Ok(c.query_opt(
+    Ok(c.query_typed_opt(
         "SELECT session_id, user_id, start_offset FROM sessions
          WHERE token_sha256 = $1 AND ended_at IS NULL AND expires_at > now()",
-        &[&token_sha256],
+        &[(&token_sha256, Type::TEXT)],
     )
     .await?
     .map(|r| LiveSession {
@@ -99,9 +104,9 @@ pub async fn private_thread(
     user_low: UserId,
     user_high: UserId,
 ) -> Result<Option<ThreadId>, ProjectionError> {
-    Ok(c.query_opt(
+    Ok(c.query_typed_opt(
         "SELECT thread_id FROM private_threads WHERE user_low = $1 AND user_high = $2",
-        &[&user_low.0, &user_high.0],
+        &[(&user_low.0, Type::INT8), (&user_high.0, Type::INT8)],
     )
     .await?
     .map(|r| ThreadId(r.get(0))))
@@ -112,9 +117,9 @@ pub async fn thread_members(
     c: &impl GenericClient,
     thread_id: ThreadId,
 ) -> Result<Vec<UserId>, ProjectionError> {
-    Ok(c.query(
+    Ok(c.query_typed(
         "SELECT user_id FROM thread_members WHERE thread_id = $1 ORDER BY user_id",
-        &[&thread_id.0],
+        &[(&thread_id.0, Type::INT8)],
     )
     .await?
     .iter()
@@ -139,7 +144,7 @@ pub async fn threads_page(
     limit: usize,
 ) -> Result<Page<ThreadSummary>, ProjectionError> {
     let rows = c
-        .query(
+        .query_typed(
             "SELECT t.thread_id, t.kind, t.created_at, peer.user_id, peer.name
              FROM thread_members m
              JOIN threads t ON t.thread_id = m.thread_id
@@ -149,7 +154,11 @@ pub async fn threads_page(
              WHERE m.user_id = $1 AND m.thread_id > $2
              ORDER BY m.thread_id
              LIMIT $3",
-            &[&user_id.0, &after.0, &(limit as i64 + 1)],
+            &[
+                (&user_id.0, Type::INT8),
+                (&after.0, Type::INT8),
+                (&(limit as i64 + 1), Type::INT8),
+            ],
         )
         .await?;
     let items = rows
@@ -189,11 +198,15 @@ pub async fn messages_page(
     limit: usize,
 ) -> Result<Page<MessageView>, ProjectionError> {
     let rows = c
-        .query(
+        .query_typed(
             "SELECT message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at
              FROM messages WHERE thread_id = $1 AND message_id > $2
              ORDER BY message_id LIMIT $3",
-            &[&thread_id.0, &since.0, &(limit as i64 + 1)],
+            &[
+                (&thread_id.0, Type::INT8),
+                (&since.0, Type::INT8),
+                (&(limit as i64 + 1), Type::INT8),
+            ],
         )
         .await?;
     let items = rows
@@ -224,9 +237,9 @@ pub async fn messages_by_unique_ids(
     if unique_ids.is_empty() {
         return Ok(Default::default());
     }
-    Ok(c.query(
+    Ok(c.query_typed(
         "SELECT unique_id, message_id FROM messages WHERE sender_id = $1 AND unique_id = ANY($2)",
-        &[&sender_id.0, &unique_ids],
+        &[(&sender_id.0, Type::INT8), (&unique_ids, Type::TEXT_ARRAY)],
     )
     .await?
     .iter()

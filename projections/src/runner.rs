@@ -13,6 +13,7 @@ use imlog_postgres::Pool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 
 /// Notified in every projector transaction; readers waiting for their writes
@@ -250,21 +251,33 @@ async fn apply_batch(
     for (&(topic, partition), &(new_next, appended_at)) in &advanced {
         let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
         let updated = tx
-            .execute(
+            .query_typed(
                 "INSERT INTO projection_offsets (projection, topic, partition, next_offset, last_appended_at)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (projection, topic, partition) DO UPDATE
                  SET next_offset = EXCLUDED.next_offset, last_appended_at = EXCLUDED.last_appended_at
-                 WHERE projection_offsets.next_offset = $6",
-                &[&name, &topic.base_name(), &partition, &new_next, &appended_at, &expected],
+                 WHERE projection_offsets.next_offset = $6
+                 RETURNING 1",
+                &[
+                    (&name, Type::TEXT),
+                    (&topic.base_name(), Type::TEXT),
+                    (&partition, Type::INT4),
+                    (&new_next, Type::INT8),
+                    (&appended_at, Type::TIMESTAMPTZ),
+                    (&expected, Type::INT8),
+                ],
             )
-            .await?;
+            .await?
+            .len();
         if updated != 1 {
             return Err(ProjectionError::Conflict { projection: name });
         }
     }
-    tx.execute("SELECT pg_notify($1, $2)", &[&PROJECTED_CHANNEL, &name])
-        .await?;
+    tx.query_typed(
+        "SELECT pg_notify($1, $2)",
+        &[(&PROJECTED_CHANNEL, Type::TEXT), (&name, Type::TEXT)],
+    )
+    .await?;
     tx.commit().await?;
     for (key, (new_next, _)) in advanced {
         next.insert(key, new_next);

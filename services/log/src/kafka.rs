@@ -206,16 +206,6 @@ impl EventLog for KafkaLog {
         Ok(())
     }
 
-    async fn append(
-        &self,
-        topic: Topic,
-        key: &str,
-        payload: Vec<u8>,
-    ) -> Result<LogPosition, LogError> {
-        let partition = partition_for_key(key.as_bytes(), topic.partitions());
-        self.append_to(topic, partition, key, payload).await
-    }
-
     async fn append_all(&self, records: Vec<AppendRecord>) -> Vec<Result<LogPosition, LogError>> {
         // Enqueue in order (the idempotent producer keeps per-partition order),
         // then await every delivery.

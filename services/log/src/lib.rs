@@ -13,7 +13,7 @@ mod postgres;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use imlog_events::{LogPosition, Topic};
+use imlog_events::{partition_for_key, LogPosition, Topic};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,7 +87,10 @@ pub trait EventLog: Send + Sync + 'static {
         topic: Topic,
         key: &str,
         payload: Vec<u8>,
-    ) -> Result<LogPosition, LogError>;
+    ) -> Result<LogPosition, LogError> {
+        let partition = partition_for_key(key.as_bytes(), topic.partitions());
+        self.append_to(topic, partition, key, payload).await
+    }
 
     /// Appends several records, each to its key's partition, keeping their
     /// order: records of one partition get increasing offsets in the order

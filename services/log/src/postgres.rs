@@ -175,16 +175,6 @@ impl EventLog for PgLog {
         Ok(())
     }
 
-    async fn append(
-        &self,
-        topic: Topic,
-        key: &str,
-        payload: Vec<u8>,
-    ) -> Result<LogPosition, LogError> {
-        let partition = partition_for_key(key.as_bytes(), topic.partitions());
-        self.append_to(topic, partition, key, payload).await
-    }
-
     async fn append_all(&self, records: Vec<AppendRecord>) -> Vec<Result<LogPosition, LogError>> {
         // Queue them all in order first: the single writer keeps that order.
         let mut replies = Vec::with_capacity(records.len());
@@ -367,6 +357,20 @@ async fn try_write_batch(
         .collect())
 }
 
+/// The next records of several partitions: each partition's share is a
+/// prefix from its offset (so nothing is ever skipped).
+const READ: &str = r#"
+    SELECT a.ord, r."offset", r.key, r.payload, r.appended_at
+    FROM unnest($1::integer[], $2::text[], $3::integer[], $4::bigint[])
+         AS a(ord, topic, partition, from_offset)
+    CROSS JOIN LATERAL (
+        SELECT "offset", key, payload, appended_at FROM imlog_log.records
+        WHERE topic = a.topic AND partition = a.partition AND "offset" >= a.from_offset
+        ORDER BY "offset" LIMIT $5
+    ) r
+    ORDER BY a.ord, r."offset"
+"#;
+
 struct PgReader {
     pool: Pool,
     names: TopicNames,
@@ -407,17 +411,10 @@ impl PgReader {
         let partitions: Vec<i32> = self.next.iter().map(|f| f.partition).collect();
         let offsets: Vec<i64> = self.next.iter().map(|f| f.offset).collect();
         let client = self.pool.get().await.map_err(unavailable)?;
+        let statement = client.prepare_cached(READ).await.map_err(db_error)?;
         let rows = client
             .query(
-                r#"SELECT a.ord, r."offset", r.key, r.payload, r.appended_at
-                   FROM unnest($1::integer[], $2::text[], $3::integer[], $4::bigint[])
-                        AS a(ord, topic, partition, from_offset)
-                   CROSS JOIN LATERAL (
-                       SELECT "offset", key, payload, appended_at FROM imlog_log.records
-                       WHERE topic = a.topic AND partition = a.partition AND "offset" >= a.from_offset
-                       ORDER BY "offset" LIMIT $5
-                   ) r
-                   ORDER BY a.ord, r."offset""#,
+                &statement,
                 &[&ordinals, &topics, &partitions, &offsets, &per_partition],
             )
             .await
