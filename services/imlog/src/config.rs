@@ -231,6 +231,36 @@ mod tests {
     }
 
     #[test]
+    fn a_file_sets_what_the_environment_does_not() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                r#"
+                    listen = "0.0.0.0:9000"
+                    [log]
+                    backend = "kafka"
+                    kafka.brokers = "from-file:9092"
+                    [storage]
+                    backend = "s3"
+                    s3 = { endpoint = "http://127.0.0.1:9000", bucket = "b", allow_http = true }
+                "#,
+            )?;
+            jail.set_env("IMLOG_LOG__KAFKA__BROKERS", "from-env:9092");
+            let s = Settings::load(Some(Path::new("custom.toml"))).unwrap();
+            assert_eq!(s.listen, "0.0.0.0:9000");
+            assert_eq!(s.log.backend, LogBackend::Kafka);
+            assert_eq!(s.log.kafka.brokers, "from-env:9092", "the environment wins");
+            assert_eq!(s.storage.backend, StorageBackend::S3);
+            assert_eq!(s.storage.s3.bucket, "b");
+            assert!(
+                Settings::load(Some(Path::new("missing.toml"))).is_err(),
+                "a named file must exist"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let s = Secret("hunter2".into());
         assert_eq!(format!("{s:?}"), "\"***\"");
