@@ -102,8 +102,16 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
 
 /// Which projection consumes `topic` (for read-your-writes waits).
 pub fn projection_of(topic: Topic) -> Option<&'static str> {
-    all()
-        .into_iter()
-        .find(|p| p.topics().contains(&topic))
-        .map(|p| p.name())
+    // On the read-your-writes path of every query: computed once.
+    static BY_TOPIC: std::sync::OnceLock<Vec<(Topic, &'static str)>> = std::sync::OnceLock::new();
+    BY_TOPIC
+        .get_or_init(|| {
+            all()
+                .iter()
+                .flat_map(|p| p.topics().iter().map(|&t| (t, p.name())))
+                .collect()
+        })
+        .iter()
+        .find(|(t, _)| *t == topic)
+        .map(|(_, name)| *name)
 }

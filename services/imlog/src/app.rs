@@ -138,10 +138,21 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Application> {
         let metrics = metrics_handle();
+        // Bind first: a port in use fails before anything is started.
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
         let backbone = Backbone::open(&settings).await?;
         if roles.gateway {
-            let store = storage::build(&settings)?;
-            storage::probe(store.as_ref()).await?;
+            let probe = async {
+                let store = storage::build(&settings)?;
+                storage::probe(store.as_ref()).await
+            };
+            if let Err(e) = probe.await {
+                backbone.stop();
+                return Err(e);
+            }
         }
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -198,10 +209,6 @@ impl Application {
         } else {
             http::ops_router(read_model.clone(), metrics)
         };
-        let listener = tokio::net::TcpListener::bind(&settings.listen)
-            .await
-            .with_context(|| format!("listening on {}", settings.listen))?;
-        let addr = listener.local_addr()?;
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let server =

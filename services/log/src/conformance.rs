@@ -2,7 +2,7 @@
 //! integration tests run each function against the Postgres log and a real
 //! Kafka-protocol broker.
 
-use crate::{AppendRecord, EventLog, LogReader, ReadFrom, Record, SharedLog};
+use crate::{AppendRecord, LogReader, ReadFrom, Record, SharedLog};
 use imlog_events::{partition_for_key, Topic};
 use std::future::Future;
 use std::pin::Pin;
@@ -311,6 +311,3 @@ macro_rules! conformance_tests {
         )*
     };
 }
-
-#[allow(dead_code)]
-fn assert_object_safe(_: &dyn EventLog) {}

@@ -88,10 +88,6 @@ impl PrivateCluster {
         )
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Stops the cluster (fast shutdown: clients are disconnected, data is safe).
     pub fn stop(&self) -> Result<(), PgError> {
         self.run(
