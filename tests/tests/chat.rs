@@ -302,3 +302,61 @@ async fn cursor_paging(backend: Backend) {
     assert_eq!(seqs, (1..=45).collect::<Vec<_>>(), "gapless per-thread seq");
     app.stop().await;
 }
+
+/// A frame beyond the transport's hard limit ends the connection (with a
+/// 1009 close frame when the peer can still read it: a client still writing
+/// the rest of its frame may see a reset instead); the server stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_hard_limit_ends_only_that_connection() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let mut c = app.client().await;
+    let huge = format!(
+        r#"{{"req":1,"op":"ping","pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    match c.request_raw(huge).await {
+        Err(imlog_client::ClientError::Closed { code, .. }) => assert_eq!(code, 1009),
+        Err(imlog_client::ClientError::Transport(_)) => {}
+        other => panic!("expected the connection to end, got {other:?}"),
+    }
+    assert!(c.ping().await.is_err(), "that connection is gone");
+    let mut other = app.client().await;
+    other.ping().await.expect("the server is fine");
+    app.stop().await;
+}
+
+/// Whatever a client sends, parsing answers; it never panics.
+#[test]
+fn arbitrary_frames_never_panic_the_parser() {
+    use imlog_gateway::protocol::parse;
+    let valid = [
+        r#"{"req":1,"op":"send_messages","thread_id":5,"items":[{"unique_id":"a","body":"hi"}]}"#,
+        r#"{"req":"x","op":"register","name":"alice","password":"12345678"}"#,
+        r#"{"req":2,"op":"sync_messages","thread_id":1,"since":0,"limit":5}"#,
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..20_000 {
+        let mut bytes = valid[round % valid.len()].as_bytes().to_vec();
+        for _ in 0..(next() % 6) {
+            let at = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[at] = next() as u8,
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, b"{}[]\":,0-e\\"[(next() % 11) as usize]),
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = parse(&text);
+    }
+}

@@ -50,7 +50,13 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     let closing = loop {
         tokio::select! {
             incoming = stream.next() => {
-                let Some(Ok(message)) = incoming else { break None };
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    // The transport refused the frame (over the hard limit, or
+                    // not valid WebSocket): say so if the peer still listens.
+                    Some(Err(_)) => break Some(Closing { code: close_code::MESSAGE_TOO_BIG, reason: "frame too large or malformed" }),
+                    None => break None,
+                };
                 deadline = tokio::time::Instant::now() + heartbeat;
                 let reply = match message {
                     Message::Text(text) => conn.handle(text.as_str()).await,
