@@ -30,7 +30,9 @@ pub fn build(settings: &Settings) -> anyhow::Result<Arc<dyn ObjectStore>> {
                 .with_region(&s3.region)
                 .with_access_key_id(s3.access_key_id.expose())
                 .with_secret_access_key(s3.secret_access_key.expose())
-                .with_allow_http(s3.allow_http);
+                .with_allow_http(s3.allow_http)
+                // Path-style (`endpoint/bucket/key`): what MinIO and s3s expect.
+                .with_virtual_hosted_style_request(false);
             if let Some(endpoint) = &s3.endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
