@@ -79,6 +79,7 @@ pub struct LiveSession {
     pub user_id: UserId,
     /// Offset of its `session.started` event.
     pub start_offset: i64,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The session a bearer token belongs to, if it has not ended or expired.
@@ -87,7 +88,7 @@ pub async fn live_session(
     token_sha256: &str,
 ) -> Result<Option<LiveSession>, ProjectionError> {
     Ok(c.query_typed_opt(
-        "SELECT session_id, user_id, start_offset FROM sessions
+        "SELECT session_id, user_id, start_offset, expires_at FROM sessions
          WHERE token_sha256 = $1 AND ended_at IS NULL AND expires_at > now()",
         &[(&token_sha256, Type::TEXT)],
     )
@@ -96,6 +97,7 @@ pub async fn live_session(
         session_id: SessionId(r.get(0)),
         user_id: UserId(r.get(1)),
         start_offset: r.get(2),
+        expires_at: r.get(3),
     }))
 }
 

@@ -36,6 +36,7 @@ pub struct Session {
     pub session_id: SessionId,
     /// Offset of the session's `session.started` event.
     pub start_offset: i64,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The last position a connection appended per topic partition: what its
@@ -266,6 +267,7 @@ impl Chat {
                 user_id: user.user_id,
                 session_id,
                 start_offset: pos.offset,
+                expires_at,
             },
             LoggedIn {
                 user_id: user.user_id,
@@ -291,6 +293,7 @@ impl Chat {
             user_id: session.user_id,
             session_id: session.session_id,
             start_offset: session.start_offset,
+            expires_at: session.expires_at,
         })
     }
 

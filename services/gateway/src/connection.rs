@@ -82,6 +82,9 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
                 }
             }
             closing = next_closing(&mut closing_rx) => break Some(closing),
+            _ = session_expiry(conn.session.as_ref()) => {
+                break Some(Closing { code: close_code::SESSION_ENDED, reason: "session expired; log in again" });
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 break Some(Closing { code: close_code::HEARTBEAT_TIMEOUT, reason: "no frame within the heartbeat timeout" });
             }
@@ -114,6 +117,19 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         gateway.hub.unregister(conn_id, session.user_id);
     }
     metrics::gauge!("imlog_gateway_connections").decrement(1.0);
+}
+
+/// Resolves when the connection's session expires (never before login).
+async fn session_expiry(session: Option<&Session>) {
+    match session {
+        Some(session) => {
+            let left = (session.expires_at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::time::sleep(left).await
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_frame(frames: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
@@ -277,4 +293,43 @@ impl Connection {
 
 fn to_value(data: impl serde::Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(data).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imlog_events::{SessionId, UserId};
+    use std::time::Duration;
+
+    fn session(expires_in: chrono::Duration) -> Session {
+        Session {
+            user_id: UserId(1),
+            session_id: SessionId(uuid::Uuid::nil()),
+            start_offset: 0,
+            expires_at: chrono::Utc::now() + expires_in,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_ends_when_its_session_expires() {
+        let soon = session(chrono::Duration::milliseconds(50));
+        tokio::time::timeout(Duration::from_secs(2), session_expiry(Some(&soon)))
+            .await
+            .expect("expired");
+        let past = session(chrono::Duration::seconds(-5));
+        tokio::time::timeout(Duration::from_millis(100), session_expiry(Some(&past)))
+            .await
+            .expect("already expired");
+        let later = session(chrono::Duration::hours(1));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), session_expiry(Some(&later)))
+                .await
+                .is_err()
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), session_expiry(None))
+                .await
+                .is_err()
+        );
+    }
 }
