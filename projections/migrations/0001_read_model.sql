@@ -77,8 +77,10 @@ CREATE TABLE messages (
     body text NOT NULL,
     created_at timestamptz NOT NULL,
     UNIQUE (thread_id, seq),
-    -- A retried send (same client unique_id) is one message.
-    UNIQUE (sender_id, unique_id)
+    -- A retried send (same client unique_id) is one message. Scoped to the
+    -- thread, so the rule is decided inside one log partition and a replay
+    -- reaches the same verdict whatever its batches.
+    UNIQUE (thread_id, sender_id, unique_id)
 );
 CREATE INDEX messages_by_thread ON messages (thread_id, message_id);
 

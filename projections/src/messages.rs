@@ -55,30 +55,34 @@ impl Projection for Messages {
         if posted.is_empty() {
             return Ok(());
         }
-        // A retried send carries the same (sender, unique_id): the first one
-        // in log order counts, whether it is stored already or in this batch.
+        // A retried send carries the same (thread, sender, unique_id): the
+        // first one in log order counts, whether stored already or in this
+        // batch. A thread is one partition, so this verdict is the same in a
+        // replay, whatever its batches.
+        let threads: Vec<i64> = posted.iter().map(|(_, _, m)| m.thread_id.0).collect();
         let senders: Vec<i64> = posted.iter().map(|(_, _, m)| m.sender_id.0).collect();
         let unique_ids: Vec<&str> = posted
             .iter()
             .map(|(_, _, m)| m.unique_id.as_str())
             .collect();
-        let mut seen: HashSet<(i64, String)> = tx
+        let mut seen: HashSet<(i64, i64, String)> = tx
             .query_typed(
-                "SELECT m.sender_id, m.unique_id FROM messages m
-                 JOIN unnest($1::bigint[], $2::text[]) AS u(sender_id, unique_id)
-                   ON m.sender_id = u.sender_id AND m.unique_id = u.unique_id",
+                "SELECT m.thread_id, m.sender_id, m.unique_id FROM messages m
+                 JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(thread_id, sender_id, unique_id)
+                   ON m.thread_id = u.thread_id AND m.sender_id = u.sender_id AND m.unique_id = u.unique_id",
                 &[
+                    (&threads, Type::INT8_ARRAY),
                     (&senders, Type::INT8_ARRAY),
                     (&unique_ids, Type::TEXT_ARRAY),
                 ],
             )
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
         let fresh: Vec<_> = posted
             .into_iter()
-            .filter(|(_, _, m)| seen.insert((m.sender_id.0, m.unique_id.clone())))
+            .filter(|(_, _, m)| seen.insert((m.thread_id.0, m.sender_id.0, m.unique_id.clone())))
             .collect();
         if fresh.is_empty() {
             return Ok(());

@@ -229,10 +229,11 @@ pub async fn messages_page(
     }))
 }
 
-/// The messages that these `unique_id`s of a sender already produced (a
-/// retried send), by `unique_id`.
+/// The messages that these `unique_id`s of a sender already produced in a
+/// thread (a retried send), by `unique_id`.
 pub async fn messages_by_unique_ids(
     c: &impl GenericClient,
+    thread_id: ThreadId,
     sender_id: UserId,
     unique_ids: &[&str],
 ) -> Result<std::collections::HashMap<String, MessageId>, ProjectionError> {
@@ -240,8 +241,13 @@ pub async fn messages_by_unique_ids(
         return Ok(Default::default());
     }
     Ok(c.query_typed(
-        "SELECT unique_id, message_id FROM messages WHERE sender_id = $1 AND unique_id = ANY($2)",
-        &[(&sender_id.0, Type::INT8), (&unique_ids, Type::TEXT_ARRAY)],
+        "SELECT unique_id, message_id FROM messages
+         WHERE thread_id = $1 AND sender_id = $2 AND unique_id = ANY($3)",
+        &[
+            (&thread_id.0, Type::INT8),
+            (&sender_id.0, Type::INT8),
+            (&unique_ids, Type::TEXT_ARRAY),
+        ],
     )
     .await?
     .iter()

@@ -7,7 +7,7 @@
 //! restarted projector resumes from Postgres.
 
 use crate::{Projection, ProjectionError};
-use imlog_events::{Envelope, Topic};
+use imlog_events::{DecodeError, Envelope, Topic};
 use imlog_log::{ReadFrom, Record, SharedLog};
 use imlog_postgres::Pool;
 use std::collections::BTreeMap;
@@ -219,6 +219,11 @@ pub async fn load_offsets(
     Ok(offsets)
 }
 
+/// Applies a batch and advances the offsets, in one transaction. A record
+/// the database refuses as data (SQLSTATE class 22/23: a poison record) makes
+/// the batch run again record by record, skipping just that record, so one
+/// bad event can never stall a projection; the skip is deterministic, so a
+/// replay skips it too.
 async fn apply_batch(
     pool: &Pool,
     projection: &dyn Projection,
@@ -226,28 +231,89 @@ async fn apply_batch(
     next: &mut Offsets,
 ) -> Result<(), ProjectionError> {
     let name = projection.name();
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let mut advanced: BTreeMap<(Topic, i32), (i64, chrono::DateTime<chrono::Utc>)> =
-        BTreeMap::new();
+    let decoded = decode(name, batch)?;
+    match apply_in_transaction(pool, projection, batch, &decoded, next, false).await {
+        Err(ProjectionError::Db(e)) if is_data_error(&e) => {
+            tracing::warn!(projection = name, error = %e, "a record was refused; applying the batch one by one");
+            apply_in_transaction(pool, projection, batch, &decoded, next, true).await
+        }
+        result => result,
+    }
+}
+
+/// The records of a batch that can be applied. Malformed records are skipped
+/// (deterministically); a record from a newer build (unknown type, future
+/// version) stops the projection instead, so that it is not skipped for good:
+/// a projector of the newer build will take the lease and apply it.
+fn decode<'r>(
+    name: &'static str,
+    batch: &'r [Record],
+) -> Result<Vec<(&'r Record, Envelope)>, ProjectionError> {
     let mut decoded = Vec::with_capacity(batch.len());
     for record in batch {
         match Envelope::decode(&record.payload) {
             Ok(envelope) => decoded.push((record, envelope)),
+            Err(e @ (DecodeError::UnknownType(_) | DecodeError::FutureVersion { .. })) => {
+                return Err(ProjectionError::Other(format!(
+                    "{}/{}@{} was written by a newer imlog ({e}); upgrade this projector",
+                    record.topic, record.partition, record.offset
+                )));
+            }
             Err(e) => {
-                // Deterministic: a replay skips the same record the same way.
                 metrics::counter!("imlog_projection_skipped_total", "projection" => name)
                     .increment(1);
                 tracing::error!(projection = name, topic = %record.topic, partition = record.partition,
-                    offset = record.offset, error = %e, "skipping undecodable record");
+                    offset = record.offset, error = %e, "skipping a malformed record");
             }
         }
+    }
+    Ok(decoded)
+}
+
+/// SQLSTATE classes 22 (data exception) and 23 (integrity constraint).
+fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| matches!(&c.code()[..2], "22" | "23"))
+}
+
+async fn apply_in_transaction(
+    pool: &Pool,
+    projection: &dyn Projection,
+    batch: &[Record],
+    decoded: &[(&Record, Envelope)],
+    next: &mut Offsets,
+    one_by_one: bool,
+) -> Result<(), ProjectionError> {
+    let name = projection.name();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    if one_by_one {
+        for one in decoded.chunks(1) {
+            tx.batch_execute("SAVEPOINT record").await?;
+            match projection.apply_batch(&tx, one).await {
+                Ok(()) => tx.batch_execute("RELEASE SAVEPOINT record").await?,
+                Err(ProjectionError::Db(e)) if is_data_error(&e) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT record").await?;
+                    let record = one[0].0;
+                    metrics::counter!("imlog_projection_poison_total", "projection" => name)
+                        .increment(1);
+                    tracing::error!(projection = name, topic = %record.topic, partition = record.partition,
+                        offset = record.offset, error = %e, "skipping a record the database refuses");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    } else {
+        projection.apply_batch(&tx, decoded).await?;
+    }
+    let mut advanced: BTreeMap<(Topic, i32), (i64, chrono::DateTime<chrono::Utc>)> =
+        BTreeMap::new();
+    for record in batch {
         advanced.insert(
             (record.topic, record.partition),
             (record.offset + 1, record.appended_at),
         );
     }
-    projection.apply_batch(&tx, &decoded).await?;
     for (&(topic, partition), &(new_next, appended_at)) in &advanced {
         let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
         let updated = tx

@@ -263,3 +263,71 @@ async fn the_s3_object_store_is_probed_at_start() {
     };
     assert!(err.contains("object store probe"), "{err}");
 }
+
+/// A record Postgres refuses (here a NUL in a body, which the gateway
+/// rejects but an older or foreign writer might not) is skipped alone; the
+/// projection keeps going. A record from a newer build is not skipped: the
+/// projection waits for a projector that understands it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_skipped_and_future_records_wait() {
+    use imlog_events::{Envelope, EventMeta, MessageKind, MessagePosted, ThreadId, Topic, UserId};
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let (mut alice, mut bob, _, thread) = app.alice_and_bob().await;
+    let log = app.app.log();
+    let poison = Envelope::new(
+        EventMeta::new(None, uuid::Uuid::now_v7()),
+        MessagePosted {
+            thread_id: ThreadId(thread),
+            sender_id: UserId(1),
+            unique_id: "poison".into(),
+            kind: MessageKind::Text,
+            body: "nul \0 inside".into(),
+            recipients: vec![],
+        },
+    );
+    log.append(Topic::Messages, &thread.to_string(), poison.encode())
+        .await
+        .expect("append");
+    let after = alice
+        .send_text(thread, "after-poison", "still flowing")
+        .await
+        .expect("send");
+    let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
+    let ids: Vec<i64> = page
+        .items
+        .iter()
+        .map(|m| m["message_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![after],
+        "the poison record is skipped, the next one applied"
+    );
+
+    let mut future: serde_json::Value = serde_json::from_slice(&poison.encode()).unwrap();
+    future["schema_version"] = 99.into();
+    future["data"]["body"] = "from the future".into();
+    log.append(
+        Topic::Messages,
+        &thread.to_string(),
+        future.to_string().into_bytes(),
+    )
+    .await
+    .expect("append");
+    let stuck = alice
+        .send_text(thread, "after-future", "waits")
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let page = bob.sync_messages(thread, 0, 10).await.expect("sync");
+    let ids: Vec<i64> = page
+        .items
+        .iter()
+        .map(|m| m["message_id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&stuck),
+        "nothing after a newer-build record is applied by this build"
+    );
+    app.stop().await;
+}

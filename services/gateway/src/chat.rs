@@ -69,6 +69,7 @@ pub struct Chat {
     db: Pool,
     progress: Progress,
     settings: ChatSettings,
+    hashing_slots: tokio::sync::Semaphore,
 }
 
 #[derive(Serialize)]
@@ -128,12 +129,36 @@ pub struct Sent {
 
 impl Chat {
     pub fn new(log: SharedLog, db: Pool, progress: Progress, settings: ChatSettings) -> Chat {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Chat {
             log,
             db,
             progress,
             settings,
+            hashing_slots: tokio::sync::Semaphore::new(cores),
         }
+    }
+
+    /// Runs password hashing off the runtime, at most one per core at a
+    /// time: each takes ~19 MiB and tens of milliseconds, so unbounded
+    /// logins could exhaust memory. Waits up to 5 s for a slot.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let busy = || {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "too many logins at once; retry shortly",
+            )
+        };
+        let _slot = tokio::time::timeout(Duration::from_secs(5), self.hashing_slots.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "password hashing failed"))
     }
 
     pub fn db(&self) -> &Pool {
@@ -193,9 +218,9 @@ impl Chat {
         }
         drop(client);
         let password = password.as_str().to_owned();
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "hashing failed"))?
+        let password_hash = self
+            .hashing(move || hash_password(&password))
+            .await?
             .map_err(|_| ApiError::new(ErrorCode::Internal, "hashing failed"))?;
         let pos = self
             .append(
@@ -236,9 +261,9 @@ impl Chat {
             .ok_or_else(bad)?;
         drop(client);
         let phc = user.password_hash;
-        let verified = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-            .await
-            .unwrap_or(false);
+        let verified = self
+            .hashing(move || verify_password(&password, &phc))
+            .await?;
         if !verified {
             return Err(bad());
         }
@@ -385,7 +410,8 @@ impl Chat {
             .filter_map(|item| item.as_ref().ok().map(|t| t.unique_id.as_str()))
             .collect();
         // Retries after a lost reply: answer with the ids already given.
-        let already_sent = queries::messages_by_unique_ids(&**client, me, &unique_ids).await?;
+        let already_sent =
+            queries::messages_by_unique_ids(&**client, thread_id, me, &unique_ids).await?;
         drop(client);
         let mut answers: Vec<SentItem> = Vec::with_capacity(items.len());
         let mut to_append = Vec::new();

@@ -37,7 +37,10 @@ pub async fn run(log: SharedLog, gateway: Arc<Gateway>, shutdown: CancellationTo
                 Err(e) => {
                     // Pushes missed while reopening are recovered by sync.
                     tracing::warn!(error = %e, "fanout read failed; reopening at the end");
-                    break;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The connections this gateway instance holds, by user: where pushes go.
 
 use imlog_events::{SessionId, UserId};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -55,10 +55,58 @@ impl Member {
     }
 }
 
+/// How many recent session starts and ends the hub remembers: enough to
+/// cover the moment between a login's append and its connection
+/// registering, bounded so memory does not grow with the user base.
+const REMEMBERED: usize = 100_000;
+
 #[derive(Default)]
 pub struct Hub {
     next_conn: AtomicU64,
-    users: Mutex<HashMap<UserId, Vec<Member>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<UserId, Vec<Member>>,
+    /// The newest session start seen in the log per user: a connection of an
+    /// older session that registers after it (the fan-out can be faster than
+    /// the login's reply) is kicked at once.
+    newest_start: Recent<UserId, (SessionId, i64)>,
+    /// Sessions seen ending in the log, for the same race with `auth`.
+    ended: Recent<SessionId, ()>,
+}
+
+/// A map that forgets its oldest keys past `REMEMBERED`.
+struct Recent<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+}
+
+impl<K, V> Default for Recent<K, V> {
+    fn default() -> Self {
+        Recent {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V> Recent<K, V> {
+    fn insert(&mut self, key: K, value: V) {
+        if self.map.insert(key, value).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > REMEMBERED {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
 }
 
 impl Hub {
@@ -66,10 +114,10 @@ impl Hub {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<Member>>> {
-        // A panic while holding this lock cannot leave the map inconsistent
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent
         // (every operation is a single insert or retain), so poisoning is ignored.
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn register(
@@ -81,35 +129,46 @@ impl Hub {
     ) -> Mailbox {
         let (frames_tx, frames) = mpsc::channel(OUTBOX);
         let (closing_tx, closing) = watch::channel(None);
-        self.users().entry(user_id).or_default().push(Member {
+        let member = Member {
             conn_id,
             session_id,
             start_offset,
             frames: frames_tx,
             closing: closing_tx,
-        });
+        };
+        let mut state = self.state();
+        // The log may already have said this session is over.
+        if let Some(&(newest, offset)) = state.newest_start.get(&user_id) {
+            if newest != session_id && offset > start_offset {
+                member.close(close_code::KICKED, KICKED_REASON);
+            }
+        }
+        if state.ended.get(&session_id).is_some() {
+            member.close(close_code::SESSION_ENDED, ENDED_REASON);
+        }
+        state.users.entry(user_id).or_default().push(member);
         metrics::gauge!("imlog_gateway_online_connections").increment(1.0);
         Mailbox { frames, closing }
     }
 
     pub fn unregister(&self, conn_id: u64, user_id: UserId) {
-        let mut users = self.users();
-        if let Some(members) = users.get_mut(&user_id) {
+        let mut state = self.state();
+        if let Some(members) = state.users.get_mut(&user_id) {
             let before = members.len();
             members.retain(|m| m.conn_id != conn_id);
             if members.len() < before {
                 metrics::gauge!("imlog_gateway_online_connections").decrement(1.0);
             }
             if members.is_empty() {
-                users.remove(&user_id);
+                state.users.remove(&user_id);
             }
         }
     }
 
     /// Queues a frame for every connection of `user_id` here.
     pub fn deliver(&self, user_id: UserId, frame: &str) {
-        let users = self.users();
-        for member in users.get(&user_id).into_iter().flatten() {
+        let state = self.state();
+        for member in state.users.get(&user_id).into_iter().flatten() {
             match member.frames.try_send(frame.to_owned()) {
                 Ok(()) => metrics::counter!("imlog_gateway_pushes_total").increment(1),
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -125,36 +184,42 @@ impl Hub {
     }
 
     /// A session of `user_id` started at `offset`: every connection here of
-    /// an older session of that user is kicked.
+    /// an older session of that user is kicked, now or when it registers.
     pub fn session_started(&self, user_id: UserId, session_id: SessionId, offset: i64) {
-        let older = |m: &Member| m.session_id != session_id && m.start_offset < offset;
-        self.close_where(user_id, older, close_code::KICKED, "logged in elsewhere");
-    }
-
-    /// A session ended (logout elsewhere, or expiry): its connections close.
-    pub fn session_ended(&self, user_id: UserId, session_id: SessionId) {
-        let this = |m: &Member| m.session_id == session_id;
-        self.close_where(user_id, this, close_code::SESSION_ENDED, "session ended");
-    }
-
-    fn close_where(
-        &self,
-        user_id: UserId,
-        which: impl Fn(&Member) -> bool,
-        code: u16,
-        reason: &'static str,
-    ) {
-        let users = self.users();
-        for member in users
+        let mut state = self.state();
+        let newer = state
+            .newest_start
+            .get(&user_id)
+            .is_none_or(|&(_, seen)| offset > seen);
+        if newer {
+            state.newest_start.insert(user_id, (session_id, offset));
+        }
+        let older = |m: &&Member| m.session_id != session_id && m.start_offset < offset;
+        for member in state
+            .users
             .get(&user_id)
             .into_iter()
             .flatten()
-            .filter(|m| which(m))
+            .filter(older)
         {
-            member.close(code, reason);
+            member.close(close_code::KICKED, KICKED_REASON);
+        }
+    }
+
+    /// A session ended (logout elsewhere): its connections close, now or
+    /// when they register.
+    pub fn session_ended(&self, user_id: UserId, session_id: SessionId) {
+        let mut state = self.state();
+        state.ended.insert(session_id, ());
+        let this = |m: &&Member| m.session_id == session_id;
+        for member in state.users.get(&user_id).into_iter().flatten().filter(this) {
+            member.close(close_code::SESSION_ENDED, ENDED_REASON);
         }
     }
 }
+
+const KICKED_REASON: &str = "logged in elsewhere";
+const ENDED_REASON: &str = "session ended";
 
 #[cfg(test)]
 mod tests {
@@ -186,6 +251,30 @@ mod tests {
 
         hub.deliver(UserId(2), "hello");
         assert_eq!(bob.frames.recv().await.as_deref(), Some("hello"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_registering_after_its_kick_or_end_is_closed_at_once() {
+        let hub = Hub::default();
+        let alice = UserId(1);
+        // The fan-out saw the newer login (offset 11) before the older one's
+        // connection (offset 10) registered.
+        hub.session_started(alice, session(2), 11);
+        let mut late = hub.register(1, alice, session(1), 10);
+        assert_eq!(
+            late.closing.borrow_and_update().map(|c| c.code),
+            Some(close_code::KICKED)
+        );
+        let mut newest = hub.register(2, alice, session(2), 11);
+        assert!(newest.closing.borrow_and_update().is_none());
+
+        // A logout the fan-out saw before an `auth` with that session's token.
+        hub.session_ended(UserId(3), session(3));
+        let mut resumed = hub.register(3, UserId(3), session(3), 0);
+        assert_eq!(
+            resumed.closing.borrow_and_update().map(|c| c.code),
+            Some(close_code::SESSION_ENDED)
+        );
     }
 
     #[tokio::test]

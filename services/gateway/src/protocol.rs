@@ -210,6 +210,14 @@ fn text_item(item: ItemWire) -> Result<OutgoingText, (String, ApiError)> {
     if chars == 0 {
         return Err((item.unique_id, ApiError::bad_request("body is empty")));
     }
+    // Postgres text cannot hold NUL: a stored event it cannot project would
+    // stall the projection for everyone.
+    if item.body.contains('\0') {
+        return Err((
+            item.unique_id,
+            ApiError::bad_request("body must not contain NUL characters"),
+        ));
+    }
     if chars > MAX_TEXT_CHARS {
         return Err((
             item.unique_id,
@@ -277,9 +285,9 @@ fn parse_op(op: &str, value: Value) -> Result<Request, ApiError> {
         "login" => {
             let w: LoginWire = fields(value)?;
             let device = w.device.unwrap_or_else(|| "unknown".into());
-            if device.chars().count() > 64 {
+            if device.chars().count() > 64 || device.chars().any(char::is_control) {
                 return Err(ApiError::bad_request(
-                    "device must be at most 64 characters",
+                    "device must be at most 64 characters, without control characters",
                 ));
             }
             Request::Login {
@@ -411,6 +419,19 @@ mod tests {
         };
         assert!(items[0].is_ok());
         assert_eq!(items[1].as_ref().unwrap_err().1.code, ErrorCode::TooLong);
+    }
+
+    #[test]
+    fn nul_characters_never_reach_the_log() {
+        let frame = json!({"req":1,"op":"send_messages","thread_id":5,
+            "items":[{"unique_id":"a","body":"a\u{0}b"},{"unique_id":"b\u{0}","body":"x"}]});
+        let Ok(Request::SendMessages { items, .. }) = parse(&frame.to_string()).1 else {
+            panic!("should parse")
+        };
+        assert!(items.iter().all(|i| i.is_err()));
+        let login =
+            json!({"req":2,"op":"login","name":"alice","password":"x","device":"ph\u{0}ne"});
+        assert_eq!(code(&login.to_string()), ErrorCode::BadRequest);
     }
 
     #[test]

@@ -100,12 +100,25 @@ impl PrivateCluster {
         )
     }
 
+    /// Creates the cluster. The password file is written first and initdb
+    /// works in a scratch directory renamed into place only when complete,
+    /// so a crash at any point leaves either no cluster (the next start
+    /// retries) or a whole one with its password.
     fn init(&self, password_file: &Path) -> Result<(), PgError> {
         tracing::info!(dir = %self.cluster_dir.display(), "initialising private Postgres cluster");
-        std::fs::create_dir_all(&self.cluster_dir).map_err(io("creating the cluster directory"))?;
+        if let Some((uid, gid)) = self.run_as {
+            reachable_by(uid, gid, &self.cluster_dir)?;
+        }
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut secret);
         let password = hex::encode(secret);
+        std::fs::write(password_file, &password).map_err(io("writing the password file"))?;
+        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod password file"))?;
+
+        let scratch = self.cluster_dir.with_extension("initializing");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(io("creating the cluster directory"))?;
         // initdb reads the password from a file the cluster's owner can read;
         // it sits beside the cluster directory only while initdb runs.
         let initdb_pwfile = self.cluster_dir.with_extension("initdb-pw");
@@ -114,32 +127,29 @@ impl PrivateCluster {
         std::fs::set_permissions(&initdb_pwfile, std::fs::Permissions::from_mode(0o600))
             .map_err(io("chmod initdb password file"))?;
         if let Some((uid, gid)) = self.run_as {
-            chown(&self.cluster_dir, Some(uid), Some(gid))
-                .map_err(io("chown cluster directory"))?;
+            chown(&scratch, Some(uid), Some(gid)).map_err(io("chown cluster directory"))?;
             chown(&initdb_pwfile, Some(uid), Some(gid))
                 .map_err(io("chown initdb password file"))?;
         }
-        std::fs::set_permissions(&self.cluster_dir, std::fs::Permissions::from_mode(0o700))
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700))
             .map_err(io("chmod cluster directory"))?;
         let result = self.run(
             "initdb",
             self.command("initdb")
                 .arg("-D")
-                .arg(&self.cluster_dir)
+                .arg(&scratch)
                 .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C"])
                 .args(["--auth-host=scram-sha-256", "--auth-local=scram-sha-256"])
                 .arg(format!("--pwfile={}", initdb_pwfile.display())),
         );
         let _ = std::fs::remove_file(&initdb_pwfile);
         if let Err(e) = result {
-            // Leave no half-initialised cluster behind: the next start retries.
-            let _ = std::fs::remove_dir_all(&self.cluster_dir);
+            let _ = std::fs::remove_dir_all(&scratch);
             return Err(e);
         }
-        std::fs::write(password_file, &password).map_err(io("writing the password file"))?;
-        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("chmod password file"))?;
-        Ok(())
+        let _ = std::fs::remove_dir(&self.cluster_dir); // an empty leftover, if any
+        std::fs::rename(&scratch, &self.cluster_dir)
+            .map_err(io("moving the new cluster into place"))
     }
 
     /// The port of a postmaster already running on this cluster, if any (left
@@ -220,6 +230,33 @@ impl PrivateCluster {
             })
         }
     }
+}
+
+/// Checks that the user the cluster runs as can enter every directory above
+/// `dir` (as root, a data dir under `/root`, mode 0700, is the usual trap).
+/// Supplementary groups are not considered.
+fn reachable_by(uid: u32, gid: u32, dir: &Path) -> Result<(), PgError> {
+    use std::os::unix::fs::MetadataExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let mode = meta.mode();
+        let can_enter = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can_enter {
+            return Err(PgError::Unreachable {
+                dir: ancestor.display().to_string(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A directory holding `initdb` and `pg_ctl`: `IMLOG_PG_BIN`, the newest

@@ -22,6 +22,11 @@ pub enum PgError {
     NoBinaries,
     #[error("running as root, the private Postgres cluster must run as the `postgres` system user, which does not exist: create it (`apt-get install postgresql` does) or run imlog as another user")]
     NoPostgresUser,
+    #[error(
+        "running as root, the private Postgres cluster runs as the `postgres` user, who cannot enter {dir} \
+         (mode {mode:o}); choose a data dir it can reach, e.g. --data-dir /var/lib/imlog"
+    )]
+    Unreachable { dir: String, mode: u32 },
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("invalid schema name {0:?}: use lower-case letters, digits and _")]
