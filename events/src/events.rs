@@ -6,6 +6,11 @@ use crate::{SessionId, ThreadId, Topic, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The partitioning key of a thread's messages: one thread, one partition.
+pub fn messages_key(thread_id: ThreadId) -> String {
+    thread_id.to_string()
+}
+
 /// The stable name of every event type, for tools and the fixture test.
 pub const TYPE_NAMES: &[&str] = &[
     "user.registered",
@@ -133,7 +138,7 @@ impl Event {
             Event::SessionStarted(e) => e.user_id.to_string(),
             Event::SessionEnded(e) => e.user_id.to_string(),
             Event::PrivateThreadCreated(e) => format!("{}:{}", e.user_low, e.user_high),
-            Event::MessagePosted(e) => e.thread_id.to_string(),
+            Event::MessagePosted(e) => messages_key(e.thread_id),
         }
     }
 

@@ -14,6 +14,7 @@ on_backends! {
     a_new_login_on_another_instance_kicks_the_old_session => relogin_kicks;
     racing_private_thread_creation_yields_one_thread => racing_thread_creation;
     sync_pages_by_cursor_without_skipping => cursor_paging;
+    a_retry_before_projection_gets_the_first_id => retry_before_projection;
 }
 
 async fn thin_path(backend: Backend) {
@@ -359,4 +360,54 @@ fn arbitrary_frames_never_panic_the_parser() {
         let text = String::from_utf8_lossy(&bytes);
         let _ = parse(&text);
     }
+}
+
+async fn retry_before_projection(backend: Backend) {
+    let url = imlog_tests::fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = imlog_tests::settings(backend, &url, &imlog_tests::topic_prefix(), dir.path());
+    let only = |gateway: bool| imlog::app::Roles {
+        gateway,
+        queries: gateway,
+        projector: !gateway,
+    };
+    let gw = TestApp::spawn_with(s.clone(), only(true)).await;
+    let projector = TestApp::spawn_with(s.clone(), only(false)).await;
+    let (mut alice, _bob, _, thread) = gw.alice_and_bob().await;
+    alice
+        .sync_messages(thread, 0, 1)
+        .await
+        .expect("projected so far");
+
+    // The first send is appended but, with no projector running, not
+    // projected; its reply is "lost" and the client resends.
+    projector.stop().await;
+    let first = alice
+        .send_text(thread, "lost-reply", "hello")
+        .await
+        .expect("send");
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        TestApp::spawn_with(s, only(false)).await
+    });
+    let again = alice
+        .resend_texts(thread, &[("lost-reply", "hello")])
+        .await
+        .expect("resend");
+    assert_eq!(
+        again[0]["message_id"],
+        json!(first),
+        "the retry is answered with the first id"
+    );
+    let projector = restart.await.expect("projector");
+    assert_eq!(
+        alice
+            .sync_all_messages(thread, 0)
+            .await
+            .expect("sync")
+            .len(),
+        1
+    );
+    projector.stop().await;
+    gw.stop().await;
 }

@@ -59,6 +59,10 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
     assert_eq!(status, 400);
     let (status, _) = http_get(addr, "/v1/threads/not-a-number/messages", Some(&token)).await;
     assert_eq!(status, 400);
+    let (status, _) = http_get(addr, "/v1/threads/0/messages", Some(&token)).await;
+    assert_eq!(status, 400);
+    let (status, _) = http_get(addr, "/v1/threads?limit=banana", None).await;
+    assert_eq!(status, 401, "authentication comes before validation");
     // The query role has no chat endpoint.
     let (status, _) = http_get(addr, "/ws", None).await;
     assert_eq!(status, 404);

@@ -236,6 +236,25 @@ impl Client {
         thread_id: i64,
         items: &[(&str, &str)],
     ) -> Result<Vec<Value>> {
+        self.send_batch(thread_id, items, false).await
+    }
+
+    /// Sends a batch again after its reply was lost (`retry: true`): items
+    /// already appended are answered with their first ids.
+    pub async fn resend_texts(
+        &mut self,
+        thread_id: i64,
+        items: &[(&str, &str)],
+    ) -> Result<Vec<Value>> {
+        self.send_batch(thread_id, items, true).await
+    }
+
+    async fn send_batch(
+        &mut self,
+        thread_id: i64,
+        items: &[(&str, &str)],
+        retry: bool,
+    ) -> Result<Vec<Value>> {
         let items: Vec<Value> = items
             .iter()
             .map(|(unique_id, body)| json!({ "unique_id": unique_id, "body": body }))
@@ -243,7 +262,7 @@ impl Client {
         let data = self
             .request(
                 "send_messages",
-                json!({ "thread_id": thread_id, "items": items }),
+                json!({ "thread_id": thread_id, "items": items, "retry": retry }),
             )
             .await?;
         match data.get("items") {

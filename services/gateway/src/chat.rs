@@ -6,9 +6,9 @@ use crate::credentials::{hash_password, new_token, token_digest, verify_password
 use crate::error::{ApiError, ErrorCode};
 use crate::protocol::{NewPassword, OutgoingText, UserName};
 use imlog_events::{
-    Envelope, Event, EventMeta, LogPosition, MessageId, MessageKind, MessagePosted,
-    PrivateThreadCreated, SessionEndReason, SessionEnded, SessionId, SessionStarted, ThreadId,
-    Topic, UserId, UserRegistered,
+    messages_key, partition_for_key, Envelope, Event, EventMeta, LogPosition, MessageId,
+    MessageKind, MessagePosted, PrivateThreadCreated, SessionEndReason, SessionEnded, SessionId,
+    SessionStarted, ThreadId, Topic, UserId, UserRegistered,
 };
 use imlog_log::{AppendRecord, SharedLog};
 use imlog_postgres::Pool;
@@ -202,6 +202,30 @@ impl Chat {
         }
     }
 
+    /// Waits until everything appended to the thread's partition so far is
+    /// projected, so a resent `unique_id` finds its first send even if that
+    /// was acknowledged a moment ago on another connection.
+    async fn settle_thread_messages(&self, thread_id: ThreadId) -> Result<(), ApiError> {
+        let partition = partition_for_key(
+            messages_key(thread_id).as_bytes(),
+            Topic::Messages.partitions(),
+        );
+        let ends = self.log.end_offsets(Topic::Messages).await?;
+        let end = ends.get(partition as usize).copied().unwrap_or(0);
+        if end == 0 {
+            return Ok(());
+        }
+        let mut appended = Writes::default();
+        appended.record(
+            Topic::Messages,
+            LogPosition {
+                partition,
+                offset: end - 1,
+            },
+        );
+        self.settle(&mut appended, &[Topic::Messages]).await
+    }
+
     #[tracing::instrument(skip_all, fields(name = name.as_str()))]
     pub async fn register(
         &self,
@@ -286,6 +310,9 @@ impl Chat {
                 },
             )
             .await?;
+        // The token is handed out only once it works everywhere (auth on
+        // another connection, the HTTP API).
+        self.settle(writes, &[Topic::Sessions]).await?;
         tracing::info!(user_id = %user.user_id, %session_id, "session started");
         Ok((
             Session {
@@ -399,9 +426,13 @@ impl Chat {
         session: &Session,
         thread_id: ThreadId,
         items: Vec<Result<OutgoingText, (String, ApiError)>>,
+        retry: bool,
     ) -> Result<Sent, ApiError> {
         let me = session.user_id;
         self.settle(writes, &[Topic::Threads]).await?;
+        if retry {
+            self.settle_thread_messages(thread_id).await?;
+        }
         let client = self.db.get().await?;
         let members = members_if_member(&client, thread_id, me).await?;
         let recipients: Vec<UserId> = members.into_iter().filter(|&u| u != me).collect();

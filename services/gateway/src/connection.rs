@@ -247,9 +247,14 @@ impl Connection {
             Request::OpenPrivateThread { user_id } => {
                 to_value(chat.open_private_thread(w, &session, user_id).await?)
             }
-            Request::SendMessages { thread_id, items } => {
-                to_value(chat.send_messages(w, &session, thread_id, items).await?)
-            }
+            Request::SendMessages {
+                thread_id,
+                items,
+                retry,
+            } => to_value(
+                chat.send_messages(w, &session, thread_id, items, retry)
+                    .await?,
+            ),
             Request::SyncThreads { after, limit } => {
                 to_value(chat.sync_threads(w, &session, after, limit).await?)
             }

@@ -164,8 +164,8 @@ async fn threads(
     headers: HeaderMap,
     query: Result<Query<ThreadsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, HttpError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let session = bearer(&state, &headers).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit(q.limit, DEFAULT_THREAD_PAGE)?;
     let page = state
         .gateway
@@ -193,9 +193,12 @@ async fn messages(
     path: Result<Path<i64>, axum::extract::rejection::PathRejection>,
     query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, HttpError> {
-    let Path(thread_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let session = bearer(&state, &headers).await?;
+    let Path(thread_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if thread_id <= 0 {
+        return Err(ApiError::bad_request("thread_id must be a positive id").into());
+    }
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = page_limit(q.limit, DEFAULT_MESSAGE_PAGE)?;
     let page = state
         .gateway

@@ -94,6 +94,9 @@ pub enum Request {
     SendMessages {
         thread_id: ThreadId,
         items: Vec<Result<OutgoingText, (String, ApiError)>>,
+        /// The client resends after a lost reply: check for the first send
+        /// against everything already appended, not just what is projected.
+        retry: bool,
     },
     SyncThreads {
         after: ThreadId,
@@ -150,6 +153,8 @@ struct OpenPrivateThreadWire {
 struct SendMessagesWire {
     thread_id: i64,
     items: Vec<ItemWire>,
+    #[serde(default)]
+    retry: bool,
 }
 
 #[derive(Deserialize)]
@@ -317,6 +322,7 @@ fn parse_op(op: &str, value: Value) -> Result<Request, ApiError> {
             Request::SendMessages {
                 thread_id: ThreadId(positive(w.thread_id, "thread_id")?),
                 items: w.items.into_iter().map(text_item).collect(),
+                retry: w.retry,
             }
         }
         "sync_threads" => {
