@@ -4,7 +4,7 @@
 use crate::chat::{Session, Writes};
 use crate::connection::{self, HARD_FRAME_LIMIT};
 use crate::error::{ApiError, ErrorCode};
-use crate::protocol::{DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_PAGE};
+use crate::protocol::{page_limit, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE};
 use crate::Gateway;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -142,14 +142,6 @@ async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Session, HttpEr
             )
         })?;
     Ok(state.gateway.chat.authenticate(token.trim()).await?)
-}
-
-fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, HttpError> {
-    match limit {
-        None => Ok(default),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request(format!("limit must be 1-{MAX_PAGE}")).into()),
-    }
 }
 
 #[derive(Deserialize)]

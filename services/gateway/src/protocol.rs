@@ -184,7 +184,8 @@ fn fields<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn limit(requested: Option<usize>, default: usize) -> Result<usize, ApiError> {
+/// A page size: `default` when absent, else 1..=`MAX_PAGE` (also used by the HTTP API).
+pub fn page_limit(requested: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match requested {
         None => Ok(default),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
@@ -329,7 +330,7 @@ fn parse_op(op: &str, value: Value) -> Result<Request, ApiError> {
             let w: SyncThreadsWire = fields(value)?;
             Request::SyncThreads {
                 after: ThreadId(w.after.max(0)),
-                limit: limit(w.limit, DEFAULT_THREAD_PAGE)?,
+                limit: page_limit(w.limit, DEFAULT_THREAD_PAGE)?,
             }
         }
         "sync_messages" => {
@@ -337,7 +338,7 @@ fn parse_op(op: &str, value: Value) -> Result<Request, ApiError> {
             Request::SyncMessages {
                 thread_id: ThreadId(positive(w.thread_id, "thread_id")?),
                 since: MessageId(w.since.max(0)),
-                limit: limit(w.limit, DEFAULT_MESSAGE_PAGE)?,
+                limit: page_limit(w.limit, DEFAULT_MESSAGE_PAGE)?,
             }
         }
         other => {
