@@ -138,6 +138,15 @@ pub fn settings(
     s
 }
 
+/// Settings over a fresh database, fresh topics and a fresh data directory
+/// (which lives as long as the returned guard).
+pub async fn fresh_settings(backend: Backend) -> (Settings, tempfile::TempDir) {
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = settings(backend, &url, &topic_prefix(), dir.path());
+    (s, dir)
+}
+
 /// The environment variables that give a child `imlog` process these settings.
 pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
     let mut env = vec![
@@ -182,9 +191,7 @@ pub struct TestApp {
 impl TestApp {
     /// A fresh database, fresh topics, every role.
     pub async fn spawn(backend: Backend) -> TestApp {
-        let url = fresh_database().await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = settings(backend, &url, &topic_prefix(), dir.path());
+        let (s, dir) = fresh_settings(backend).await;
         let mut app = TestApp::spawn_with(s, Roles::ALL).await;
         app._data_dir = Some(dir);
         app

@@ -363,9 +363,7 @@ fn arbitrary_frames_never_panic_the_parser() {
 }
 
 async fn retry_before_projection(backend: Backend) {
-    let url = imlog_tests::fresh_database().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = imlog_tests::settings(backend, &url, &imlog_tests::topic_prefix(), dir.path());
+    let (s, _dir) = imlog_tests::fresh_settings(backend).await;
     let only = |gateway: bool| imlog::app::Roles {
         gateway,
         queries: gateway,

@@ -4,8 +4,7 @@
 use imlog::app::Roles;
 use imlog_projections::replay;
 use imlog_tests::{
-    fresh_database, on_backends, open_log, settings, settings_env, topic_prefix, Backend, Client,
-    Proc, TestApp,
+    fresh_settings, on_backends, open_log, settings_env, Backend, Client, Proc, TestApp,
 };
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,10 +20,11 @@ on_backends! {
 async fn projector_kill9(backend: Backend) {
     const BATCHES: usize = 100;
     const PER_BATCH: usize = 10;
-    let url = fresh_database().await;
-    let prefix = topic_prefix();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = settings(backend, &url, &prefix, dir.path());
+    let (s, _dir) = fresh_settings(backend).await;
+    let (url, prefix) = (
+        s.postgres.url.clone().expect("url").expose().to_owned(),
+        s.log.topic_prefix.clone(),
+    );
     let gateway_only = Roles {
         gateway: true,
         queries: true,
@@ -200,9 +200,7 @@ async fn serve_survives_kill9_with_its_private_postgres() {
 /// active one and the other takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_projector_takes_over_when_the_active_one_is_killed() {
-    let url = fresh_database().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = settings(Backend::Postgres, &url, &topic_prefix(), dir.path());
+    let (s, _dir) = fresh_settings(Backend::Postgres).await;
     let env = settings_env(&s);
     let gw = TestApp::spawn_with(
         s.clone(),

@@ -5,8 +5,7 @@ use imlog::app::{Application, Roles};
 use imlog::config::{Secret, StorageBackend};
 use imlog_projections::replay;
 use imlog_tests::{
-    fresh_database, http_get, kafka_brokers, open_log, send_numbered, settings, topic_prefix,
-    Backend, Client, TestApp,
+    fresh_settings, http_get, kafka_brokers, open_log, send_numbered, Backend, Client, TestApp,
 };
 use std::time::{Duration, Instant};
 
@@ -78,9 +77,7 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
-    let url = fresh_database().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = settings(Backend::Postgres, &url, &topic_prefix(), dir.path());
+    let (mut s, _dir) = fresh_settings(Backend::Postgres).await;
     s.gateway.heartbeat_timeout_secs = 2;
     let app = TestApp::spawn_with(s, Roles::ALL).await;
     let (mut talker, _, _) = app.user("talker").await;
@@ -108,9 +105,7 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_gateway_refuses_more_connections_with_503() {
-    let url = fresh_database().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = settings(Backend::Postgres, &url, &topic_prefix(), dir.path());
+    let (mut s, _dir) = fresh_settings(Backend::Postgres).await;
     s.gateway.max_connections = 2;
     let app = TestApp::spawn_with(s, Roles::ALL).await;
     let mut first = app.client().await;
@@ -242,9 +237,7 @@ async fn the_s3_object_store_is_probed_at_start() {
     let Some((endpoint, bucket, access, secret)) = s3_env() else {
         return;
     };
-    let url = fresh_database().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut s = settings(Backend::Postgres, &url, &topic_prefix(), dir.path());
+    let (mut s, _dir) = fresh_settings(Backend::Postgres).await;
     s.storage.backend = StorageBackend::S3;
     s.storage.s3.endpoint = Some(endpoint);
     s.storage.s3.bucket = bucket;
