@@ -15,9 +15,27 @@ pub struct LogPosition {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        ///
+        /// The default, 0, names nothing: it is the "from the start" cursor.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub i64);
+        pub struct $name(i64);
+
+        impl $name {
+            /// Wraps a stored id (a read-model column, a decoded event).
+            pub const fn new(raw: i64) -> Self {
+                $name(raw)
+            }
+
+            /// An id a client sent: ids are positive, 0 and below name nothing.
+            pub fn parse(raw: i64) -> Option<Self> {
+                (raw > 0).then_some($name(raw))
+            }
+
+            pub const fn get(self) -> i64 {
+                self.0
+            }
+        }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,7 +96,21 @@ impl MessageId {
 /// One login of one user on one device; a newer session of the same user kicks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SessionId(pub uuid::Uuid);
+pub struct SessionId(uuid::Uuid);
+
+impl SessionId {
+    pub fn random() -> Self {
+        SessionId(uuid::Uuid::new_v4())
+    }
+
+    pub const fn new(raw: uuid::Uuid) -> Self {
+        SessionId(raw)
+    }
+
+    pub const fn get(self) -> uuid::Uuid {
+        self.0
+    }
+}
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

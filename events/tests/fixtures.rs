@@ -36,13 +36,13 @@ fn decoded_fixture_has_the_stored_values() {
     let envelope = Envelope::decode(&fixture("message.posted")).unwrap();
     match envelope.event {
         Event::MessagePosted(m) => {
-            assert_eq!(m.thread_id.0, 12);
+            assert_eq!(m.thread_id.get(), 12);
             assert_eq!(m.body, "hello, world");
             assert_eq!(m.recipients.len(), 1);
         }
         other => panic!("wrong event {other:?}"),
     }
-    assert_eq!(envelope.meta.actor.map(|a| a.0), Some(7));
+    assert_eq!(envelope.meta.actor.map(|a| a.get()), Some(7));
 }
 
 #[test]

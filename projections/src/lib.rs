@@ -1,52 +1,90 @@
 //! Projections: consumers of the log that build the read model in Postgres.
 //!
-//! A [`Projection`] applies records to its own tables. The [`runner`] feeds it
-//! batches and, in the same transaction, stores the next offset per
-//! (projection, topic, partition), so every record takes effect exactly once
-//! however often a projector is killed. [`queries`] read the tables;
-//! [`progress`] lets a reader wait until a write it made is projected;
-//! [`replay`] rebuilds everything from offset 0 into a fresh schema.
+//! One folder per feature holds its [`Projection`], its tables' SQL and its
+//! queries (methods on the [`ReadModel`] handle), side by side; [`FEATURES`]
+//! below is the one list that the runner, read-your-writes, migrations and
+//! replay all read. The [`runner`] feeds each projection batches and, in the
+//! same transaction, stores the next offset per (projection, topic,
+//! partition), so every record takes effect exactly once however often a
+//! projector is killed. [`progress`] lets a reader wait until a write it made
+//! is projected; [`replay`] rebuilds everything from offset 0 into a fresh
+//! schema.
 
-mod accounts;
-mod messages;
+pub mod accounts;
+pub mod messages;
 pub mod progress;
-pub mod queries;
+mod read_model;
 pub mod replay;
 pub mod runner;
-mod threads;
+pub mod threads;
 
 use async_trait::async_trait;
 use imlog_events::{Envelope, Topic};
 use imlog_log::Record;
 use imlog_postgres::Migration;
-use std::sync::Arc;
 use tokio_postgres::Transaction;
 
-pub use accounts::Accounts;
-pub use messages::Messages;
-pub use threads::Threads;
+pub use read_model::{Page, ReadError, ReadModel};
 
 /// The schema the live read model lives in.
 pub const LIVE_SCHEMA: &str = "imlog";
 
-/// Read-model migrations; applied into whichever schema a pool points at.
-pub const MIGRATIONS: &[Migration] = &[Migration {
+/// A feature's part of the read model: its projection and the tables it
+/// alone writes.
+pub struct Feature {
+    pub projection: &'static dyn Projection,
+    pub tables: &'static [&'static str],
+    /// Migrations after the baseline, with versions unique across features.
+    pub migrations: &'static [Migration],
+}
+
+/// Every feature of the read model. Adding one is a folder and a line here.
+pub const FEATURES: &[Feature] = &[accounts::FEATURE, threads::FEATURE, messages::FEATURE];
+
+/// Version 1: the tables of the backbone, written before features had
+/// folders. Their SQL now lives in those folders; the version stays 1 so
+/// that deployments that applied it never apply it again.
+const BASELINE: Migration = Migration {
     version: 1,
     name: "read model",
-    sql: include_str!("../migrations/0001_read_model.sql"),
-}];
+    sql: concat!(
+        include_str!("offsets.sql"),
+        include_str!("accounts/schema.sql"),
+        include_str!("threads/schema.sql"),
+        include_str!("messages/schema.sql"),
+    ),
+};
+
+/// Every read-model migration, in version order; applied into whichever
+/// schema a pool points at.
+pub fn migrations() -> Vec<Migration> {
+    let mut all = vec![BASELINE];
+    all.extend(FEATURES.iter().flat_map(|f| f.migrations.iter().copied()));
+    all.sort_by_key(|m| m.version);
+    all
+}
 
 /// Every table of the read model (for replay's comparison).
-pub const TABLES: &[&str] = &[
-    "projection_offsets",
-    "users",
-    "sessions",
-    "threads",
-    "private_threads",
-    "thread_members",
-    "messages",
-    "thread_seqs",
-];
+pub fn tables() -> Vec<&'static str> {
+    std::iter::once("projection_offsets")
+        .chain(FEATURES.iter().flat_map(|f| f.tables.iter().copied()))
+        .collect()
+}
+
+/// Every projection.
+pub fn all() -> Vec<&'static dyn Projection> {
+    FEATURES.iter().map(|f| f.projection).collect()
+}
+
+/// The names of the projections that consume `topic`: a read-your-writes
+/// wait on a position of `topic` waits for every one of them.
+pub fn projections_of(topic: Topic) -> Vec<&'static str> {
+    FEATURES
+        .iter()
+        .filter(|f| f.projection.topics().contains(&topic))
+        .map(|f| f.projection.name())
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -95,23 +133,28 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
-/// Every projection of the read model.
-pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Accounts), Arc::new(Threads), Arc::new(Messages)]
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Which projection consumes `topic` (for read-your-writes waits).
-pub fn projection_of(topic: Topic) -> Option<&'static str> {
-    // On the read-your-writes path of every query: computed once.
-    static BY_TOPIC: std::sync::OnceLock<Vec<(Topic, &'static str)>> = std::sync::OnceLock::new();
-    BY_TOPIC
-        .get_or_init(|| {
-            all()
-                .iter()
-                .flat_map(|p| p.topics().iter().map(|&t| (t, p.name())))
-                .collect()
-        })
-        .iter()
-        .find(|(t, _)| *t == topic)
-        .map(|(_, name)| *name)
+    #[test]
+    fn the_registry_is_consistent() {
+        let names: std::collections::HashSet<_> = all().iter().map(|p| p.name()).collect();
+        assert_eq!(names.len(), FEATURES.len(), "projection names are unique");
+        let tables = tables();
+        let unique: std::collections::HashSet<_> = tables.iter().collect();
+        assert_eq!(unique.len(), tables.len(), "each table has one owner");
+        let versions: Vec<i32> = migrations().iter().map(|m| m.version).collect();
+        let mut sorted = versions.clone();
+        sorted.dedup();
+        assert_eq!(versions, sorted, "migration versions are unique");
+        for topic in [
+            Topic::Users,
+            Topic::Sessions,
+            Topic::Threads,
+            Topic::Messages,
+        ] {
+            assert!(!projections_of(topic).is_empty(), "{topic} is projected");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Read-your-writes: wait until the projections have applied a log position.
 
 use crate::runner::PROJECTED_CHANNEL;
-use crate::{projection_of, ProjectionError};
+use crate::{projections_of, ProjectionError};
 use imlog_events::{LogPosition, Topic};
 use imlog_postgres::{spawn_listener, Pool};
 use std::sync::Arc;
@@ -38,29 +38,33 @@ impl Progress {
         }
     }
 
-    /// Whether every position has been applied by the projection of its topic.
+    /// Whether every position has been applied by **every** projection of
+    /// its topic (a projection that never applied anything has no row yet,
+    /// and counts as behind).
     pub async fn reached(
         &self,
         positions: &[(Topic, LogPosition)],
     ) -> Result<bool, ProjectionError> {
         let client = self.pool.get().await?;
         for &(topic, pos) in positions {
-            let Some(projection) = projection_of(topic) else {
+            let projections = projections_of(topic);
+            if projections.is_empty() {
                 continue;
-            };
-            let next: i64 = client
-                .query_typed_opt(
-                    "SELECT next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2 AND partition = $3",
+            }
+            let past: i64 = client
+                .query_typed_one(
+                    "SELECT count(*) FROM projection_offsets
+                     WHERE projection = ANY($1) AND topic = $2 AND partition = $3 AND next_offset > $4",
                     &[
-                        (&projection, Type::TEXT),
+                        (&projections, Type::TEXT_ARRAY),
                         (&topic.base_name(), Type::TEXT),
                         (&pos.partition, Type::INT4),
+                        (&pos.offset, Type::INT8),
                     ],
                 )
                 .await?
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            if next <= pos.offset {
+                .get(0);
+            if past < projections.len() as i64 {
                 return Ok(false);
             }
         }

@@ -1,4 +1,4 @@
-//! Rebuilding the read model from offset 0, and exporting history.
+//! Rebuilding the read model from offset 0.
 //!
 //! A rebuild creates a fresh schema, applies the migrations into it, and runs
 //! every projection there until it reaches the log's end as of the start.
@@ -9,7 +9,7 @@
 //! live projector simply continues from the rebuilt schema's offsets.
 
 use crate::runner::{self, Offsets, Until};
-use crate::{ProjectionError, MIGRATIONS, TABLES};
+use crate::{migrations, tables, ProjectionError};
 use imlog_events::Topic;
 use imlog_log::SharedLog;
 use imlog_postgres::{connect_pool, migrate, validate_schema_name};
@@ -32,7 +32,7 @@ pub async fn rebuild(url: &str, log: &SharedLog, schema: &str) -> Result<Offsets
                 "schema {schema} already exists; a rebuild needs a fresh schema"
             )));
         }
-        migrate(&mut client, schema, MIGRATIONS).await?;
+        migrate(&mut client, schema, &migrations()).await?;
     }
     let mut target = Offsets::new();
     for topic in Topic::ALL {
@@ -43,7 +43,7 @@ pub async fn rebuild(url: &str, log: &SharedLog, schema: &str) -> Result<Offsets
     let until = Until::Reached(Arc::new(target.clone()));
     let runs = crate::all().into_iter().map(|projection| {
         let (pool, until) = (pool.clone(), until.clone());
-        async move { runner::run(&pool, log, projection.as_ref(), &until).await }
+        async move { runner::run(&pool, log, projection, &until).await }
     });
     for result in futures::future::join_all(runs).await {
         result?;
@@ -83,8 +83,8 @@ pub async fn differences(
     validate_schema_name(a)?;
     validate_schema_name(b)?;
     let mut differing = Vec::new();
-    for table in TABLES {
-        let columns = match *table {
+    for table in tables() {
+        let columns = match table {
             "projection_offsets" => "projection, topic, partition, next_offset",
             _ => "*",
         };
@@ -99,41 +99,4 @@ pub async fn differences(
         }
     }
     Ok(differing)
-}
-
-/// Writes the whole message history as JSON lines, in log order per thread.
-pub async fn export_messages(
-    c: &impl GenericClient,
-    out: &mut (dyn std::io::Write + Send),
-) -> Result<u64, ProjectionError> {
-    let mut after = 0i64;
-    let mut written = 0u64;
-    loop {
-        let rows = c
-            .query(
-                "SELECT message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at
-                 FROM messages WHERE message_id > $1 ORDER BY message_id LIMIT 5000",
-                &[&after],
-            )
-            .await?;
-        if rows.is_empty() {
-            return Ok(written);
-        }
-        for r in &rows {
-            let line = serde_json::json!({
-                "message_id": r.get::<_, i64>(0),
-                "thread_id": r.get::<_, i64>(1),
-                "seq": r.get::<_, i64>(2),
-                "sender_id": r.get::<_, i64>(3),
-                "unique_id": r.get::<_, String>(4),
-                "kind": r.get::<_, String>(5),
-                "body": r.get::<_, String>(6),
-                "created_at": r.get::<_, chrono::DateTime<chrono::Utc>>(7),
-            });
-            writeln!(out, "{line}")
-                .map_err(|e| ProjectionError::Other(format!("writing export: {e}")))?;
-            written += 1;
-            after = r.get(0);
-        }
-    }
 }

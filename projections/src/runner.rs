@@ -9,7 +9,7 @@
 use crate::{Projection, ProjectionError};
 use imlog_events::{DecodeError, Envelope, Topic};
 use imlog_log::{ReadFrom, Record, SharedLog};
-use imlog_postgres::Pool;
+use imlog_postgres::{run_leased, Pool, Worker};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,13 +38,15 @@ pub enum Until {
 /// Runs every projection until `shutdown`. A projection applies only while
 /// this process holds its lease; otherwise it stands by and retries. A
 /// failing projection is restarted from its stored offsets after a pause,
-/// the others carry on.
+/// the others carry on. (Even without the lease, the offset guard in
+/// `apply_batch` keeps two appliers exactly-once; the lease keeps them from
+/// doing the work twice.)
 pub async fn run_all(
     pool: Pool,
     lease_url: String,
     schema: String,
     log: SharedLog,
-    projections: Vec<Arc<dyn Projection>>,
+    projections: Vec<&'static dyn Projection>,
     shutdown: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -54,90 +56,18 @@ pub async fn run_all(
         tasks.spawn(async move {
             let name = projection.name();
             let until = Until::Cancelled(shutdown.clone());
-            while !shutdown.is_cancelled() {
-                let result = match Lease::acquire(&lease_url, &schema, name).await {
-                    Ok(Some(lease)) => {
-                        tracing::info!(projection = name, "projection lease taken; applying");
-                        metrics::gauge!("imlog_projection_active", "projection" => name).set(1.0);
-                        let result = lease.hold(run(&pool, &log, projection.as_ref(), &until)).await;
-                        metrics::gauge!("imlog_projection_active", "projection" => name).set(0.0);
-                        result
-                    }
-                    Ok(None) => {
-                        // Another projector applies it; stand by.
-                        metrics::gauge!("imlog_projection_active", "projection" => name).set(0.0);
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(STANDBY_RETRY) => continue,
-                        }
-                    }
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => break,
-                    Err(e) => {
-                        metrics::counter!("imlog_projection_restarts_total", "projection" => name).increment(1);
-                        tracing::warn!(projection = name, error = %e, "projection failed; restarting");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            }
+            let key = format!("imlog.projection.{schema}.{name}");
+            let worker = Worker {
+                kind: "projection",
+                name,
+            };
+            run_leased(&lease_url, &key, worker, &shutdown, || {
+                run(&pool, &log, projection, &until)
+            })
+            .await;
         });
     }
     while tasks.join_next().await.is_some() {}
-}
-
-/// How often a standing-by projector tries to take over.
-const STANDBY_RETRY: Duration = Duration::from_secs(2);
-
-/// The right to apply one projection in one schema: a session-level advisory
-/// lock held on a connection of its own, so it is released the moment the
-/// holder dies. (Even without it, the offset guard in `apply_batch` keeps two
-/// appliers exactly-once; the lease keeps them from doing the work twice.)
-struct Lease {
-    _client: tokio_postgres::Client,
-    connection: tokio::task::JoinHandle<()>,
-}
-
-impl Lease {
-    async fn acquire(
-        url: &str,
-        schema: &str,
-        projection: &str,
-    ) -> Result<Option<Lease>, ProjectionError> {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-        let connection = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let key = format!("imlog.projection.{schema}.{projection}");
-        let taken: bool = client
-            .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
-            .await?
-            .get(0);
-        if taken {
-            Ok(Some(Lease {
-                _client: client,
-                connection,
-            }))
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Runs `work` while the lease holds; if its connection (and so the lock)
-    /// is lost, `work` is dropped, rolling back any batch in flight.
-    async fn hold(
-        mut self,
-        work: impl std::future::Future<Output = Result<(), ProjectionError>>,
-    ) -> Result<(), ProjectionError> {
-        tokio::select! {
-            result = work => result,
-            _ = &mut self.connection => Err(ProjectionError::Other("lost the projection lease".into())),
-        }
-    }
 }
 
 /// Loads the projection's offsets and applies the log from there until

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 pub use imlog_client::Client;
+pub use imlog_protocol::{MessageId, Push, ThreadId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -234,7 +235,7 @@ impl TestApp {
     }
 
     /// Alice and Bob, logged in, and their private thread (opened by Alice).
-    pub async fn alice_and_bob(&self) -> (Client, Client, i64, i64) {
+    pub async fn alice_and_bob(&self) -> (Client, Client, UserId, ThreadId) {
         let (mut alice, _, _) = self.user("alice").await;
         let (bob, bob_id, _) = self.user("bob").await;
         let thread = alice
@@ -251,7 +252,7 @@ impl TestApp {
     }
 
     /// A client registered and logged in as a fresh user; returns it, its user id and token.
-    pub async fn user(&self, name: &str) -> (Client, i64, String) {
+    pub async fn user(&self, name: &str) -> (Client, UserId, String) {
         let mut c = self.client().await;
         let user_id = c.register(name, "password-123").await.expect("register");
         let login = c.login(name, "password-123").await.expect("login");
@@ -266,7 +267,12 @@ impl TestApp {
 
 /// Sends `n` texts one by one (`{prefix}-{i}`) and waits until the sender's
 /// own sync sees them; returns their message ids.
-pub async fn send_numbered(client: &mut Client, thread: i64, prefix: &str, n: usize) -> Vec<i64> {
+pub async fn send_numbered(
+    client: &mut Client,
+    thread: ThreadId,
+    prefix: &str,
+    n: usize,
+) -> Vec<MessageId> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let id = client
@@ -275,7 +281,10 @@ pub async fn send_numbered(client: &mut Client, thread: i64, prefix: &str, n: us
             .expect("send");
         ids.push(id);
     }
-    client.sync_messages(thread, 0, 1).await.expect("projected");
+    client
+        .sync_messages(thread, MessageId::default(), 1)
+        .await
+        .expect("projected");
     ids
 }
 

@@ -1,11 +1,13 @@
 //! The chat path end to end through the real WebSocket protocol, on both log
 //! backends with a real Postgres.
 
-use imlog_tests::{on_backends, Backend, TestApp};
+use imlog_protocol::ErrorCode;
+use imlog_tests::{on_backends, Backend, MessageId, Push, TestApp, ThreadId, UserId};
 use serde_json::json;
 use std::time::Duration;
 
 const PUSH_WAIT: Duration = Duration::from_secs(15);
+const START: MessageId = MessageId::new(0);
 
 on_backends! {
     thin_path_register_login_thread_send_push_sync => thin_path;
@@ -31,7 +33,7 @@ async fn thin_path(backend: Backend) {
         .send_text(thread, "u-1", "hello, bob")
         .await
         .expect("send");
-    assert!(message_id > 0);
+    assert!(message_id.get() > 0);
 
     // Bob is online: the message arrives as a push with the acknowledged id.
     let push = bob
@@ -39,20 +41,22 @@ async fn thin_path(backend: Backend) {
         .await
         .expect("push")
         .expect("a push arrived");
-    assert_eq!(push["push"], "message");
-    assert_eq!(push["data"]["message_id"], json!(message_id));
-    assert_eq!(push["data"]["body"], "hello, bob");
-    assert_eq!(push["data"]["sender_id"], json!(alice_id));
-    assert_eq!(push["data"]["thread_id"], json!(thread));
+    let Push::Message(pushed) = push else {
+        panic!("expected a message push, got {push:?}")
+    };
+    assert_eq!(pushed.message_id, message_id);
+    assert_eq!(pushed.body, "hello, bob");
+    assert_eq!(pushed.sender_id, alice_id);
+    assert_eq!(pushed.thread_id, thread);
 
     // Both sync the history by cursor; the sender sees its write at once.
     for client in [&mut alice, &mut bob] {
-        let page = client.sync_messages(thread, 0, 20).await.expect("sync");
+        let page = client.sync_messages(thread, START, 20).await.expect("sync");
         assert_eq!(page.items.len(), 1);
-        assert_eq!(page.items[0]["message_id"], json!(message_id));
-        assert_eq!(page.items[0]["seq"], json!(1));
+        assert_eq!(page.items[0].message_id, message_id);
+        assert_eq!(page.items[0].seq, Some(1));
         assert!(!page.load_more);
-        assert_eq!(page.next_cursor, message_id);
+        assert_eq!(page.next_cursor, message_id.get());
         let after = client
             .sync_messages(thread, message_id, 20)
             .await
@@ -61,10 +65,16 @@ async fn thin_path(backend: Backend) {
     }
 
     // Bob's thread list (a new device starts from 0) has the thread with Alice.
-    let threads = bob.sync_threads(0, 100).await.expect("threads");
+    let threads = bob
+        .sync_threads(ThreadId::default(), 100)
+        .await
+        .expect("threads");
     assert_eq!(threads.items.len(), 1);
-    assert_eq!(threads.items[0]["thread_id"], json!(thread));
-    assert_eq!(threads.items[0]["peer"]["name"], "alice");
+    assert_eq!(threads.items[0].thread_id, thread);
+    assert_eq!(
+        threads.items[0].peer.as_ref().map(|p| p.name.as_str()),
+        Some("alice")
+    );
 
     // Opening the thread again finds the same one.
     assert_eq!(
@@ -135,9 +145,12 @@ async fn bad_input(backend: Backend) {
     // Not a member: refused, nothing written.
     let err = eve.send_text(thread, "e-1", "let me in").await.unwrap_err();
     assert_eq!(err.code(), Some("forbidden"));
-    let err = eve.sync_messages(thread, 0, 10).await.unwrap_err();
+    let err = eve.sync_messages(thread, START, 10).await.unwrap_err();
     assert_eq!(err.code(), Some("forbidden"));
-    let err = alice.open_private_thread(999_999).await.unwrap_err();
+    let err = alice
+        .open_private_thread(UserId::new(999_999))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("not_found"));
     // One item too long: that item refused, the other sent.
     let long = "y".repeat(1025);
@@ -145,9 +158,12 @@ async fn bad_input(backend: Backend) {
         .send_texts(thread, &[("ok-1", "fine"), ("long-1", &long)])
         .await
         .expect("send");
-    assert!(items[0]["message_id"].as_i64().is_some());
-    assert_eq!(items[1]["error"]["code"], "too_long");
-    let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
+    assert!(items[0].message_id.is_some());
+    assert_eq!(
+        items[1].error.as_ref().map(|e| e.code),
+        Some(ErrorCode::TooLong)
+    );
+    let page = alice.sync_messages(thread, START, 10).await.expect("sync");
     assert_eq!(page.items.len(), 1, "only the valid item was posted");
     // Registering a taken name.
     let err = app
@@ -167,24 +183,24 @@ async fn retried_unique_id(backend: Backend) {
     let thread = alice.open_private_thread(bob_id).await.expect("thread");
     let first = alice.send_text(thread, "same", "once").await.expect("send");
     // The client lost the reply and sends again after syncing.
-    alice.sync_messages(thread, 0, 10).await.expect("sync");
+    alice.sync_messages(thread, START, 10).await.expect("sync");
     let again = alice
         .send_text(thread, "same", "once")
         .await
         .expect("resend");
     assert_eq!(first, again);
-    let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
+    let page = alice.sync_messages(thread, START, 10).await.expect("sync");
     assert_eq!(page.items.len(), 1);
     // A unique_id repeated inside one batch is one message too.
     let items = alice
         .send_texts(thread, &[("twice", "a"), ("twice", "a"), ("other", "b")])
         .await
         .expect("send");
-    assert_eq!(items[0]["message_id"], items[1]["message_id"]);
-    assert_ne!(items[0]["message_id"], items[2]["message_id"]);
+    assert_eq!(items[0].message_id, items[1].message_id);
+    assert_ne!(items[0].message_id, items[2].message_id);
     assert_eq!(
         alice
-            .sync_all_messages(thread, 0)
+            .sync_all_messages(thread, START)
             .await
             .expect("sync")
             .len(),
@@ -210,7 +226,7 @@ async fn relogin_kicks(backend: Backend) {
         .expect("the old session is closed");
     assert_eq!(code, 4001);
     assert!(
-        pushes.iter().any(|p| p["push"] == "kicked"),
+        pushes.iter().any(|p| matches!(p, Push::Kicked { .. })),
         "told why: {pushes:?}"
     );
     // The old token is dead, the new session works.
@@ -251,7 +267,10 @@ async fn racing_thread_creation(backend: Backend) {
         tb.expect("bob opens"),
         "one thread per pair"
     );
-    let threads = alice.sync_threads(0, 100).await.expect("threads");
+    let threads = alice
+        .sync_threads(ThreadId::default(), 100)
+        .await
+        .expect("threads");
     assert_eq!(threads.items.len(), 1);
     b.stop().await;
     a.stop().await;
@@ -270,10 +289,7 @@ async fn cursor_paging(backend: Backend) {
         .map(|(u, b)| (u.as_str(), b.as_str()))
         .collect();
     let answers = alice.send_texts(thread, &items).await.expect("send batch");
-    let ids: Vec<i64> = answers
-        .iter()
-        .map(|a| a["message_id"].as_i64().expect("id"))
-        .collect();
+    let ids: Vec<MessageId> = answers.iter().map(|a| a.message_id.expect("id")).collect();
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "ids increase in batch order"
@@ -282,24 +298,24 @@ async fn cursor_paging(backend: Backend) {
     // Bob pages 10 at a time; wait until the projection has them all.
     let mut all = Vec::new();
     for _ in 0..100 {
-        all = bob.sync_all_messages(thread, 0).await.expect("sync");
+        all = bob.sync_all_messages(thread, START).await.expect("sync");
         if all.len() == 45 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut since = 0;
+    let mut since = START;
     let mut paged = Vec::new();
     loop {
         let page = bob.sync_messages(thread, since, 10).await.expect("page");
-        paged.extend(page.items.iter().map(|m| m["message_id"].as_i64().unwrap()));
-        since = page.next_cursor;
+        paged.extend(page.items.iter().map(|m| m.message_id));
+        since = MessageId::new(page.next_cursor);
         if !page.load_more {
             break;
         }
     }
     assert_eq!(paged, ids);
-    let seqs: Vec<i64> = all.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = all.iter().filter_map(|m| m.seq).collect();
     assert_eq!(seqs, (1..=45).collect::<Vec<_>>(), "gapless per-thread seq");
     app.stop().await;
 }
@@ -329,7 +345,7 @@ async fn a_frame_over_the_hard_limit_ends_only_that_connection() {
 /// Whatever a client sends, parsing answers; it never panics.
 #[test]
 fn arbitrary_frames_never_panic_the_parser() {
-    use imlog_gateway::protocol::parse;
+    use imlog_protocol::parse;
     let valid = [
         r#"{"req":1,"op":"send_messages","thread_id":5,"items":[{"unique_id":"a","body":"hi"}]}"#,
         r#"{"req":"x","op":"register","name":"alice","password":"12345678"}"#,
@@ -373,7 +389,7 @@ async fn retry_before_projection(backend: Backend) {
     let projector = TestApp::spawn_with(s.clone(), only(false)).await;
     let (mut alice, _bob, _, thread) = gw.alice_and_bob().await;
     alice
-        .sync_messages(thread, 0, 1)
+        .sync_messages(thread, START, 1)
         .await
         .expect("projected so far");
 
@@ -393,14 +409,14 @@ async fn retry_before_projection(backend: Backend) {
         .await
         .expect("resend");
     assert_eq!(
-        again[0]["message_id"],
-        json!(first),
+        again[0].message_id,
+        Some(first),
         "the retry is answered with the first id"
     );
     let projector = restart.await.expect("projector");
     assert_eq!(
         alice
-            .sync_all_messages(thread, 0)
+            .sync_all_messages(thread, START)
             .await
             .expect("sync")
             .len(),

@@ -4,7 +4,7 @@
 use imlog::app::Roles;
 use imlog_projections::replay;
 use imlog_tests::{
-    fresh_settings, on_backends, open_log, settings_env, Backend, Client, Proc, TestApp,
+    fresh_settings, on_backends, open_log, settings_env, Backend, Client, MessageId, Proc, TestApp,
 };
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,11 +51,7 @@ async fn projector_kill9(backend: Backend) {
                 .map(|(u, t)| (u.as_str(), t.as_str()))
                 .collect();
             for answer in alice.send_texts(thread, &items).await.expect("send") {
-                ids.push(
-                    answer["message_id"]
-                        .as_i64()
-                        .expect("every item acknowledged"),
-                );
+                ids.push(answer.message_id.expect("every item acknowledged"));
             }
             counter.fetch_add(PER_BATCH, Ordering::SeqCst);
         }
@@ -75,21 +71,21 @@ async fn projector_kill9(backend: Backend) {
     // Every acknowledged message ends up projected exactly once.
     let deadline = Instant::now() + Duration::from_secs(120);
     let synced = loop {
-        let all = alice.sync_all_messages(thread, 0).await.expect("sync");
+        let all = alice
+            .sync_all_messages(thread, MessageId::default())
+            .await
+            .expect("sync");
         if all.len() >= acked_ids.len() || Instant::now() > deadline {
             break all;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let synced_ids: Vec<i64> = synced
-        .iter()
-        .map(|m| m["message_id"].as_i64().unwrap())
-        .collect();
+    let synced_ids: Vec<MessageId> = synced.iter().map(|m| m.message_id).collect();
     assert_eq!(
         synced_ids, acked_ids,
         "the projection holds exactly the acknowledged messages, in order"
     );
-    let seqs: Vec<i64> = synced.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = synced.iter().filter_map(|m| m.seq).collect();
     assert_eq!(seqs, (1..=acked_ids.len() as i64).collect::<Vec<_>>());
     let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -172,12 +168,11 @@ async fn serve_survives_kill9_with_its_private_postgres() {
     // not; the message appears as soon as it has.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
-        let ids: BTreeSet<i64> = page
-            .items
-            .iter()
-            .map(|m| m["message_id"].as_i64().unwrap())
-            .collect();
+        let page = alice
+            .sync_messages(thread, MessageId::default(), 10)
+            .await
+            .expect("sync");
+        let ids: BTreeSet<MessageId> = page.items.iter().map(|m| m.message_id).collect();
         if ids.contains(&message_id) {
             break;
         }
@@ -241,12 +236,12 @@ async fn a_standby_projector_takes_over_when_the_active_one_is_killed() {
     let after = alice.send_text(thread, "after", "two").await.expect("send");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ids: Vec<i64> = alice
-            .sync_all_messages(thread, 0)
+        let ids: Vec<MessageId> = alice
+            .sync_all_messages(thread, MessageId::default())
             .await
             .expect("sync")
             .iter()
-            .map(|m| m["message_id"].as_i64().unwrap())
+            .map(|m| m.message_id)
             .collect();
         if ids == vec![before, after] {
             break;
@@ -292,7 +287,7 @@ async fn replay_and_log_copy_work_from_the_command_line() {
     let out = run(&["replay", "--swap"], env.clone()).await;
     assert!(out.contains("swapped"), "{out}");
     alice
-        .sync_messages(thread, 0, 10)
+        .sync_messages(thread, MessageId::default(), 10)
         .await
         .expect("still serving after the swap");
 

@@ -5,7 +5,8 @@ use imlog::app::{Application, Roles};
 use imlog::config::{Secret, StorageBackend};
 use imlog_projections::replay;
 use imlog_tests::{
-    fresh_settings, http_get, kafka_brokers, open_log, send_numbered, Backend, Client, TestApp,
+    fresh_settings, http_get, kafka_brokers, open_log, send_numbered, Backend, Client, MessageId,
+    TestApp,
 };
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,10 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
         .send_text(thread, "q-1", "over http")
         .await
         .expect("send");
-    alice.sync_messages(thread, 0, 1).await.expect("projected");
+    alice
+        .sync_messages(thread, MessageId::default(), 1)
+        .await
+        .expect("projected");
 
     // A separate query-only process over the same database.
     let query = TestApp::spawn_with(
@@ -34,7 +38,7 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
     let addr = query.app.addr();
     let (status, body) = http_get(addr, "/v1/threads?after=0&limit=10", Some(&token)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"]["items"][0]["thread_id"], thread);
+    assert_eq!(body["data"]["items"][0]["thread_id"], thread.get());
     let (status, body) = http_get(
         addr,
         &format!("/v1/threads/{thread}/messages?since=0"),
@@ -42,7 +46,7 @@ async fn the_query_api_serves_sync_with_a_bearer_token() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"]["items"][0]["message_id"], message_id);
+    assert_eq!(body["data"]["items"][0]["message_id"], message_id.get());
 
     let (status, body) = http_get(addr, "/v1/threads", None).await;
     assert_eq!(
@@ -159,12 +163,18 @@ async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
         .send_text(thread, "after-swap", "still flowing")
         .await
         .expect("send");
-    let all = alice.sync_all_messages(thread, 0).await.expect("sync");
+    let all = alice
+        .sync_all_messages(thread, MessageId::default())
+        .await
+        .expect("sync");
     assert_eq!(all.len(), 31);
-    assert_eq!(all.last().unwrap()["message_id"], more);
+    assert_eq!(all.last().unwrap().message_id, more);
 
     let mut out = Vec::new();
-    let n = replay::export_messages(&db, &mut out)
+    let read = imlog_projections::ReadModel::new(
+        imlog_postgres::connect_pool(&url, 1, Some("imlog")).expect("pool"),
+    );
+    let n = imlog_domain::messages::export_history(&read, &mut out)
         .await
         .expect("export");
     assert_eq!(n, 31);
@@ -267,15 +277,15 @@ async fn the_s3_object_store_is_probed_at_start() {
 /// projection waits for a projector that understands it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_are_skipped_and_future_records_wait() {
-    use imlog_events::{Envelope, EventMeta, MessageKind, MessagePosted, ThreadId, Topic, UserId};
+    use imlog_events::{Envelope, EventMeta, MessageKind, MessagePosted, Topic, UserId};
     let app = TestApp::spawn(Backend::Postgres).await;
     let (mut alice, mut bob, _, thread) = app.alice_and_bob().await;
     let log = app.app.log();
     let poison = Envelope::new(
         EventMeta::new(None, uuid::Uuid::now_v7()),
         MessagePosted {
-            thread_id: ThreadId(thread),
-            sender_id: UserId(1),
+            thread_id: thread,
+            sender_id: UserId::new(1),
             unique_id: "poison".into(),
             kind: MessageKind::Text,
             body: "nul \0 inside".into(),
@@ -289,12 +299,11 @@ async fn poison_records_are_skipped_and_future_records_wait() {
         .send_text(thread, "after-poison", "still flowing")
         .await
         .expect("send");
-    let page = alice.sync_messages(thread, 0, 10).await.expect("sync");
-    let ids: Vec<i64> = page
-        .items
-        .iter()
-        .map(|m| m["message_id"].as_i64().unwrap())
-        .collect();
+    let page = alice
+        .sync_messages(thread, MessageId::default(), 10)
+        .await
+        .expect("sync");
+    let ids: Vec<MessageId> = page.items.iter().map(|m| m.message_id).collect();
     assert_eq!(
         ids,
         vec![after],
@@ -316,12 +325,11 @@ async fn poison_records_are_skipped_and_future_records_wait() {
         .await
         .expect("send");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let page = bob.sync_messages(thread, 0, 10).await.expect("sync");
-    let ids: Vec<i64> = page
-        .items
-        .iter()
-        .map(|m| m["message_id"].as_i64().unwrap())
-        .collect();
+    let page = bob
+        .sync_messages(thread, MessageId::default(), 10)
+        .await
+        .expect("sync");
+    let ids: Vec<MessageId> = page.items.iter().map(|m| m.message_id).collect();
     assert!(
         !ids.contains(&stuck),
         "nothing after a newer-build record is applied by this build"

@@ -1,9 +1,16 @@
 //! A client for the imlog WebSocket protocol (docs/PROTOCOL.md), used by the
-//! integration tests, the benchmarks and tools. Replies are matched to
-//! requests by `req`; pushes that arrive meanwhile are queued.
+//! integration tests, the benchmarks and tools. It speaks the protocol
+//! crate's types: requests go out as [`Request`]s, replies come back as
+//! views, pushes as [`Push`]es. Replies are matched to requests by `req`;
+//! pushes that arrive meanwhile are queued.
 
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
+use imlog_protocol::{
+    Authenticated, Device, ErrorCode, LoggedIn, MessageId, MessageView, NewPassword, OpenedThread,
+    OutgoingItem, Page, PageSize, Password, Push, Registered, Reply, Request, Sent, SentItem,
+    ThreadId, ThreadView, UserId, UserName, WireError,
+};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,19 +24,25 @@ pub enum ClientError {
     Transport(String),
     #[error("connection closed by the server (code {code}: {reason})")]
     Closed { code: u16, reason: String },
-    #[error("server error {code}: {message}")]
-    Server { code: String, message: String },
+    #[error("server error {0}")]
+    Server(WireError),
     #[error("timed out waiting for the server")]
     Timeout,
     #[error("unexpected frame: {0}")]
     Protocol(String),
+    #[error("invalid request: {0}")]
+    Invalid(WireError),
 }
 
 impl ClientError {
-    /// The server's error code, if this is a server error.
-    pub fn code(&self) -> Option<&str> {
+    /// The server's error code, as on the wire, if this is a server error.
+    pub fn code(&self) -> Option<&'static str> {
+        self.error_code().map(ErrorCode::as_str)
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Server { code, .. } => Some(code),
+            ClientError::Server(e) => Some(e.code),
             _ => None,
         }
     }
@@ -42,25 +55,33 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_req: u64,
-    pushes: VecDeque<Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct LoggedIn {
-    pub user_id: i64,
-    pub session_id: String,
-    pub token: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Page {
-    pub items: Vec<Value>,
-    pub load_more: bool,
-    pub next_cursor: i64,
+    pushes: VecDeque<Push>,
 }
 
 fn transport(e: impl std::fmt::Display) -> ClientError {
     ClientError::Transport(e.to_string())
+}
+
+fn protocol(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol(e.to_string())
+}
+
+/// A frame from the server: a reply, or a push.
+enum Incoming {
+    Reply(Reply),
+    Push(Push),
+}
+
+fn incoming(frame: Value) -> Result<Incoming> {
+    if frame.get("push").is_some() {
+        serde_json::from_value(frame)
+            .map(Incoming::Push)
+            .map_err(protocol)
+    } else {
+        serde_json::from_value(frame)
+            .map(Incoming::Reply)
+            .map_err(protocol)
+    }
 }
 
 impl Client {
@@ -76,64 +97,69 @@ impl Client {
         })
     }
 
-    /// Sends `{"req": n, "op": op, ...fields}` and returns the reply's `data`.
-    pub async fn request(&mut self, op: &str, fields: Value) -> Result<Value> {
+    /// Sends a request and returns its reply's `data`, decoded.
+    pub async fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T> {
         let req = self.next_req;
         self.next_req += 1;
-        let mut frame = match fields {
-            Value::Object(map) => map,
-            Value::Null => Default::default(),
-            other => {
-                return Err(ClientError::Protocol(format!(
-                    "fields must be an object, not {other}"
-                )))
-            }
-        };
-        frame.insert("req".into(), json!(req));
-        frame.insert("op".into(), json!(op));
-        self.send_frame(Value::Object(frame).to_string()).await?;
+        let mut frame = serde_json::to_value(request).map_err(protocol)?;
+        frame["req"] = json!(req);
+        self.send_frame(frame.to_string()).await?;
         let reply = self.next_reply(Some(json!(req))).await?;
-        into_data(reply)
+        let data = reply.into_result().map_err(ClientError::Server)?;
+        serde_json::from_value(data).map_err(protocol)
     }
 
     /// Sends a raw text frame (for testing bad input) and returns the next
-    /// reply, whatever its `req`.
+    /// reply, whatever its `req`, as JSON.
     pub async fn request_raw(&mut self, text: impl Into<String>) -> Result<Value> {
         self.send_frame(text.into()).await?;
-        self.next_reply(None).await
+        self.next_raw_reply().await
     }
 
-    /// Sends a raw binary frame and returns the next reply.
+    /// Sends a raw binary frame and returns the next reply as JSON.
     pub async fn request_binary(&mut self, bytes: Vec<u8>) -> Result<Value> {
         self.ws
             .send(Message::binary(bytes))
             .await
             .map_err(transport)?;
-        self.next_reply(None).await
+        self.next_raw_reply().await
     }
 
     async fn send_frame(&mut self, text: String) -> Result<()> {
         self.ws.send(Message::text(text)).await.map_err(transport)
     }
 
-    /// The next reply (a frame that is not a push); pushes are queued.
-    async fn next_reply(&mut self, req: Option<Value>) -> Result<Value> {
+    async fn next_raw_reply(&mut self) -> Result<Value> {
         loop {
             let frame = self
                 .next_frame(REPLY_TIMEOUT)
                 .await?
                 .ok_or(ClientError::Timeout)?;
             if frame.get("push").is_some() {
-                self.pushes.push_back(frame);
+                if let Ok(push) = serde_json::from_value(frame) {
+                    self.pushes.push_back(push);
+                }
                 continue;
             }
-            match &req {
-                Some(req) if frame.get("req") != Some(req) => {
-                    return Err(ClientError::Protocol(format!(
-                        "reply for another request: {frame}"
-                    )))
-                }
-                _ => return Ok(frame),
+            return Ok(frame);
+        }
+    }
+
+    /// The next reply (a frame that is not a push); pushes are queued.
+    async fn next_reply(&mut self, req: Option<Value>) -> Result<Reply> {
+        loop {
+            let frame = self
+                .next_frame(REPLY_TIMEOUT)
+                .await?
+                .ok_or(ClientError::Timeout)?;
+            match incoming(frame)? {
+                Incoming::Push(push) => self.pushes.push_back(push),
+                Incoming::Reply(reply) => match &req {
+                    Some(req) if &reply.req != req => {
+                        return Err(protocol(format!("reply for another request: {reply:?}")))
+                    }
+                    _ => return Ok(reply),
+                },
             }
         }
     }
@@ -156,7 +182,7 @@ impl Client {
                 Message::Text(text) => {
                     return serde_json::from_str(text.as_str())
                         .map(Some)
-                        .map_err(|e| ClientError::Protocol(format!("reply is not JSON: {e}")))
+                        .map_err(|e| protocol(format!("reply is not JSON: {e}")))
                 }
                 Message::Close(frame) => {
                     let (code, reason) = frame
@@ -169,73 +195,85 @@ impl Client {
         }
     }
 
-    /// The next push (`{"push": kind, "data": ...}`), waiting up to `wait`.
-    pub async fn next_push(&mut self, wait: Duration) -> Result<Option<Value>> {
+    /// The next push, waiting up to `wait`.
+    pub async fn next_push(&mut self, wait: Duration) -> Result<Option<Push>> {
         if let Some(p) = self.pushes.pop_front() {
             return Ok(Some(p));
         }
         match self.next_frame(wait).await? {
             None => Ok(None),
-            Some(frame) if frame.get("push").is_some() => Ok(Some(frame)),
-            Some(frame) => Err(ClientError::Protocol(format!("unexpected reply: {frame}"))),
+            Some(frame) => match incoming(frame)? {
+                Incoming::Push(push) => Ok(Some(push)),
+                Incoming::Reply(reply) => Err(protocol(format!("unexpected reply: {reply:?}"))),
+            },
         }
     }
 
     /// Reads until the server closes the connection; returns its close code
     /// and reason, and the pushes received before it.
-    pub async fn wait_closed(&mut self, wait: Duration) -> Result<(u16, String, Vec<Value>)> {
-        let mut pushes: Vec<Value> = self.pushes.drain(..).collect();
+    pub async fn wait_closed(&mut self, wait: Duration) -> Result<(u16, String, Vec<Push>)> {
+        let mut pushes: Vec<Push> = self.pushes.drain(..).collect();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next_frame(left).await {
                 Ok(None) => return Err(ClientError::Timeout),
-                Ok(Some(frame)) => pushes.push(frame),
+                Ok(Some(frame)) => {
+                    if let Incoming::Push(push) = incoming(frame)? {
+                        pushes.push(push);
+                    }
+                }
                 Err(ClientError::Closed { code, reason }) => return Ok((code, reason, pushes)),
                 Err(e) => return Err(e),
             }
         }
     }
 
-    pub async fn register(&mut self, name: &str, password: &str) -> Result<i64> {
-        let data = self
-            .request("register", json!({ "name": name, "password": password }))
-            .await?;
-        field_i64(&data, "user_id")
+    pub async fn register(&mut self, name: &str, password: &str) -> Result<UserId> {
+        let request = Request::Register {
+            name: UserName::parse(name).map_err(ClientError::Invalid)?,
+            password: NewPassword::parse(password).map_err(ClientError::Invalid)?,
+        };
+        Ok(self.call::<Registered>(&request).await?.user_id)
     }
 
     pub async fn login(&mut self, name: &str, password: &str) -> Result<LoggedIn> {
-        let data = self
-            .request(
-                "login",
-                json!({ "name": name, "password": password, "device": "imlog-client" }),
-            )
-            .await?;
-        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+        let request = Request::Login {
+            name: UserName::parse(name).map_err(ClientError::Invalid)?,
+            password: Password::parse(password).map_err(ClientError::Invalid)?,
+            device: Device::parse("imlog-client").map_err(ClientError::Invalid)?,
+        };
+        self.call(&request).await
     }
 
-    pub async fn auth(&mut self, token: &str) -> Result<Value> {
-        self.request("auth", json!({ "token": token })).await
+    pub async fn auth(&mut self, token: &str) -> Result<Authenticated> {
+        self.call(&Request::Auth {
+            token: token.to_owned(),
+        })
+        .await
     }
 
     pub async fn ping(&mut self) -> Result<()> {
-        self.request("ping", Value::Null).await.map(drop)
+        self.call::<Value>(&Request::Ping {}).await.map(drop)
     }
 
-    pub async fn open_private_thread(&mut self, peer: i64) -> Result<i64> {
-        let data = self
-            .request("open_private_thread", json!({ "user_id": peer }))
+    pub async fn logout(&mut self) -> Result<()> {
+        self.call::<Value>(&Request::Logout {}).await.map(drop)
+    }
+
+    pub async fn open_private_thread(&mut self, peer: UserId) -> Result<ThreadId> {
+        let opened: OpenedThread = self
+            .call(&Request::OpenPrivateThread { user_id: peer })
             .await?;
-        field_i64(&data, "thread_id")
+        Ok(opened.thread_id)
     }
 
-    /// Sends a batch of `(unique_id, body)` texts; returns each item's answer
-    /// (`{"unique_id", "message_id"}` or `{"unique_id", "error"}`).
+    /// Sends a batch of `(unique_id, body)` texts; returns each item's answer.
     pub async fn send_texts(
         &mut self,
-        thread_id: i64,
+        thread_id: ThreadId,
         items: &[(&str, &str)],
-    ) -> Result<Vec<Value>> {
+    ) -> Result<Vec<SentItem>> {
         self.send_batch(thread_id, items, false).await
     }
 
@@ -243,82 +281,87 @@ impl Client {
     /// already appended are answered with their first ids.
     pub async fn resend_texts(
         &mut self,
-        thread_id: i64,
+        thread_id: ThreadId,
         items: &[(&str, &str)],
-    ) -> Result<Vec<Value>> {
+    ) -> Result<Vec<SentItem>> {
         self.send_batch(thread_id, items, true).await
     }
 
     async fn send_batch(
         &mut self,
-        thread_id: i64,
+        thread_id: ThreadId,
         items: &[(&str, &str)],
         retry: bool,
-    ) -> Result<Vec<Value>> {
-        let items: Vec<Value> = items
-            .iter()
-            .map(|(unique_id, body)| json!({ "unique_id": unique_id, "body": body }))
-            .collect();
-        let data = self
-            .request(
-                "send_messages",
-                json!({ "thread_id": thread_id, "items": items, "retry": retry }),
-            )
-            .await?;
-        match data.get("items") {
-            Some(Value::Array(items)) => Ok(items.clone()),
-            _ => Err(ClientError::Protocol(format!("no items in {data}"))),
-        }
+    ) -> Result<Vec<SentItem>> {
+        let request = Request::SendMessages {
+            thread_id,
+            items: items
+                .iter()
+                .map(|(unique_id, body)| OutgoingItem::new(*unique_id, *body))
+                .collect(),
+            retry,
+        };
+        Ok(self.call::<Sent>(&request).await?.items)
     }
 
     /// Sends one text and returns its message id.
-    pub async fn send_text(&mut self, thread_id: i64, unique_id: &str, body: &str) -> Result<i64> {
+    pub async fn send_text(
+        &mut self,
+        thread_id: ThreadId,
+        unique_id: &str,
+        body: &str,
+    ) -> Result<MessageId> {
         let items = self.send_texts(thread_id, &[(unique_id, body)]).await?;
         let item = items
-            .first()
-            .ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
-        if let Some(error) = item.get("error") {
-            return Err(ClientError::Server {
-                code: error["code"].as_str().unwrap_or_default().to_owned(),
-                message: error["message"].as_str().unwrap_or_default().to_owned(),
-            });
+            .into_iter()
+            .next()
+            .ok_or_else(|| protocol("empty answer"))?;
+        match (item.message_id, item.error) {
+            (_, Some(error)) => Err(ClientError::Server(error)),
+            (Some(id), None) => Ok(id),
+            (None, None) => Err(protocol("an item with neither id nor error")),
         }
-        field_i64(item, "message_id")
     }
 
-    pub async fn sync_threads(&mut self, after: i64, limit: usize) -> Result<Page> {
-        let data = self
-            .request("sync_threads", json!({ "after": after, "limit": limit }))
-            .await?;
-        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+    pub async fn sync_threads(
+        &mut self,
+        after: ThreadId,
+        limit: usize,
+    ) -> Result<Page<ThreadView>> {
+        let limit = PageSize::try_from(limit).map_err(ClientError::Invalid)?;
+        self.call(&Request::SyncThreads {
+            after,
+            limit: Some(limit),
+        })
+        .await
     }
 
     pub async fn sync_messages(
         &mut self,
-        thread_id: i64,
-        since: i64,
+        thread_id: ThreadId,
+        since: MessageId,
         limit: usize,
-    ) -> Result<Page> {
-        let data = self
-            .request(
-                "sync_messages",
-                json!({ "thread_id": thread_id, "since": since, "limit": limit }),
-            )
-            .await?;
-        serde_json::from_value(data).map_err(|e| ClientError::Protocol(e.to_string()))
+    ) -> Result<Page<MessageView>> {
+        let limit = PageSize::try_from(limit).map_err(ClientError::Invalid)?;
+        self.call(&Request::SyncMessages {
+            thread_id,
+            since,
+            limit: Some(limit),
+        })
+        .await
     }
 
     /// Every message of a thread after `since`, following `load_more`.
     pub async fn sync_all_messages(
         &mut self,
-        thread_id: i64,
-        mut since: i64,
-    ) -> Result<Vec<Value>> {
+        thread_id: ThreadId,
+        mut since: MessageId,
+    ) -> Result<Vec<MessageView>> {
         let mut all = Vec::new();
         loop {
             let page = self.sync_messages(thread_id, since, 100).await?;
             all.extend(page.items);
-            since = page.next_cursor;
+            since = MessageId::new(page.next_cursor);
             if !page.load_more {
                 return Ok(all);
             }
@@ -328,21 +371,4 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
-}
-
-fn into_data(reply: Value) -> Result<Value> {
-    if reply.get("ok") == Some(&Value::Bool(true)) {
-        return Ok(reply.get("data").cloned().unwrap_or(Value::Null));
-    }
-    let error = reply.get("error").cloned().unwrap_or(Value::Null);
-    Err(ClientError::Server {
-        code: error["code"].as_str().unwrap_or("unknown").to_owned(),
-        message: error["message"].as_str().unwrap_or_default().to_owned(),
-    })
-}
-
-fn field_i64(data: &Value, field: &str) -> Result<i64> {
-    data.get(field)
-        .and_then(Value::as_i64)
-        .ok_or_else(|| ClientError::Protocol(format!("no {field} in {data}")))
 }

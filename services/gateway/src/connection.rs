@@ -2,13 +2,18 @@
 //! the heartbeat deadline and shutdown. Requests on one connection are
 //! answered in order.
 
-use crate::chat::{Session, Writes};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{item_error, ApiError};
 use crate::hub::{close_code, Closing, Mailbox};
-use crate::protocol::{self, error_reply, ok_reply, push, Request};
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
+use imlog_domain::accounts::{Accounts, Session};
+use imlog_domain::messages::Posted;
+use imlog_domain::Writes;
+use imlog_protocol::{
+    error_reply, ok_reply, ErrorCode, OutgoingItem, Push, Request, Sent, SentItem,
+    DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,7 +66,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
                 let reply = match message {
                     Message::Text(text) => conn.handle(text.as_str()).await,
                     Message::Binary(_) => error_reply(&Value::Null, &ApiError::bad_request(
-                        "binary frames are not part of the chat protocol; send JSON text")),
+                        "binary frames are not part of the chat protocol; send JSON text").0),
                     Message::Ping(_) | Message::Pong(_) => continue,
                     Message::Close(_) => break None,
                 };
@@ -95,11 +100,10 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     };
     if let Some(closing) = closing {
         if closing.code == close_code::KICKED {
-            let _ = sink
-                .send(Message::Text(
-                    push("kicked", json!({ "reason": closing.reason })).into(),
-                ))
-                .await;
+            let kicked = Push::Kicked {
+                reason: closing.reason.to_owned(),
+            };
+            let _ = sink.send(Message::Text(kicked.frame().into())).await;
         }
         let frame = CloseFrame {
             code: closing.code,
@@ -164,22 +168,22 @@ impl Connection {
                     text.len()
                 ),
             );
-            return error_reply(&Value::Null, &e);
+            return error_reply(&Value::Null, &e.0);
         }
-        let (req, request) = protocol::parse(text);
+        let (req, request) = imlog_protocol::parse(text);
         let op = request.as_ref().map(Request::op).unwrap_or("invalid");
         let started = Instant::now();
         let span = tracing::info_span!("request", conn_id = self.conn_id, op, req = %req,
-            user_id = self.session.map(|s| s.user_id.0));
+            user_id = self.session.map(|s| s.user_id.get()));
         let result = match request {
             Ok(request) => {
                 tracing::Instrument::instrument(self.dispatch(request), span.clone()).await
             }
-            Err(e) => Err(e),
+            Err(e) => Err(ApiError(e)),
         };
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(e) => e.code.as_str(),
+            Err(e) => e.code().as_str(),
         };
         metrics::counter!("imlog_gateway_requests_total", "op" => op, "outcome" => outcome)
             .increment(1);
@@ -189,19 +193,19 @@ impl Connection {
             Ok(data) => ok_reply(&req, data),
             Err(e) => {
                 span.in_scope(
-                    || tracing::debug!(code = ?e.code, message = %e.message, "request refused"),
+                    || tracing::debug!(code = ?e.0.code, message = %e.0.message, "request refused"),
                 );
-                error_reply(&req, &e)
+                error_reply(&req, &e.0)
             }
         }
     }
 
     async fn dispatch(&mut self, request: Request) -> Result<Value, ApiError> {
-        let chat = &self.gateway.chat;
+        let accounts = &self.gateway.domain.accounts;
         match request {
-            Request::Ping => Ok(json!({})),
+            Request::Ping {} => Ok(json!({})),
             Request::Register { name, password } => {
-                to_value(chat.register(&mut self.writes, name, password).await?)
+                to_value(accounts.register(&mut self.writes, name, password).await?)
             }
             Request::Login {
                 name,
@@ -209,15 +213,17 @@ impl Connection {
                 device,
             } => {
                 self.refuse_second_login()?;
-                let (session, reply) = chat.login(&mut self.writes, name, password, device).await?;
+                let (session, reply) = accounts
+                    .login(&mut self.writes, name, password, device)
+                    .await?;
                 self.attach(session);
                 to_value(reply)
             }
             Request::Auth { token } => {
                 self.refuse_second_login()?;
-                let session = chat.authenticate(&token).await?;
+                let session = accounts.authenticate(&token).await?;
                 self.attach(session);
-                Ok(json!({ "user_id": session.user_id, "session_id": session.session_id }))
+                to_value(Accounts::authenticated(&session))
             }
             authenticated => {
                 let session = self.session.ok_or_else(|| {
@@ -236,37 +242,47 @@ impl Connection {
         session: Session,
         request: Request,
     ) -> Result<Value, ApiError> {
-        let chat = &self.gateway.chat;
+        let domain = &self.gateway.domain;
         let w = &mut self.writes;
         match request {
-            Request::Logout => {
-                chat.logout(w, &session).await?;
+            Request::Logout {} => {
+                domain.accounts.logout(w, &session).await?;
                 self.logged_out = true;
                 Ok(json!({}))
             }
             Request::OpenPrivateThread { user_id } => {
-                to_value(chat.open_private_thread(w, &session, user_id).await?)
+                to_value(domain.threads.open_private(w, &session, user_id).await?)
             }
             Request::SendMessages {
                 thread_id,
                 items,
                 retry,
-            } => to_value(
-                chat.send_messages(w, &session, thread_id, items, retry)
-                    .await?,
-            ),
+            } => {
+                let items = items.into_iter().map(OutgoingItem::parse).collect();
+                let posted = domain
+                    .messages
+                    .post(w, &session, thread_id, items, retry)
+                    .await?;
+                to_value(sent(posted))
+            }
             Request::SyncThreads { after, limit } => {
-                to_value(chat.sync_threads(w, &session, after, limit).await?)
+                let limit = limit.map_or(DEFAULT_THREAD_PAGE, |l| l.get());
+                to_value(domain.threads.sync(w, &session, after, limit).await?)
             }
             Request::SyncMessages {
                 thread_id,
                 since,
                 limit,
-            } => to_value(
-                chat.sync_messages(w, &session, thread_id, since, limit)
-                    .await?,
-            ),
-            Request::Ping
+            } => {
+                let limit = limit.map_or(DEFAULT_MESSAGE_PAGE, |l| l.get());
+                to_value(
+                    domain
+                        .messages
+                        .sync(w, &session, thread_id, since, limit)
+                        .await?,
+                )
+            }
+            Request::Ping {}
             | Request::Register { .. }
             | Request::Login { .. }
             | Request::Auth { .. } => Err(ApiError::new(
@@ -296,6 +312,26 @@ impl Connection {
     }
 }
 
+/// The wire answer of a posted batch.
+fn sent(posted: Posted) -> Sent {
+    let items = posted
+        .items
+        .into_iter()
+        .map(|(unique_id, outcome)| match outcome {
+            Ok(message_id) => SentItem {
+                unique_id,
+                message_id: Some(message_id),
+                error: None,
+            },
+            Err(refused) => SentItem::failed(unique_id, item_error(&refused)),
+        })
+        .collect();
+    Sent {
+        thread_id: posted.thread_id,
+        items,
+    }
+}
+
 fn to_value(data: impl serde::Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(data).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
@@ -308,8 +344,8 @@ mod tests {
 
     fn session(expires_in: chrono::Duration) -> Session {
         Session {
-            user_id: UserId(1),
-            session_id: SessionId(uuid::Uuid::nil()),
+            user_id: UserId::new(1),
+            session_id: SessionId::new(uuid::Uuid::nil()),
             start_offset: 0,
             expires_at: chrono::Utc::now() + expires_in,
         }

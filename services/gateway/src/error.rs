@@ -1,116 +1,116 @@
-//! The errors a client can see: a stable code and a human sentence.
+//! The edge's error mapping: every domain error becomes a wire error (a
+//! stable code and a sentence) here and nowhere else.
 
-/// Stable error codes of the client protocol (docs/PROTOCOL.md lists them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// The frame is not JSON.
-    BadJson,
-    /// A field is missing, has the wrong type or an invalid value.
-    BadRequest,
-    /// The `op` is not one this server knows.
-    UnknownOp,
-    /// The frame is larger than the server accepts.
-    PayloadTooLarge,
-    /// The request needs a logged-in connection.
-    Unauthenticated,
-    /// Wrong name or password.
-    BadCredentials,
-    /// The token is unknown, expired or its session ended.
-    BadToken,
-    /// The user name is already registered.
-    NameTaken,
-    /// The user or thread does not exist.
-    NotFound,
-    /// Authenticated, but not allowed (e.g. not a member of the thread).
-    Forbidden,
-    /// A message is longer than the limit.
-    TooLong,
-    /// The log or the database is unreachable; retry later.
-    Unavailable,
-    /// The read model has not caught up with this connection's writes in time; retry.
-    ProjectionLagging,
-    /// A bug on our side; the log has the details.
-    Internal,
-}
+use imlog_domain::accounts::AccountsError;
+use imlog_domain::messages::{ItemRefused, MessagesError};
+use imlog_domain::threads::ThreadsError;
+use imlog_domain::StoreError;
+use imlog_protocol::{ErrorCode, WireError};
 
-impl ErrorCode {
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::UnknownOp => "unknown_op",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::Unauthenticated => "unauthenticated",
-            ErrorCode::BadCredentials => "bad_credentials",
-            ErrorCode::BadToken => "bad_token",
-            ErrorCode::NameTaken => "name_taken",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::TooLong => "too_long",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::ProjectionLagging => "projection_lagging",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code:?}: {message}")]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-}
+/// A wire error on its way out of a handler.
+#[derive(Debug, Clone)]
+pub struct ApiError(pub WireError);
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-        }
+        ApiError(WireError::new(code, message))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(ErrorCode::BadRequest, message)
+        ApiError(WireError::bad_request(message))
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.0.code
     }
 }
 
-impl From<imlog_log::LogError> for ApiError {
-    fn from(e: imlog_log::LogError) -> Self {
-        tracing::warn!(error = %e, "log append failed");
-        if e.is_retriable() {
-            ApiError::new(
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        ApiError(e)
+    }
+}
+
+/// Store failures are logged with their cause; the client learns only
+/// whether retrying makes sense.
+pub fn store_error(e: &StoreError) -> WireError {
+    match e {
+        StoreError::Log(log) if log.is_retriable() => {
+            tracing::warn!(error = %log, "log append failed");
+            WireError::new(
                 ErrorCode::Unavailable,
                 "the event log is unavailable; retry shortly",
             )
-        } else {
-            ApiError::new(ErrorCode::Internal, "the event log refused the write")
+        }
+        StoreError::Log(log) => {
+            tracing::error!(error = %log, "log refused a write");
+            WireError::new(ErrorCode::Internal, "the event log refused the write")
+        }
+        StoreError::Read(cause) => {
+            tracing::warn!(error = %cause, "read model query failed");
+            WireError::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; retry shortly",
+            )
+        }
+        StoreError::Lagging(_) => WireError::new(
+            ErrorCode::ProjectionLagging,
+            "the read model has not caught up with your last write yet; retry",
+        ),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError(store_error(&e))
+    }
+}
+
+impl From<AccountsError> for ApiError {
+    fn from(e: AccountsError) -> Self {
+        let code = match &e {
+            AccountsError::NameTaken(_) => ErrorCode::NameTaken,
+            AccountsError::BadCredentials => ErrorCode::BadCredentials,
+            AccountsError::BadToken => ErrorCode::BadToken,
+            AccountsError::Busy => {
+                return ApiError::new(
+                    ErrorCode::Unavailable,
+                    "too many logins at once; retry shortly",
+                )
+            }
+            AccountsError::Hashing => ErrorCode::Internal,
+            AccountsError::Store(s) => return s.clone().into(),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<ThreadsError> for ApiError {
+    fn from(e: ThreadsError) -> Self {
+        let code = match &e {
+            ThreadsError::WithYourself => ErrorCode::BadRequest,
+            ThreadsError::NoSuchUser(_) => ErrorCode::NotFound,
+            ThreadsError::NotMember(_) => ErrorCode::Forbidden,
+            ThreadsError::Vanished => ErrorCode::Internal,
+            ThreadsError::Store(s) => return s.clone().into(),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<MessagesError> for ApiError {
+    fn from(e: MessagesError) -> Self {
+        match e {
+            MessagesError::Thread(t) => t.into(),
+            MessagesError::Store(s) => s.into(),
         }
     }
 }
 
-impl From<imlog_projections::ProjectionError> for ApiError {
-    fn from(e: imlog_projections::ProjectionError) -> Self {
-        tracing::warn!(error = %e, "read model query failed");
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "the database is unavailable; retry shortly",
-        )
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        tracing::warn!(error = %e, "no database connection");
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "the database is unavailable; retry shortly",
-        )
-    }
-}
-
-impl serde::Serialize for ErrorCode {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
+/// One refused item of a batch.
+pub fn item_error(refused: &ItemRefused) -> WireError {
+    match refused {
+        ItemRefused::Invalid(e) => e.clone(),
+        ItemRefused::Store(s) => store_error(s),
     }
 }

@@ -1,17 +1,19 @@
 //! The HTTP surface: `/ws` (the chat session), `/healthz`, `/metrics`, and the
 //! read-only query API under `/v1` (what the `query` role serves alone).
 
-use crate::chat::{Session, Writes};
 use crate::connection::{self, HARD_FRAME_LIMIT};
-use crate::error::{ApiError, ErrorCode};
-use crate::protocol::{page_limit, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE};
+use crate::error::ApiError;
 use crate::Gateway;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use imlog_events::{MessageId, ThreadId};
+use imlog_domain::accounts::Session;
+use imlog_domain::Writes;
+use imlog_protocol::{
+    ErrorCode, MessageId, PageSize, ThreadId, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
@@ -55,8 +57,10 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
     let state = AppState {
         gateway: gateway.clone(),
     };
-    app.with_state(state)
-        .merge(ops_router(gateway.chat.db().clone(), metrics))
+    app.with_state(state).merge(ops_router(
+        gateway.domain.journal.read().pool().clone(),
+        metrics,
+    ))
 }
 
 async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
@@ -101,7 +105,7 @@ struct HttpError(ApiError);
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = match self.0.code {
+        let status = match self.0.code() {
             ErrorCode::BadJson
             | ErrorCode::BadRequest
             | ErrorCode::UnknownOp
@@ -116,17 +120,16 @@ impl IntoResponse for HttpError {
             ErrorCode::Unavailable | ErrorCode::ProjectionLagging => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body =
-            json!({ "ok": false, "error": { "code": self.0.code, "message": self.0.message } });
+        let body = json!({ "ok": false, "error": self.0 .0 });
         (status, Json(body)).into_response()
     }
 }
 
-impl From<ApiError> for HttpError {
-    fn from(e: ApiError) -> Self {
-        HttpError(e)
+impl<E: Into<ApiError>> From<E> for HttpError {
+    fn from(e: E) -> Self {
+        HttpError(e.into())
     }
 }
 
@@ -141,14 +144,19 @@ async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Session, HttpEr
                 "send Authorization: Bearer <token>",
             )
         })?;
-    Ok(state.gateway.chat.authenticate(token.trim()).await?)
+    Ok(state
+        .gateway
+        .domain
+        .accounts
+        .authenticate(token.trim())
+        .await?)
 }
 
 #[derive(Deserialize)]
 struct ThreadsQuery {
     #[serde(default)]
     after: i64,
-    limit: Option<usize>,
+    limit: Option<PageSize>,
 }
 
 async fn threads(
@@ -158,14 +166,15 @@ async fn threads(
 ) -> Result<Response, HttpError> {
     let session = bearer(&state, &headers).await?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = page_limit(q.limit, DEFAULT_THREAD_PAGE)?;
+    let limit = q.limit.map_or(DEFAULT_THREAD_PAGE, PageSize::get);
     let page = state
         .gateway
-        .chat
-        .sync_threads(
+        .domain
+        .threads
+        .sync(
             &mut Writes::default(),
             &session,
-            ThreadId(q.after.max(0)),
+            ThreadId::new(q.after.max(0)),
             limit,
         )
         .await?;
@@ -176,7 +185,7 @@ async fn threads(
 struct MessagesQuery {
     #[serde(default)]
     since: i64,
-    limit: Option<usize>,
+    limit: Option<PageSize>,
 }
 
 async fn messages(
@@ -187,19 +196,19 @@ async fn messages(
 ) -> Result<Response, HttpError> {
     let session = bearer(&state, &headers).await?;
     let Path(thread_id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if thread_id <= 0 {
-        return Err(ApiError::bad_request("thread_id must be a positive id").into());
-    }
+    let thread_id = ThreadId::parse(thread_id)
+        .ok_or_else(|| ApiError::bad_request("thread_id must be a positive id"))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = page_limit(q.limit, DEFAULT_MESSAGE_PAGE)?;
+    let limit = q.limit.map_or(DEFAULT_MESSAGE_PAGE, PageSize::get);
     let page = state
         .gateway
-        .chat
-        .sync_messages(
+        .domain
+        .messages
+        .sync(
             &mut Writes::default(),
             &session,
-            ThreadId(thread_id),
-            MessageId(q.since.max(0)),
+            thread_id,
+            MessageId::new(q.since.max(0)),
             limit,
         )
         .await?;

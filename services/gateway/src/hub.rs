@@ -226,16 +226,16 @@ mod tests {
     use super::*;
 
     fn session(n: u128) -> SessionId {
-        SessionId(uuid::Uuid::from_u128(n))
+        SessionId::new(uuid::Uuid::from_u128(n))
     }
 
     #[tokio::test]
     async fn a_new_session_kicks_only_older_sessions_of_the_same_user() {
         let hub = Hub::default();
-        let alice = UserId(1);
+        let alice = UserId::new(1);
         let mut old = hub.register(1, alice, session(1), 10);
         let mut new = hub.register(2, alice, session(2), 20);
-        let mut bob = hub.register(3, UserId(2), session(3), 5);
+        let mut bob = hub.register(3, UserId::new(2), session(3), 5);
 
         // A late-arriving start of the *old* session must not kick the new one.
         hub.session_started(alice, session(1), 10);
@@ -249,14 +249,14 @@ mod tests {
         assert!(new.closing.borrow_and_update().is_none());
         assert!(bob.closing.borrow_and_update().is_none());
 
-        hub.deliver(UserId(2), "hello");
+        hub.deliver(UserId::new(2), "hello");
         assert_eq!(bob.frames.recv().await.as_deref(), Some("hello"));
     }
 
     #[tokio::test]
     async fn a_connection_registering_after_its_kick_or_end_is_closed_at_once() {
         let hub = Hub::default();
-        let alice = UserId(1);
+        let alice = UserId::new(1);
         // The fan-out saw the newer login (offset 11) before the older one's
         // connection (offset 10) registered.
         hub.session_started(alice, session(2), 11);
@@ -269,8 +269,8 @@ mod tests {
         assert!(newest.closing.borrow_and_update().is_none());
 
         // A logout the fan-out saw before an `auth` with that session's token.
-        hub.session_ended(UserId(3), session(3));
-        let mut resumed = hub.register(3, UserId(3), session(3), 0);
+        hub.session_ended(UserId::new(3), session(3));
+        let mut resumed = hub.register(3, UserId::new(3), session(3), 0);
         assert_eq!(
             resumed.closing.borrow_and_update().map(|c| c.code),
             Some(close_code::SESSION_ENDED)
@@ -280,15 +280,15 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_does_not_read_is_closed_not_buffered_without_bound() {
         let hub = Hub::default();
-        let mut slow = hub.register(1, UserId(1), session(1), 0);
+        let mut slow = hub.register(1, UserId::new(1), session(1), 0);
         for _ in 0..OUTBOX + 10 {
-            hub.deliver(UserId(1), "x");
+            hub.deliver(UserId::new(1), "x");
         }
         assert_eq!(
             slow.closing.borrow_and_update().map(|c| c.code),
             Some(close_code::SLOW_CONSUMER)
         );
-        hub.unregister(1, UserId(1));
-        hub.deliver(UserId(1), "nobody");
+        hub.unregister(1, UserId::new(1));
+        hub.deliver(UserId::new(1), "nobody");
     }
 }

@@ -2,18 +2,16 @@
 //! pushes), the HTTP query API, health and metrics.
 //!
 //! Route handlers are thin: [`connection`] parses frames into
-//! [`protocol::Request`]s and calls the [`chat::Chat`] service, which holds
-//! the rules; [`fanout`] delivers events from the log to the connections in
-//! the [`hub::Hub`].
+//! [`imlog_protocol::Request`]s and calls the domain services
+//! ([`imlog_domain`]), which hold the rules; [`error`] maps their errors to
+//! wire codes; [`fanout`] delivers events from the log to the connections in
+//! the [`hub::Hub`], by a table of routes.
 
-pub mod chat;
 pub mod connection;
-pub mod credentials;
 pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod hub;
-pub mod protocol;
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +28,8 @@ pub type ConnectionLimit = std::sync::Arc<tokio::sync::Semaphore>;
 
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
-    pub chat: chat::Chat,
-    pub hub: hub::Hub,
+    pub domain: imlog_domain::Domain,
+    pub hub: std::sync::Arc<hub::Hub>,
     pub settings: GatewaySettings,
     pub connections: ConnectionLimit,
     pub shutdown: CancellationToken,

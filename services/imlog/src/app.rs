@@ -1,15 +1,16 @@
 //! Builds and runs the roles of one process. `serve` is every role at once.
 
 use crate::config::{LogBackend, Settings};
-use crate::storage;
 use anyhow::Context;
-use imlog_gateway::chat::{Chat, ChatSettings};
+use imlog_domain::accounts::AccountsSettings;
+use imlog_domain::{processes, Domain, Journal};
 use imlog_gateway::http::{self, Surface};
 use imlog_gateway::{fanout, Gateway, GatewaySettings};
 use imlog_log::{KafkaLog, KafkaSettings, PgLog, SharedLog};
+use imlog_objects::Objects;
 use imlog_postgres::{connect_pool, migrate, PrivateCluster};
 use imlog_projections::progress::Progress;
-use imlog_projections::{runner, LIVE_SCHEMA, MIGRATIONS};
+use imlog_projections::{migrations, runner, ReadModel, LIVE_SCHEMA};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -64,9 +65,12 @@ impl Backbone {
             .get()
             .await
             .context("connecting to Postgres")?;
-        migrate(&mut client, LIVE_SCHEMA, MIGRATIONS)
+        migrate(&mut client, LIVE_SCHEMA, &migrations())
             .await
             .context("migrating the read model")?;
+        migrate(&mut client, processes::SCHEMA, processes::MIGRATIONS)
+            .await
+            .context("migrating the process managers' state")?;
         Ok(Backbone {
             postgres_url,
             log,
@@ -113,6 +117,16 @@ pub async fn open_log(
     Ok(log)
 }
 
+/// The object store; probed (a write, a read, a delete) where this process
+/// will serve files, so that a misconfigured store fails at start.
+async fn open_objects(settings: &Settings, probe: bool) -> anyhow::Result<Objects> {
+    let objects = Objects::open(&settings.object_location()).context("opening the object store")?;
+    if probe {
+        objects.probe().await.context("probing the object store")?;
+    }
+    Ok(objects)
+}
+
 /// One metrics recorder per process (tests start several applications).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -144,20 +158,24 @@ impl Application {
             .with_context(|| format!("listening on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let backbone = Backbone::open(&settings).await?;
-        if roles.gateway {
-            let probe = async {
-                let store = storage::build(&settings)?;
-                storage::probe(store.as_ref()).await
-            };
-            if let Err(e) = probe.await {
+        let objects = match open_objects(&settings, roles.gateway).await {
+            Ok(objects) => objects,
+            Err(e) => {
                 backbone.stop();
                 return Err(e);
             }
-        }
+        };
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let url = backbone.postgres_url.clone();
         let read_model = connect_pool(&url, settings.postgres.pool_size, Some(LIVE_SCHEMA))?;
+        let g = &settings.gateway;
+        let journal = Arc::new(Journal::new(
+            backbone.log.clone(),
+            ReadModel::new(read_model.clone()),
+            Progress::start(read_model.clone(), &url),
+            Duration::from_millis(g.projection_wait_ms),
+        ));
         if roles.projector {
             let (pool, log, stop) = (read_model.clone(), backbone.log.clone(), shutdown.clone());
             tasks.spawn(runner::run_all(
@@ -168,22 +186,24 @@ impl Application {
                 imlog_projections::all(),
                 stop,
             ));
+            let state = connect_pool(&url, 2, Some(processes::SCHEMA))?;
+            tasks.spawn(processes::run_all(
+                journal.clone(),
+                state,
+                url.clone(),
+                processes::all(),
+                shutdown.clone(),
+            ));
         }
         let router = if roles.gateway || roles.queries {
-            let g = &settings.gateway;
+            let accounts = AccountsSettings {
+                gateway_id: g.id.clone().unwrap_or_else(|| {
+                    format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+                }),
+                session_ttl: Duration::from_secs(g.session_ttl_hours * 3600),
+            };
             let gateway = Arc::new(Gateway {
-                chat: Chat::new(
-                    backbone.log.clone(),
-                    read_model.clone(),
-                    Progress::start(read_model.clone(), &url),
-                    ChatSettings {
-                        gateway_id: g.id.clone().unwrap_or_else(|| {
-                            format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-                        }),
-                        session_ttl: Duration::from_secs(g.session_ttl_hours * 3600),
-                        projection_wait: Duration::from_millis(g.projection_wait_ms),
-                    },
-                ),
+                domain: Domain::new(journal, accounts, objects),
                 hub: Default::default(),
                 settings: GatewaySettings {
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
@@ -194,7 +214,7 @@ impl Application {
             if roles.gateway {
                 tasks.spawn(fanout::run(
                     backbone.log.clone(),
-                    gateway.clone(),
+                    gateway.hub.clone(),
                     shutdown.clone(),
                 ));
             }

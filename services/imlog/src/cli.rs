@@ -176,13 +176,13 @@ async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     let result = async {
         let pool = imlog_postgres::connect_pool(&url, 2, Some(LIVE_SCHEMA))?;
         if let Some(path) = args.export {
-            let client = pool.get().await?;
             let mut out: Box<dyn std::io::Write + Send> = if path.as_os_str() == "-" {
                 Box::new(std::io::stdout())
             } else {
                 Box::new(std::io::BufWriter::new(std::fs::File::create(&path)?))
             };
-            let n = replay::export_messages(&**client, &mut *out).await?;
+            let read = imlog_projections::ReadModel::new(pool.clone());
+            let n = imlog_domain::messages::export_history(&read, &mut *out).await?;
             out.flush()?;
             eprintln!("exported {n} messages");
             return Ok(());

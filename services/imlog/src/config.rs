@@ -117,6 +117,33 @@ pub struct GatewayConfig {
     pub projection_wait_ms: u64,
 }
 
+impl Settings {
+    /// Where objects live: `storage.local_dir` (default `data_dir/objects`)
+    /// or the S3 bucket.
+    pub fn object_location(&self) -> imlog_objects::Location {
+        let storage = &self.storage;
+        match storage.backend {
+            StorageBackend::Local => imlog_objects::Location::Local(
+                storage
+                    .local_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("objects")),
+            ),
+            StorageBackend::S3 => {
+                let s3 = &storage.s3;
+                imlog_objects::Location::S3(imlog_objects::S3Location {
+                    endpoint: s3.endpoint.clone(),
+                    bucket: s3.bucket.clone(),
+                    region: s3.region.clone(),
+                    access_key_id: s3.access_key_id.expose().to_owned(),
+                    secret_access_key: s3.secret_access_key.expose().to_owned(),
+                    allow_http: s3.allow_http,
+                })
+            }
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {

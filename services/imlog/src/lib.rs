@@ -6,4 +6,3 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod logcopy;
-pub mod storage;

@@ -4,11 +4,13 @@
 //! read model beside the live one).
 
 mod embedded;
+mod lease;
 mod migrate;
 mod notify;
 mod pool;
 
 pub use embedded::PrivateCluster;
+pub use lease::{run_leased, Lease, LeaseLost, Worker};
 pub use migrate::{migrate, validate_schema_name, Migration};
 pub use notify::spawn_listener;
 pub use pool::{connect_pool, Pool};

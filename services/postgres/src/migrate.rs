@@ -8,6 +8,7 @@
 use crate::PgError;
 use tokio_postgres::Client;
 
+#[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: i32,
     pub name: &'static str,

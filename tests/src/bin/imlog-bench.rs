@@ -10,7 +10,7 @@ use imlog::app::{Application, Roles};
 use imlog::config::{LogBackend, Secret, Settings};
 use imlog_events::{Envelope, EventMeta, MessageKind, MessagePosted, ThreadId, Topic, UserId};
 use imlog_log::{EventLog, KafkaLog, KafkaSettings, PgLog, SharedLog};
-use imlog_tests::Client;
+use imlog_tests::{Client, MessageId};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,14 +35,18 @@ fn ms(d: Duration) -> String {
 
 fn event(thread: i64, body: String) -> Vec<u8> {
     let e = MessagePosted {
-        thread_id: ThreadId(thread),
-        sender_id: UserId(1),
+        thread_id: ThreadId::new(thread),
+        sender_id: UserId::new(1),
         unique_id: uuid::Uuid::new_v4().to_string(),
         kind: MessageKind::Text,
         body,
-        recipients: vec![UserId(2)],
+        recipients: vec![UserId::new(2)],
     };
-    Envelope::new(EventMeta::new(Some(UserId(1)), uuid::Uuid::new_v4()), e).encode()
+    Envelope::new(
+        EventMeta::new(Some(UserId::new(1)), uuid::Uuid::new_v4()),
+        e,
+    )
+    .encode()
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
@@ -275,7 +279,7 @@ async fn end_to_end(
     let (me, t) = senders.last_mut().unwrap();
     loop {
         if me
-            .sync_all_messages(*t, 0)
+            .sync_all_messages(*t, MessageId::default())
             .await
             .map(|m| m.len())
             .unwrap_or(0)

@@ -1,24 +1,25 @@
 //! Messages, with a gapless per-thread sequence number.
 
-use crate::{Projection, ProjectionError};
+mod queries;
+
+use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use imlog_events::{Envelope, Event, MessageId, MessageKind, MessagePosted, Topic};
+use imlog_events::{Envelope, Event, MessageId, MessagePosted, Topic};
 use imlog_log::Record;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-pub struct Messages;
+pub use queries::MessageRow;
 
-pub(crate) fn kind_name(kind: MessageKind) -> &'static str {
-    match kind {
-        MessageKind::Text => "text",
-        MessageKind::Image => "image",
-        MessageKind::File => "file",
-        MessageKind::Video => "video",
-    }
-}
+pub(crate) const FEATURE: Feature = Feature {
+    projection: &Messages,
+    tables: &["messages", "thread_seqs"],
+    migrations: &[],
+};
+
+pub struct Messages;
 
 #[async_trait]
 impl Projection for Messages {
@@ -59,8 +60,8 @@ impl Projection for Messages {
         // first one in log order counts, whether stored already or in this
         // batch. A thread is one partition, so this verdict is the same in a
         // replay, whatever its batches.
-        let threads: Vec<i64> = posted.iter().map(|(_, _, m)| m.thread_id.0).collect();
-        let senders: Vec<i64> = posted.iter().map(|(_, _, m)| m.sender_id.0).collect();
+        let threads: Vec<i64> = posted.iter().map(|(_, _, m)| m.thread_id.get()).collect();
+        let senders: Vec<i64> = posted.iter().map(|(_, _, m)| m.sender_id.get()).collect();
         let unique_ids: Vec<&str> = posted
             .iter()
             .map(|(_, _, m)| m.unique_id.as_str())
@@ -82,7 +83,9 @@ impl Projection for Messages {
             .collect();
         let fresh: Vec<_> = posted
             .into_iter()
-            .filter(|(_, _, m)| seen.insert((m.thread_id.0, m.sender_id.0, m.unique_id.clone())))
+            .filter(|(_, _, m)| {
+                seen.insert((m.thread_id.get(), m.sender_id.get(), m.unique_id.clone()))
+            })
             .collect();
         if fresh.is_empty() {
             return Ok(());
@@ -91,7 +94,7 @@ impl Projection for Messages {
         // Reserve each thread's next seqs in one statement.
         let mut per_thread: BTreeMap<i64, i64> = BTreeMap::new();
         for (_, _, m) in &fresh {
-            *per_thread.entry(m.thread_id.0).or_default() += 1;
+            *per_thread.entry(m.thread_id.get()).or_default() += 1;
         }
         let threads: Vec<i64> = per_thread.keys().copied().collect();
         let counts: Vec<i64> = per_thread.values().copied().collect();
@@ -113,14 +116,16 @@ impl Projection for Messages {
 
         let mut rows = MessageRows::default();
         for (record, envelope, m) in fresh {
-            let seq = next_seq.get_mut(&m.thread_id.0).expect("reserved above");
+            let seq = next_seq
+                .get_mut(&m.thread_id.get())
+                .expect("reserved above");
             rows.message_id
-                .push(MessageId::from_position(record.position()).0);
-            rows.thread_id.push(m.thread_id.0);
+                .push(MessageId::from_position(record.position()).get());
+            rows.thread_id.push(m.thread_id.get());
             rows.seq.push(*seq);
-            rows.sender_id.push(m.sender_id.0);
+            rows.sender_id.push(m.sender_id.get());
             rows.unique_id.push(&m.unique_id);
-            rows.kind.push(kind_name(m.kind));
+            rows.kind.push(m.kind.as_str());
             rows.body.push(&m.body);
             rows.created_at.push(envelope.meta.occurred_at);
             *seq += 1;

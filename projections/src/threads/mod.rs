@@ -1,10 +1,20 @@
 //! Threads and their members.
 
-use crate::{Projection, ProjectionError};
+mod queries;
+
+use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
 use imlog_events::{Envelope, Event, ThreadId, Topic};
 use imlog_log::Record;
 use tokio_postgres::Transaction;
+
+pub use queries::{ThreadKind, ThreadRow};
+
+pub(crate) const FEATURE: Feature = Feature {
+    projection: &Threads,
+    tables: &["threads", "private_threads", "thread_members"],
+    migrations: &[],
+};
 
 pub struct Threads;
 
@@ -31,7 +41,7 @@ impl Projection for Threads {
             let exists = tx
                 .query_opt(
                     "SELECT 1 FROM private_threads WHERE user_low = $1 AND user_high = $2",
-                    &[&e.user_low.0, &e.user_high.0],
+                    &[&e.user_low.get(), &e.user_high.get()],
                 )
                 .await?
                 .is_some();
@@ -41,18 +51,18 @@ impl Projection for Threads {
             let thread_id = ThreadId::from_position(record.position());
             tx.execute(
                 "INSERT INTO threads (thread_id, kind, created_at) VALUES ($1, 'private', $2)",
-                &[&thread_id.0, &at],
+                &[&thread_id.get(), &at],
             )
             .await?;
             tx.execute(
                 "INSERT INTO private_threads (thread_id, user_low, user_high) VALUES ($1, $2, $3)",
-                &[&thread_id.0, &e.user_low.0, &e.user_high.0],
+                &[&thread_id.get(), &e.user_low.get(), &e.user_high.get()],
             )
             .await?;
             tx.execute(
                 "INSERT INTO thread_members (thread_id, user_id, role, joined_at)
                  VALUES ($1, $2, 'member', $4), ($1, $3, 'member', $4)",
-                &[&thread_id.0, &e.user_low.0, &e.user_high.0, &at],
+                &[&thread_id.get(), &e.user_low.get(), &e.user_high.get(), &at],
             )
             .await?;
         }

@@ -1,10 +1,20 @@
-//! Users and their sessions.
+//! Accounts: users and their sessions.
 
-use crate::{Projection, ProjectionError};
+mod queries;
+
+use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
 use imlog_events::{Envelope, Event, SessionEndReason, Topic, UserId};
 use imlog_log::Record;
 use tokio_postgres::Transaction;
+
+pub use queries::{LiveSession, UserCredentials, UserRow};
+
+pub(crate) const FEATURE: Feature = Feature {
+    projection: &Accounts,
+    tables: &["users", "sessions"],
+    migrations: &[],
+};
 
 pub struct Accounts;
 
@@ -33,7 +43,7 @@ impl Projection for Accounts {
                 tx.execute(
                     "INSERT INTO users (user_id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT DO NOTHING",
-                    &[&user_id.0, &e.name, &e.password_hash, &at],
+                    &[&user_id.get(), &e.name, &e.password_hash, &at],
                 )
                 .await?;
             }
@@ -43,8 +53,8 @@ impl Projection for Accounts {
                                            started_at, expires_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
                     &[
-                        &e.session_id.0,
-                        &e.user_id.0,
+                        &e.session_id.get(),
+                        &e.user_id.get(),
                         &e.token_sha256,
                         &e.gateway_id,
                         &e.device,
@@ -59,10 +69,10 @@ impl Projection for Accounts {
                     "UPDATE sessions SET ended_at = $3, end_reason = $4
                      WHERE user_id = $1 AND session_id <> $2 AND ended_at IS NULL",
                     &[
-                        &e.user_id.0,
-                        &e.session_id.0,
+                        &e.user_id.get(),
+                        &e.session_id.get(),
                         &at,
-                        &reason(SessionEndReason::Kicked),
+                        &SessionEndReason::Kicked.as_str(),
                     ],
                 )
                 .await?;
@@ -70,20 +80,12 @@ impl Projection for Accounts {
             Event::SessionEnded(e) => {
                 tx.execute(
                     "UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE session_id = $1 AND ended_at IS NULL",
-                    &[&e.session_id.0, &at, &reason(e.reason)],
+                    &[&e.session_id.get(), &at, &e.reason.as_str()],
                 )
                 .await?;
             }
             _ => {}
         }
         Ok(())
-    }
-}
-
-fn reason(r: SessionEndReason) -> &'static str {
-    match r {
-        SessionEndReason::Logout => "logout",
-        SessionEndReason::Kicked => "kicked",
-        SessionEndReason::Timeout => "timeout",
     }
 }

@@ -1,0 +1,102 @@
+//! The registry of event types: **one declaration per event type** (its
+//! stable name, schema version, topic and partitioning key). The `Event`
+//! enum, encoding, decoding, the list of names and the version checks are
+//! all generated from it, so adding an event is a struct in its feature's
+//! module plus one entry here (and a fixture in `tests/fixtures/`).
+//!
+//! Names are past tense and stable (`message.posted`). Changing a payload
+//! means a new version plus an upcaster in `envelope.rs`, never an edit that
+//! breaks stored events.
+
+use crate::accounts::{SessionEnded, SessionStarted, UserRegistered};
+use crate::messages::{messages_key, MessagePosted};
+use crate::threads::PrivateThreadCreated;
+use crate::Topic;
+
+macro_rules! declare_events {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident { name: $name:literal, version: $version:literal, topic: $topic:ident, key: |$e:ident| $key:expr $(,)? }
+    )*) => {
+        /// Everything that can be on the log.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Event {
+            $($(#[$doc])* $variant($variant),)*
+        }
+
+        /// The stable name of every event type, for tools and the fixture test.
+        pub const TYPE_NAMES: &[&str] = &[$($name),*];
+
+        impl Event {
+            /// The stable name written into the envelope.
+            pub fn type_name(&self) -> &'static str {
+                match self { $(Event::$variant(_) => $name,)* }
+            }
+
+            /// The schema version this build writes.
+            pub fn schema_version(&self) -> u32 {
+                match self { $(Event::$variant(_) => $version,)* }
+            }
+
+            /// The topic the event is appended to.
+            pub fn topic(&self) -> Topic {
+                match self { $(Event::$variant(_) => Topic::$topic,)* }
+            }
+
+            /// The partitioning key: every event about one thread (or one
+            /// user's sessions, or one pair) lands in one partition, in order.
+            pub fn key(&self) -> String {
+                match self { $(Event::$variant($e) => $key,)* }
+            }
+
+            pub(crate) fn data(&self) -> serde_json::Result<serde_json::Value> {
+                match self { $(Event::$variant(e) => serde_json::to_value(e),)* }
+            }
+
+            /// Builds the event from a payload already upcast to the current version.
+            pub(crate) fn from_data(type_name: &str, data: serde_json::Value) -> Result<Event, FromDataError> {
+                Ok(match type_name {
+                    $($name => Event::$variant(serde_json::from_value(data)?),)*
+                    other => return Err(FromDataError::UnknownType(other.to_owned())),
+                })
+            }
+        }
+
+        /// The version this build writes of the type called `type_name`.
+        pub(crate) fn current_version(type_name: &str) -> Option<u32> {
+            match type_name { $($name => Some($version),)* _ => None }
+        }
+
+        $(
+            impl From<$variant> for Event {
+                fn from(e: $variant) -> Event { Event::$variant(e) }
+            }
+
+            impl $variant {
+                /// The stable name of this event type.
+                pub const TYPE_NAME: &'static str = $name;
+                /// The topic this event type is appended to.
+                pub const TOPIC: Topic = Topic::$topic;
+            }
+        )*
+    };
+}
+
+declare_events! {
+    /// `users`, keyed by name. User id = offset + 1.
+    UserRegistered { name: "user.registered", version: 1, topic: Users, key: |e| e.name.clone() }
+    SessionStarted { name: "session.started", version: 1, topic: Sessions, key: |e| e.user_id.to_string() }
+    SessionEnded { name: "session.ended", version: 1, topic: Sessions, key: |e| e.user_id.to_string() }
+    /// `threads`, one partition. Thread id = offset + 1.
+    PrivateThreadCreated { name: "thread.private_created", version: 1, topic: Threads, key: |e| e.pair_key() }
+    /// `messages`, keyed by thread.
+    MessagePosted { name: "message.posted", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FromDataError {
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}

@@ -1,0 +1,48 @@
+//! The rules of imlog, one service per feature (tuwunel's shape): route
+//! handlers stay thin and call these; each service validates a command
+//! against the read model, appends events through the [`Journal`], and
+//! answers once the log confirmed them. Each has its own error enum; the
+//! edges (WebSocket, HTTP) map them to wire codes — nothing here names one.
+//!
+//! - [`accounts`]: register, login, tokens, logout.
+//! - [`threads`]: private threads, membership, thread list sync.
+//! - [`messages`]: posting, message sync, the wire view of a message.
+//! - [`processes`]: process managers — multi-step commands driven by the log.
+
+pub mod accounts;
+pub mod credentials;
+pub mod journal;
+pub mod messages;
+pub mod processes;
+pub mod threads;
+
+pub use journal::{Journal, StoreError, Writes};
+
+use std::sync::Arc;
+
+/// Every domain service, built over one journal.
+pub struct Domain {
+    pub journal: Arc<Journal>,
+    pub accounts: accounts::Accounts,
+    pub threads: Arc<threads::Threads>,
+    pub messages: messages::Messages,
+    /// Object storage, for the features that keep files.
+    pub objects: imlog_objects::Objects,
+}
+
+impl Domain {
+    pub fn new(
+        journal: Arc<Journal>,
+        accounts: accounts::AccountsSettings,
+        objects: imlog_objects::Objects,
+    ) -> Domain {
+        let threads = Arc::new(threads::Threads::new(journal.clone()));
+        Domain {
+            accounts: accounts::Accounts::new(journal.clone(), accounts),
+            messages: messages::Messages::new(journal.clone(), threads.clone()),
+            threads,
+            journal,
+            objects,
+        }
+    }
+}

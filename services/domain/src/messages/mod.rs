@@ -1,0 +1,238 @@
+//! Messages: posting batches (exactly one message per client `unique_id`,
+//! also across retries), message sync, and the one mapping from stored or
+//! logged messages to the wire's [`MessageView`].
+
+use crate::accounts::Session;
+use crate::journal::{Journal, StoreError, Writes};
+use crate::threads::{Threads, ThreadsError};
+use chrono::{DateTime, Utc};
+use imlog_events::{
+    messages_key, Envelope, EventMeta, LogPosition, MessageId, MessageKind, MessagePosted,
+    ThreadId, Topic,
+};
+use imlog_projections::messages::MessageRow;
+use imlog_protocol::{MessageView, OutgoingText, Page, WireError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MessagesError {
+    #[error(transparent)]
+    Thread(#[from] ThreadsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why one item of a batch was not posted.
+#[derive(Debug, Clone)]
+pub enum ItemRefused {
+    /// It failed validation (the protocol's verdict, passed through).
+    Invalid(WireError),
+    /// Its append failed; the item may be resent with `retry`.
+    Store(StoreError),
+}
+
+/// The answer for each item of a batch, in the order sent.
+pub struct Posted {
+    pub thread_id: ThreadId,
+    pub items: Vec<(String, Result<MessageId, ItemRefused>)>,
+}
+
+pub struct Messages {
+    journal: Arc<Journal>,
+    threads: Arc<Threads>,
+}
+
+impl Messages {
+    pub fn new(journal: Arc<Journal>, threads: Arc<Threads>) -> Messages {
+        Messages { journal, threads }
+    }
+
+    /// Posts a batch of texts. A `unique_id` already posted by the sender in
+    /// this thread (a retry after a lost reply), or repeated in the batch,
+    /// is answered with the first message's id and posts nothing.
+    #[tracing::instrument(skip_all, fields(user_id = %session.user_id, thread_id = %thread_id))]
+    pub async fn post(
+        &self,
+        writes: &mut Writes,
+        session: &Session,
+        thread_id: ThreadId,
+        items: Vec<Result<OutgoingText, (String, WireError)>>,
+        retry: bool,
+    ) -> Result<Posted, MessagesError> {
+        let me = session.user_id;
+        self.journal.settle(writes, &[Topic::Threads]).await?;
+        let members = self.threads.members_if_member(thread_id, me).await?;
+        if retry {
+            // The first send may have been acknowledged a moment ago on
+            // another connection: wait until everything appended to the
+            // thread's partition is projected, so it is found.
+            self.journal
+                .settle_partition(Topic::Messages, &messages_key(thread_id))
+                .await?;
+        }
+        let recipients: Vec<_> = members.into_iter().filter(|&u| u != me).collect();
+        let unique_ids: Vec<&str> = items
+            .iter()
+            .filter_map(|item| item.as_ref().ok().map(|t| t.unique_id.as_str()))
+            .collect();
+        let already_sent = self
+            .journal
+            .read()
+            .messages_by_unique_ids(thread_id, me, &unique_ids)
+            .await
+            .map_err(StoreError::from)?;
+
+        let mut answers: Vec<(String, Result<MessageId, ItemRefused>)> = Vec::new();
+        let mut envelopes = Vec::new();
+        // For each envelope: the answers it settles (a unique_id repeated
+        // inside one batch is one message).
+        let mut settles: Vec<Vec<usize>> = Vec::new();
+        let mut in_batch: HashMap<String, usize> = HashMap::new();
+        let correlation_id = Uuid::now_v7();
+        for item in items {
+            let index = answers.len();
+            let text = match item {
+                Err((unique_id, e)) => {
+                    answers.push((unique_id, Err(ItemRefused::Invalid(e))));
+                    continue;
+                }
+                Ok(text) => text,
+            };
+            let unique_id = text.unique_id.as_str().to_owned();
+            if let Some(&id) = already_sent.get(&unique_id) {
+                answers.push((unique_id, Ok(id)));
+                continue;
+            }
+            // A placeholder until the append answers.
+            answers.push((unique_id.clone(), Ok(MessageId::default())));
+            if let Some(&envelope) = in_batch.get(&unique_id) {
+                settles[envelope].push(index);
+                continue;
+            }
+            in_batch.insert(unique_id.clone(), settles.len());
+            settles.push(vec![index]);
+            let event = MessagePosted {
+                thread_id,
+                sender_id: me,
+                unique_id,
+                kind: MessageKind::Text,
+                body: text.body.into_string(),
+                recipients: recipients.clone(),
+            };
+            envelopes.push(Envelope::new(
+                EventMeta::new(Some(me), correlation_id),
+                event,
+            ));
+        }
+        let results = self.journal.append_all(writes, &envelopes).await;
+        for (indices, result) in settles.into_iter().zip(results) {
+            for index in indices {
+                answers[index].1 = match &result {
+                    Ok(pos) => Ok(MessageId::from_position(*pos)),
+                    Err(e) => Err(ItemRefused::Store(e.clone())),
+                };
+            }
+        }
+        Ok(Posted {
+            thread_id,
+            items: answers,
+        })
+    }
+
+    pub async fn sync(
+        &self,
+        writes: &mut Writes,
+        session: &Session,
+        thread_id: ThreadId,
+        since: MessageId,
+        limit: usize,
+    ) -> Result<Page<MessageView>, MessagesError> {
+        self.journal
+            .settle(writes, &[Topic::Threads, Topic::Messages])
+            .await?;
+        self.threads
+            .members_if_member(thread_id, session.user_id)
+            .await?;
+        let page = self
+            .journal
+            .read()
+            .messages_page(thread_id, since, limit)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Page {
+            items: page.items.into_iter().map(stored_view).collect(),
+            load_more: page.load_more,
+            next_cursor: page.next_cursor,
+        })
+    }
+}
+
+/// A stored message as the wire shows it.
+pub fn stored_view(row: MessageRow) -> MessageView {
+    MessageView {
+        message_id: row.message_id,
+        thread_id: row.thread_id,
+        seq: Some(row.seq),
+        sender_id: row.sender_id,
+        unique_id: row.unique_id,
+        kind: row.kind,
+        body: row.body,
+        created_at: row.created_at,
+    }
+}
+
+/// A message straight from the log (a push): no seq yet, the projection
+/// assigns it.
+pub fn logged_view(
+    position: LogPosition,
+    m: &MessagePosted,
+    occurred_at: DateTime<Utc>,
+) -> MessageView {
+    MessageView {
+        message_id: MessageId::from_position(position),
+        thread_id: m.thread_id,
+        seq: None,
+        sender_id: m.sender_id,
+        unique_id: m.unique_id.clone(),
+        kind: m.kind,
+        body: m.body.clone(),
+        created_at: occurred_at,
+    }
+}
+
+/// Writes the whole message history as JSON lines of [`MessageView`], in
+/// message id order (log order within each thread).
+pub async fn export_history(
+    read: &imlog_projections::ReadModel,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<u64, ExportError> {
+    let mut after = MessageId::default();
+    let mut written = 0u64;
+    loop {
+        let rows = read
+            .messages_after(after, 5000)
+            .await
+            .map_err(StoreError::from)?;
+        let Some(last) = rows.last() else {
+            return Ok(written);
+        };
+        after = last.message_id;
+        for row in rows {
+            serde_json::to_writer(&mut *out, &stored_view(row))?;
+            out.write_all(b"\n")?;
+            written += 1;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("encoding the export: {0}")]
+    Json(#[from] serde_json::Error),
+}

@@ -1,0 +1,141 @@
+//! Threads: opening the one private thread of a pair, membership checks and
+//! thread list sync.
+
+use crate::journal::{Journal, StoreError, Writes};
+use imlog_events::{PrivateThreadCreated, ThreadId, Topic, UserId};
+use imlog_projections::threads::{ThreadKind as RowKind, ThreadRow};
+use imlog_protocol::{OpenedThread, Page, ThreadKind, ThreadView, UserView};
+use std::sync::Arc;
+
+use crate::accounts::Session;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ThreadsError {
+    #[error("a private thread needs two different users")]
+    WithYourself,
+    #[error("no user {0}")]
+    NoSuchUser(UserId),
+    /// Also for a thread that does not exist, so existence does not leak.
+    #[error("you are not a member of thread {0}")]
+    NotMember(ThreadId),
+    #[error("the created thread is missing from the read model")]
+    Vanished,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Threads {
+    journal: Arc<Journal>,
+}
+
+impl Threads {
+    pub fn new(journal: Arc<Journal>) -> Threads {
+        Threads { journal }
+    }
+
+    /// The thread's members, if `user` is one of them.
+    pub async fn members_if_member(
+        &self,
+        thread_id: ThreadId,
+        user: UserId,
+    ) -> Result<Vec<UserId>, ThreadsError> {
+        let members = self
+            .journal
+            .read()
+            .thread_members(thread_id)
+            .await
+            .map_err(StoreError::from)?;
+        if members.contains(&user) {
+            Ok(members)
+        } else {
+            Err(ThreadsError::NotMember(thread_id))
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %session.user_id, peer = %peer))]
+    pub async fn open_private(
+        &self,
+        writes: &mut Writes,
+        session: &Session,
+        peer: UserId,
+    ) -> Result<OpenedThread, ThreadsError> {
+        let me = session.user_id;
+        if peer == me {
+            return Err(ThreadsError::WithYourself);
+        }
+        let (low, high) = if me < peer { (me, peer) } else { (peer, me) };
+        let read = self.journal.read();
+        self.journal.settle(writes, &[Topic::Threads]).await?;
+        if read.user(peer).await.map_err(StoreError::from)?.is_none() {
+            return Err(ThreadsError::NoSuchUser(peer));
+        }
+        if let Some(thread_id) = read
+            .private_thread(low, high)
+            .await
+            .map_err(StoreError::from)?
+        {
+            return Ok(OpenedThread {
+                thread_id,
+                created: false,
+            });
+        }
+        let pos = self
+            .journal
+            .append(
+                writes,
+                Some(me),
+                PrivateThreadCreated {
+                    user_low: low,
+                    user_high: high,
+                },
+            )
+            .await?;
+        // Another server may have created the pair's thread at the same
+        // moment; the first creation in the log is the thread.
+        self.journal.settle(writes, &[Topic::Threads]).await?;
+        let thread_id = read
+            .private_thread(low, high)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(ThreadsError::Vanished)?;
+        let created = thread_id == ThreadId::from_position(pos);
+        tracing::info!(%thread_id, created, "private thread opened");
+        Ok(OpenedThread { thread_id, created })
+    }
+
+    pub async fn sync(
+        &self,
+        writes: &mut Writes,
+        session: &Session,
+        after: ThreadId,
+        limit: usize,
+    ) -> Result<Page<ThreadView>, ThreadsError> {
+        self.journal.settle(writes, &[Topic::Threads]).await?;
+        let page = self
+            .journal
+            .read()
+            .threads_page(session.user_id, after, limit)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Page {
+            items: page.items.into_iter().map(view).collect(),
+            load_more: page.load_more,
+            next_cursor: page.next_cursor,
+        })
+    }
+}
+
+fn view(row: ThreadRow) -> ThreadView {
+    ThreadView {
+        thread_id: row.thread_id,
+        kind: match row.kind {
+            RowKind::Private => ThreadKind::Private,
+            RowKind::Group => ThreadKind::Group,
+        },
+        created_at: row.created_at,
+        peer: row.peer.map(|p| UserView {
+            user_id: p.user_id,
+            name: p.name,
+        }),
+    }
+}

@@ -1,0 +1,102 @@
+//! The errors a client can see: a stable code and a human sentence.
+
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes of the client protocol (docs/PROTOCOL.md lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    BadJson,
+    /// A field is missing, has the wrong type or an invalid value.
+    BadRequest,
+    /// The `op` is not one this server knows.
+    UnknownOp,
+    /// The frame is larger than the server accepts.
+    PayloadTooLarge,
+    /// The request needs a logged-in connection.
+    Unauthenticated,
+    /// Wrong name or password.
+    BadCredentials,
+    /// The token is unknown, expired or its session ended.
+    BadToken,
+    /// The user name is already registered.
+    NameTaken,
+    /// The user or thread does not exist.
+    NotFound,
+    /// Authenticated, but not allowed (e.g. not a member of the thread).
+    Forbidden,
+    /// A message is longer than the limit.
+    TooLong,
+    /// The log or the database is unreachable, or the server is busy; retry later.
+    Unavailable,
+    /// The read model has not caught up with this connection's writes in time; retry.
+    ProjectionLagging,
+    /// A bug on our side; the server's log has the details.
+    Internal,
+    /// A code this build of the client does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::BadToken => "bad_token",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::ProjectionLagging => "projection_lagging",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
+/// An error as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        WireError::new(ErrorCode::BadRequest, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialise_as_their_wire_names() {
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::ProjectionLagging,
+            ErrorCode::NameTaken,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+        let later: ErrorCode = serde_json::from_str("\"from_the_future\"").unwrap();
+        assert_eq!(later, ErrorCode::Unknown);
+    }
+}

@@ -1,0 +1,22 @@
+//! Pushes: frames the server sends without a request, `{"push": kind, "data": ...}`.
+
+use crate::MessageView;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "push", content = "data", rename_all = "snake_case")]
+pub enum Push {
+    /// A message was posted to a thread you are in.
+    Message(MessageView),
+    /// A newer login of your account replaced this session; the connection
+    /// closes (4001) right after.
+    Kicked { reason: String },
+}
+
+impl Push {
+    /// The text frame.
+    pub fn frame(&self) -> String {
+        // Our own plain types always serialise.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

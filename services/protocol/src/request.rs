@@ -1,0 +1,206 @@
+//! Requests, tagged by `op`. Deserialising one parses every field into its
+//! value type; a text item of `send_messages` is parsed on its own, so that
+//! one bad item is answered alone and the others are still sent.
+
+use crate::values::{
+    Device, MessageBody, NewPassword, OutgoingText, Password, UniqueId, UserName, MAX_BATCH_ITEMS,
+    MAX_PAGE,
+};
+use crate::WireError;
+use imlog_events::{MessageId, ThreadId, UserId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Register {
+        name: UserName,
+        password: NewPassword,
+    },
+    Login {
+        name: UserName,
+        password: Password,
+        #[serde(default = "Device::unknown")]
+        device: Device,
+    },
+    /// Resumes a session on a new connection with its token.
+    Auth {
+        token: String,
+    },
+    Ping {},
+    Logout {},
+    OpenPrivateThread {
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+    },
+    SendMessages {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        items: Vec<OutgoingItem>,
+        /// The client resends after a lost reply: the server checks for the
+        /// first send against everything already appended, not just what is
+        /// projected.
+        #[serde(default)]
+        retry: bool,
+    },
+    SyncThreads {
+        #[serde(default, with = "id::cursor")]
+        after: ThreadId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<PageSize>,
+    },
+    SyncMessages {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(default, with = "id::cursor")]
+        since: MessageId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<PageSize>,
+    },
+}
+
+impl Request {
+    /// The op name, as on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Register { .. } => "register",
+            Request::Login { .. } => "login",
+            Request::Auth { .. } => "auth",
+            Request::Ping {} => "ping",
+            Request::Logout {} => "logout",
+            Request::OpenPrivateThread { .. } => "open_private_thread",
+            Request::SendMessages { .. } => "send_messages",
+            Request::SyncThreads { .. } => "sync_threads",
+            Request::SyncMessages { .. } => "sync_messages",
+        }
+    }
+
+    /// Rules across fields that serde cannot express.
+    pub(crate) fn checked(self) -> Result<Request, WireError> {
+        if let Request::SendMessages { items, .. } = &self {
+            if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+                return Err(WireError::bad_request(format!(
+                    "items must hold 1-{MAX_BATCH_ITEMS} messages"
+                )));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A page size asked for: 1..=`MAX_PAGE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PageSize(usize);
+
+impl PageSize {
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for PageSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = usize::deserialize(d)?;
+        if (1..=MAX_PAGE).contains(&n) {
+            Ok(PageSize(n))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "limit must be 1-{MAX_PAGE}"
+            )))
+        }
+    }
+}
+
+impl TryFrom<usize> for PageSize {
+    type Error = WireError;
+    fn try_from(n: usize) -> Result<Self, WireError> {
+        if (1..=MAX_PAGE).contains(&n) {
+            Ok(PageSize(n))
+        } else {
+            Err(WireError::bad_request(format!(
+                "limit must be 1-{MAX_PAGE}"
+            )))
+        }
+    }
+}
+
+/// One text item of `send_messages` as sent; [`OutgoingItem::parse`]
+/// validates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutgoingItem {
+    pub unique_id: String,
+    pub body: String,
+}
+
+impl OutgoingItem {
+    pub fn new(unique_id: impl Into<String>, body: impl Into<String>) -> Self {
+        OutgoingItem {
+            unique_id: unique_id.into(),
+            body: body.into(),
+        }
+    }
+
+    /// The validated text, or the item's `unique_id` (as sent) and why not.
+    pub fn parse(self) -> Result<OutgoingText, (String, WireError)> {
+        let unique_id = match UniqueId::parse(self.unique_id.clone()) {
+            Ok(u) => u,
+            Err(e) => return Err((self.unique_id, e)),
+        };
+        match MessageBody::parse(self.body) {
+            Ok(body) => Ok(OutgoingText { unique_id, body }),
+            Err(e) => Err((self.unique_id, e)),
+        }
+    }
+}
+
+/// Serde helpers for ids in requests.
+mod id {
+    use imlog_events::{MessageId, ThreadId, UserId};
+
+    pub trait RawId: Sized + Copy {
+        fn parse(raw: i64) -> Option<Self>;
+        fn new(raw: i64) -> Self;
+        fn get(self) -> i64;
+    }
+
+    macro_rules! raw_id {
+        ($($t:ty),*) => {$(
+            impl RawId for $t {
+                fn parse(raw: i64) -> Option<Self> { <$t>::parse(raw) }
+                fn new(raw: i64) -> Self { <$t>::new(raw) }
+                fn get(self) -> i64 { <$t>::get(self) }
+            }
+        )*};
+    }
+    raw_id!(UserId, ThreadId, MessageId);
+
+    /// An id that must name something: positive.
+    pub mod positive {
+        use super::RawId;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer, T: RawId>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_i64(id.get())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>, T: RawId>(d: D) -> Result<T, D::Error> {
+            let raw = i64::deserialize(d)?;
+            T::parse(raw).ok_or_else(|| serde::de::Error::custom("ids are positive integers"))
+        }
+    }
+
+    /// A paging cursor: "after this id"; 0 (and anything below) is the start.
+    pub mod cursor {
+        use super::RawId;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer, T: RawId>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_i64(id.get())
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>, T: RawId>(d: D) -> Result<T, D::Error> {
+            Ok(T::new(i64::deserialize(d)?.max(0)))
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! What replies and pushes carry: views of the read model and the answers
+//! of commands. Read-model types never reach the wire; they are converted
+//! into these.
+
+use crate::WireError;
+use chrono::{DateTime, Utc};
+use imlog_events::{MessageId, MessageKind, SessionId, ThreadId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// One page of a cursor-paged list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// More items follow: ask again from `next_cursor`.
+    pub load_more: bool,
+    /// The cursor to ask from next (the last item's id, or the given cursor).
+    pub next_cursor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedIn {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer to `auth`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authenticated {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenedThread {
+    pub thread_id: ThreadId,
+    /// Whether this request created it (false: it already existed, or a
+    /// concurrent request created it first).
+    pub created: bool,
+}
+
+/// The answer for one item of `send_messages`: its id, or why it was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentItem {
+    pub unique_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<MessageId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+impl SentItem {
+    pub fn failed(unique_id: String, error: WireError) -> SentItem {
+        SentItem {
+            unique_id,
+            message_id: None,
+            error: Some(error),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub thread_id: ThreadId,
+    pub items: Vec<SentItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserView {
+    pub user_id: UserId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadKind {
+    Private,
+    Group,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadView {
+    pub thread_id: ThreadId,
+    pub kind: ThreadKind,
+    pub created_at: DateTime<Utc>,
+    /// For a private thread: the other user.
+    #[serde(default)]
+    pub peer: Option<UserView>,
+}
+
+/// A message, as sync pages, pushes and `replay --export` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub message_id: MessageId,
+    pub thread_id: ThreadId,
+    /// Gapless per thread; assigned by the projection, so a push (which
+    /// comes straight from the log) has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    pub sender_id: UserId,
+    pub unique_id: String,
+    pub kind: MessageKind,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
