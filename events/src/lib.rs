@@ -11,6 +11,7 @@ mod envelope;
 mod ids;
 pub mod messages;
 mod registry;
+pub mod social;
 pub mod threads;
 mod topic;
 
@@ -19,5 +20,6 @@ pub use envelope::{DecodeError, Envelope, EventMeta};
 pub use ids::{LogPosition, MessageId, SessionId, ThreadId, UserId};
 pub use messages::*;
 pub use registry::{Event, TYPE_NAMES};
+pub use social::*;
 pub use threads::*;
 pub use topic::{partition_for_key, Topic};

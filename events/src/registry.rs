@@ -10,6 +10,7 @@
 
 use crate::accounts::{SessionEnded, SessionStarted, UserRegistered};
 use crate::messages::{messages_key, MessagePosted};
+use crate::social::{pair_key, FriendAccepted, FriendRejected, FriendRequested};
 use crate::threads::PrivateThreadCreated;
 use crate::Topic;
 
@@ -91,6 +92,10 @@ declare_events! {
     PrivateThreadCreated { name: "thread.private_created", version: 1, topic: Threads, key: |e| e.pair_key() }
     /// `messages`, keyed by thread.
     MessagePosted { name: "message.posted", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
+    /// `social`, keyed by the ordered pair.
+    FriendRequested { name: "friend.requested", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
+    FriendAccepted { name: "friend.accepted", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
+    FriendRejected { name: "friend.rejected", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@
 //! schema.
 
 pub mod accounts;
+pub mod friends;
 pub mod messages;
 pub mod progress;
 mod read_model;
@@ -39,7 +40,12 @@ pub struct Feature {
 }
 
 /// Every feature of the read model. Adding one is a folder and a line here.
-pub const FEATURES: &[Feature] = &[accounts::FEATURE, threads::FEATURE, messages::FEATURE];
+pub const FEATURES: &[Feature] = &[
+    accounts::FEATURE,
+    threads::FEATURE,
+    messages::FEATURE,
+    friends::FEATURE,
+];
 
 /// Version 1: the tables of the backbone, written before features had
 /// folders. Their SQL now lives in those folders; the version stays 1 so

@@ -127,6 +127,8 @@ pub fn settings(
     };
     s.postgres.url = Some(Secret::from(postgres_url.to_owned()));
     s.postgres.pool_size = 8;
+    // Most tests chat between strangers; the friends tests turn it off.
+    s.gateway.strangers_may_chat = true;
     s.log.topic_prefix = prefix.to_owned();
     match backend {
         Backend::Postgres => s.log.backend = LogBackend::Postgres,
@@ -174,6 +176,10 @@ pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
         (
             "IMLOG_LOG__KAFKA__LINGER_MS".into(),
             s.log.kafka.linger_ms.to_string(),
+        ),
+        (
+            "IMLOG_GATEWAY__STRANGERS_MAY_CHAT".into(),
+            s.gateway.strangers_may_chat.to_string(),
         ),
     ];
     env.retain(|(_, v)| !v.is_empty());

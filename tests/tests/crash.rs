@@ -138,7 +138,7 @@ async fn serve_survives_kill9_with_its_private_postgres() {
     assert_eq!(status, 200, "{body}");
 
     let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
-    alice
+    let alice_id = alice
         .register("alice", "password-123")
         .await
         .expect("register");
@@ -147,9 +147,22 @@ async fn serve_survives_kill9_with_its_private_postgres() {
         .await
         .expect("login")
         .token;
+    // `serve` on defaults: only friends chat, so Alice and Bob befriend.
     let mut bob = Client::connect(&serve.ws_url()).await.expect("connect");
     let bob_id = bob.register("bob", "password-123").await.expect("register");
-    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+    bob.login("bob", "password-123").await.expect("login");
+    let err = alice.open_private_thread(bob_id).await.unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"), "strangers may not chat");
+    alice
+        .friend_apply(bob_id, "hi bob", "bob")
+        .await
+        .expect("apply");
+    let befriended = bob.friend_accept(alice_id, "alice").await.expect("accept");
+    let thread = befriended.thread_id.expect("the friendship's thread");
+    assert_eq!(
+        alice.open_private_thread(bob_id).await.expect("thread"),
+        thread
+    );
     let message_id = alice
         .send_text(thread, "before-crash", "still here?")
         .await

@@ -6,9 +6,10 @@
 
 use futures::{SinkExt, StreamExt};
 use imlog_protocol::{
-    Authenticated, Device, ErrorCode, LoggedIn, MessageId, MessageView, NewPassword, OpenedThread,
-    OutgoingItem, Page, PageSize, Password, Push, Registered, Reply, Request, Sent, SentItem,
-    ThreadId, ThreadView, UserId, UserName, WireError,
+    Alias, Authenticated, Befriended, Device, Direction, ErrorCode, FriendApplied,
+    FriendRequestView, FriendView, Greeting, LoggedIn, MessageId, MessageView, NewPassword,
+    OpenedThread, OutgoingItem, Page, PageSize, Password, Push, Registered, Reply, Request, Sent,
+    SentItem, ThreadId, ThreadView, UserId, UserName, WireError,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -366,6 +367,60 @@ impl Client {
                 return Ok(all);
             }
         }
+    }
+
+    /// Asks `user` to be friends, with a greeting and your alias for them.
+    pub async fn friend_apply(
+        &mut self,
+        user: UserId,
+        greeting: &str,
+        alias: &str,
+    ) -> Result<FriendApplied> {
+        self.call(&Request::FriendApply {
+            user_id: user,
+            greeting: Greeting::parse(greeting).map_err(ClientError::Invalid)?,
+            alias: Alias::parse(alias).map_err(ClientError::Invalid)?,
+        })
+        .await
+    }
+
+    /// Accepts `user`'s pending request, with your alias for them.
+    pub async fn friend_accept(&mut self, user: UserId, alias: &str) -> Result<Befriended> {
+        self.call(&Request::FriendAccept {
+            user_id: user,
+            alias: Alias::parse(alias).map_err(ClientError::Invalid)?,
+        })
+        .await
+    }
+
+    pub async fn friend_reject(&mut self, user: UserId) -> Result<()> {
+        self.call::<Value>(&Request::FriendReject { user_id: user })
+            .await
+            .map(drop)
+    }
+
+    /// The first page (up to 100) of pending requests to you or from you.
+    pub async fn friend_requests(&mut self, incoming: bool) -> Result<Page<FriendRequestView>> {
+        let direction = if incoming {
+            Direction::Incoming
+        } else {
+            Direction::Outgoing
+        };
+        self.call(&Request::FriendRequests {
+            direction,
+            after: UserId::default(),
+            limit: None,
+        })
+        .await
+    }
+
+    /// The first page (up to 100) of your friends.
+    pub async fn friends(&mut self) -> Result<Page<FriendView>> {
+        self.call(&Request::Friends {
+            after: UserId::default(),
+            limit: None,
+        })
+        .await
     }
 
     pub async fn close(mut self) {

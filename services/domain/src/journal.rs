@@ -93,6 +93,11 @@ impl Journal {
         &self.log
     }
 
+    /// How long a read waits for the caller's own writes to be projected.
+    pub fn projection_wait(&self) -> Duration {
+        self.projection_wait
+    }
+
     /// Appends one event caused by `actor`'s request; returns once durable.
     pub async fn append(
         &self,
@@ -153,6 +158,25 @@ impl Journal {
         } else {
             Err(StoreError::Lagging(self.projection_wait))
         }
+    }
+
+    /// Waits until everything appended so far to `topic` is projected, by
+    /// anyone: for lists a push may have announced a moment ago.
+    pub async fn settle_topic(&self, topic: Topic) -> Result<(), StoreError> {
+        let mut appended = Writes::default();
+        for (partition, end) in self.log.end_offsets(topic).await?.into_iter().enumerate() {
+            if end > 0 {
+                let offset = end - 1;
+                appended.record(
+                    topic,
+                    LogPosition {
+                        partition: partition as i32,
+                        offset,
+                    },
+                );
+            }
+        }
+        self.settle(&mut appended, &[topic]).await
     }
 
     /// Waits until everything appended so far to the partition of `key` in

@@ -6,11 +6,13 @@
 //!
 //! - [`accounts`]: register, login, tokens, logout.
 //! - [`threads`]: private threads, membership, thread list sync.
+//! - [`friends`]: requests, acceptance (a process), friend lists.
 //! - [`messages`]: posting, message sync, the wire view of a message.
 //! - [`processes`]: process managers — multi-step commands driven by the log.
 
 pub mod accounts;
 pub mod credentials;
+pub mod friends;
 pub mod journal;
 pub mod messages;
 pub mod processes;
@@ -26,6 +28,7 @@ pub struct Domain {
     pub accounts: accounts::Accounts,
     pub threads: Arc<threads::Threads>,
     pub messages: messages::Messages,
+    pub friends: friends::Friends,
     /// Object storage, for the features that keep files.
     pub objects: imlog_objects::Objects,
 }
@@ -34,12 +37,14 @@ impl Domain {
     pub fn new(
         journal: Arc<Journal>,
         accounts: accounts::AccountsSettings,
+        threads: threads::ThreadsSettings,
         objects: imlog_objects::Objects,
     ) -> Domain {
-        let threads = Arc::new(threads::Threads::new(journal.clone()));
+        let threads = Arc::new(threads::Threads::new(journal.clone(), threads));
         Domain {
             accounts: accounts::Accounts::new(journal.clone(), accounts),
             messages: messages::Messages::new(journal.clone(), threads.clone()),
+            friends: friends::Friends::new(journal.clone()),
             threads,
             journal,
             objects,

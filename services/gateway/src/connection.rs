@@ -11,8 +11,8 @@ use imlog_domain::accounts::{Accounts, Session};
 use imlog_domain::messages::Posted;
 use imlog_domain::Writes;
 use imlog_protocol::{
-    error_reply, ok_reply, ErrorCode, OutgoingItem, Push, Request, Sent, SentItem,
-    DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE,
+    error_reply, ok_reply, Befriended, Direction, ErrorCode, OutgoingItem, Push, Request, Sent,
+    SentItem, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_PAGE,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -281,6 +281,42 @@ impl Connection {
                         .sync(w, &session, thread_id, since, limit)
                         .await?,
                 )
+            }
+            Request::FriendApply {
+                user_id,
+                greeting,
+                alias,
+            } => to_value(
+                domain
+                    .friends
+                    .apply(w, &session, user_id, greeting, alias)
+                    .await?,
+            ),
+            Request::FriendAccept { user_id, alias } => {
+                let thread_id = domain.friends.accept(w, &session, user_id, alias).await?;
+                to_value(Befriended { user_id, thread_id })
+            }
+            Request::FriendReject { user_id } => {
+                domain.friends.reject(w, &session, user_id).await?;
+                Ok(json!({}))
+            }
+            Request::FriendRequests {
+                direction,
+                after,
+                limit,
+            } => {
+                let limit = limit.map_or(MAX_PAGE, |l| l.get());
+                let incoming = direction == Direction::Incoming;
+                to_value(
+                    domain
+                        .friends
+                        .requests(w, &session, incoming, after, limit)
+                        .await?,
+                )
+            }
+            Request::Friends { after, limit } => {
+                let limit = limit.map_or(MAX_PAGE, |l| l.get());
+                to_value(domain.friends.list(w, &session, after, limit).await?)
             }
             Request::Ping {}
             | Request::Register { .. }

@@ -2,6 +2,7 @@
 //! stable code and a sentence) here and nowhere else.
 
 use imlog_domain::accounts::AccountsError;
+use imlog_domain::friends::FriendsError;
 use imlog_domain::messages::{ItemRefused, MessagesError};
 use imlog_domain::threads::ThreadsError;
 use imlog_domain::StoreError;
@@ -90,6 +91,7 @@ impl From<ThreadsError> for ApiError {
         let code = match &e {
             ThreadsError::WithYourself => ErrorCode::BadRequest,
             ThreadsError::NoSuchUser(_) => ErrorCode::NotFound,
+            ThreadsError::NotFriends(_) => ErrorCode::Forbidden,
             ThreadsError::NotMember(_) => ErrorCode::Forbidden,
             ThreadsError::Vanished => ErrorCode::Internal,
             ThreadsError::Store(s) => return s.clone().into(),
@@ -104,6 +106,18 @@ impl From<MessagesError> for ApiError {
             MessagesError::Thread(t) => t.into(),
             MessagesError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<FriendsError> for ApiError {
+    fn from(e: FriendsError) -> Self {
+        let code = match &e {
+            FriendsError::Yourself => ErrorCode::BadRequest,
+            FriendsError::NoSuchUser(_) | FriendsError::NoPendingRequest(_) => ErrorCode::NotFound,
+            FriendsError::AlreadyFriends(_) => ErrorCode::Conflict,
+            FriendsError::Store(s) => return s.clone().into(),
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 

@@ -5,7 +5,10 @@
 
 use crate::hub::Hub;
 use imlog_domain::messages::logged_view;
-use imlog_events::{Envelope, Event, MessagePosted, SessionEnded, SessionStarted, Topic};
+use imlog_events::{
+    Envelope, Event, FriendAccepted, FriendRequested, MessagePosted, SessionEnded, SessionStarted,
+    Topic,
+};
 use imlog_log::{read_from_end, Record, SharedLog};
 use imlog_protocol::Push;
 use std::collections::BTreeSet;
@@ -38,7 +41,41 @@ pub const ROUTES: &[Route] = &[
         topic: SessionEnded::TOPIC,
         deliver: close_ended_session,
     },
+    Route {
+        event: FriendRequested::TYPE_NAME,
+        topic: FriendRequested::TOPIC,
+        deliver: push_friend_request,
+    },
+    Route {
+        event: FriendAccepted::TYPE_NAME,
+        topic: FriendAccepted::TOPIC,
+        deliver: push_friend_accepted,
+    },
 ];
+
+/// A friend request goes to the one asked.
+fn push_friend_request(hub: &Hub, _record: &Record, envelope: &Envelope) {
+    if let Event::FriendRequested(r) = &envelope.event {
+        let push = Push::FriendRequest {
+            from: r.from,
+            greeting: r.greeting.clone(),
+        };
+        hub.deliver(r.to, &push.frame());
+    }
+}
+
+/// An acceptance goes to both (the acceptor's other devices learn it too).
+fn push_friend_accepted(hub: &Hub, _record: &Record, envelope: &Envelope) {
+    if let Event::FriendAccepted(a) = &envelope.event {
+        let frame = Push::FriendAccepted {
+            from: a.from,
+            to: a.to,
+        }
+        .frame();
+        hub.deliver(a.from, &frame);
+        hub.deliver(a.to, &frame);
+    }
+}
 
 /// A message goes to every recipient named in it.
 fn push_message(hub: &Hub, record: &Record, envelope: &Envelope) {
@@ -124,6 +161,9 @@ mod tests {
             assert!(imlog_events::TYPE_NAMES.contains(&r.event), "{}", r.event);
             assert!(seen.insert(r.event), "{} routed twice", r.event);
         }
-        assert_eq!(topics(), vec![Topic::Sessions, Topic::Messages]);
+        assert_eq!(
+            topics(),
+            vec![Topic::Sessions, Topic::Messages, Topic::Social]
+        );
     }
 }

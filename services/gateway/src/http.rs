@@ -116,7 +116,7 @@ impl IntoResponse for HttpError {
             }
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::NameTaken => StatusCode::CONFLICT,
+            ErrorCode::NameTaken | ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::Unavailable | ErrorCode::ProjectionLagging => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -3,6 +3,7 @@
 use crate::config::{LogBackend, Settings};
 use anyhow::Context;
 use imlog_domain::accounts::AccountsSettings;
+use imlog_domain::threads::ThreadsSettings;
 use imlog_domain::{processes, Domain, Journal};
 use imlog_gateway::http::{self, Surface};
 use imlog_gateway::{fanout, Gateway, GatewaySettings};
@@ -203,7 +204,14 @@ impl Application {
                 session_ttl: Duration::from_secs(g.session_ttl_hours * 3600),
             };
             let gateway = Arc::new(Gateway {
-                domain: Domain::new(journal, accounts, objects),
+                domain: Domain::new(
+                    journal,
+                    accounts,
+                    ThreadsSettings {
+                        strangers_may_chat: g.strangers_may_chat,
+                    },
+                    objects,
+                ),
                 hub: Default::default(),
                 settings: GatewaySettings {
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),

@@ -115,6 +115,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     pub session_ttl_hours: u64,
     pub projection_wait_ms: u64,
+    /// Whether users who are not friends may open a private thread.
+    pub strangers_may_chat: bool,
 }
 
 impl Settings {
@@ -217,6 +219,7 @@ impl Default for GatewayConfig {
             max_connections: 10_000,
             session_ttl_hours: 24 * 30,
             projection_wait_ms: 5000,
+            strangers_may_chat: false,
         }
     }
 }

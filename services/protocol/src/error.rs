@@ -26,6 +26,8 @@ pub enum ErrorCode {
     NotFound,
     /// Authenticated, but not allowed (e.g. not a member of the thread).
     Forbidden,
+    /// The request contradicts the current state (e.g. already friends).
+    Conflict,
     /// A message is longer than the limit.
     TooLong,
     /// The log or the database is unreachable, or the server is busy; retry later.
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::TooLong => "too_long",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ProjectionLagging => "projection_lagging",

@@ -1,6 +1,7 @@
 //! Pushes: frames the server sends without a request, `{"push": kind, "data": ...}`.
 
 use crate::MessageView;
+use imlog_events::UserId;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -11,6 +12,11 @@ pub enum Push {
     /// A newer login of your account replaced this session; the connection
     /// closes (4001) right after.
     Kicked { reason: String },
+    /// `from` asks you to be friends.
+    FriendRequest { from: UserId, greeting: String },
+    /// `to` accepted `from`'s request: you are friends. Sent to both; the
+    /// thread and its first messages follow as `message` pushes.
+    FriendAccepted { from: UserId, to: UserId },
 }
 
 impl Push {

@@ -3,8 +3,8 @@
 //! one bad item is answered alone and the others are still sent.
 
 use crate::values::{
-    Device, MessageBody, NewPassword, OutgoingText, Password, UniqueId, UserName, MAX_BATCH_ITEMS,
-    MAX_PAGE,
+    Alias, Device, Greeting, MessageBody, NewPassword, OutgoingText, Password, UniqueId, UserName,
+    MAX_BATCH_ITEMS, MAX_PAGE,
 };
 use crate::WireError;
 use imlog_events::{MessageId, ThreadId, UserId};
@@ -57,6 +57,52 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
+    /// Ask `user_id` to be friends.
+    FriendApply {
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+        #[serde(default)]
+        greeting: Greeting,
+        /// What you will call them.
+        #[serde(default)]
+        alias: Alias,
+    },
+    /// Accept `user_id`'s pending request.
+    FriendAccept {
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+        /// What you will call them.
+        #[serde(default)]
+        alias: Alias,
+    },
+    FriendReject {
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+    },
+    /// Pending friend requests to you (`incoming`) or from you (`outgoing`),
+    /// paged by the other user's id.
+    FriendRequests {
+        direction: Direction,
+        #[serde(default, with = "id::cursor")]
+        after: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<PageSize>,
+    },
+    /// Your friends with your aliases for them, paged by user id.
+    Friends {
+        #[serde(default, with = "id::cursor")]
+        after: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<PageSize>,
+    },
+}
+
+/// Which friend requests: to you, or from you.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
 }
 
 impl Request {
@@ -72,6 +118,11 @@ impl Request {
             Request::SendMessages { .. } => "send_messages",
             Request::SyncThreads { .. } => "sync_threads",
             Request::SyncMessages { .. } => "sync_messages",
+            Request::FriendApply { .. } => "friend_apply",
+            Request::FriendAccept { .. } => "friend_accept",
+            Request::FriendReject { .. } => "friend_reject",
+            Request::FriendRequests { .. } => "friend_requests",
+            Request::Friends { .. } => "friends",
         }
     }
 

@@ -188,6 +188,51 @@ impl MessageBody {
     }
 }
 
+/// A friend request's greeting: up to 256 characters, no NUL; may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Greeting(String);
+string_value!(Greeting);
+
+impl Greeting {
+    pub fn parse(raw: impl Into<String>) -> Result<Greeting, WireError> {
+        let raw = raw.into();
+        if raw.chars().count() <= 256 && !has_nul(&raw) {
+            Ok(Greeting(raw))
+        } else {
+            Err(WireError::bad_request(
+                "greeting must be at most 256 characters, without NUL",
+            ))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// What a user calls a friend: up to 64 characters, no control characters;
+/// may be empty (then the friend's name shows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alias(String);
+string_value!(Alias);
+
+impl Alias {
+    pub fn parse(raw: impl Into<String>) -> Result<Alias, WireError> {
+        let raw = raw.into();
+        if raw.chars().count() <= 64 && !raw.chars().any(char::is_control) {
+            Ok(Alias(raw))
+        } else {
+            Err(WireError::bad_request(
+                "alias must be at most 64 characters, without control characters",
+            ))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// One text message to post, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingText {

@@ -109,3 +109,45 @@ pub struct MessageView {
     pub body: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// The answer to `friend_apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum FriendApplied {
+    /// The request is pending; they are pushed it.
+    Requested,
+    /// They had asked you already: this accepted their request. The thread
+    /// is given once it exists (else it follows as pushes).
+    Accepted {
+        #[serde(default)]
+        thread_id: Option<ThreadId>,
+    },
+}
+
+/// The answer to `friend_accept`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Befriended {
+    pub user_id: UserId,
+    /// The pair's private thread, once it exists (else it follows as pushes).
+    #[serde(default)]
+    pub thread_id: Option<ThreadId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FriendRequestView {
+    pub from: UserView,
+    pub to: UserView,
+    pub greeting: String,
+    pub requested_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FriendView {
+    pub user: UserView,
+    /// What you call them ("" for none).
+    pub alias: String,
+    pub since: DateTime<Utc>,
+    /// Your private thread with them.
+    #[serde(default)]
+    pub thread_id: Option<ThreadId>,
+}

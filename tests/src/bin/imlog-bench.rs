@@ -209,6 +209,7 @@ async fn end_to_end(
     };
     s.postgres.url = Some(Secret::from(url.to_owned()));
     s.log.backend = LogBackend::Postgres;
+    s.gateway.strangers_may_chat = true;
     let app = Application::build(s, Roles::ALL).await.expect("app");
     let ws = format!("ws://{}/ws", app.addr());
     let mut alice = Client::connect(&ws).await.unwrap();

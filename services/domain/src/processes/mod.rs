@@ -56,7 +56,7 @@ impl Trigger<'_> {
 
 /// Every process manager; the projector role runs them.
 pub fn all() -> Vec<&'static dyn ProcessManager> {
-    vec![]
+    vec![&crate::friends::acceptance::FriendAcceptance]
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,8 @@ pub enum ThreadsError {
     WithYourself,
     #[error("no user {0}")]
     NoSuchUser(UserId),
+    #[error("only friends may open a private thread; send user {0} a friend request")]
+    NotFriends(UserId),
     /// Also for a thread that does not exist, so existence does not leak.
     #[error("you are not a member of thread {0}")]
     NotMember(ThreadId),
@@ -24,13 +26,20 @@ pub enum ThreadsError {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct ThreadsSettings {
+    /// Whether users who are not friends may open a private thread.
+    pub strangers_may_chat: bool,
+}
+
 pub struct Threads {
     journal: Arc<Journal>,
+    settings: ThreadsSettings,
 }
 
 impl Threads {
-    pub fn new(journal: Arc<Journal>) -> Threads {
-        Threads { journal }
+    pub fn new(journal: Arc<Journal>, settings: ThreadsSettings) -> Threads {
+        Threads { journal, settings }
     }
 
     /// The thread's members, if `user` is one of them.
@@ -68,6 +77,11 @@ impl Threads {
         self.journal.settle(writes, &[Topic::Threads]).await?;
         if read.user(peer).await.map_err(StoreError::from)?.is_none() {
             return Err(ThreadsError::NoSuchUser(peer));
+        }
+        if !self.settings.strangers_may_chat
+            && !read.are_friends(me, peer).await.map_err(StoreError::from)?
+        {
+            return Err(ThreadsError::NotFriends(peer));
         }
         if let Some(thread_id) = read
             .private_thread(low, high)
