@@ -117,9 +117,11 @@ impl Envelope {
     }
 }
 
-/// Brings an old payload up to the version this build reads. Every event type
-/// is at version 1 today; a v2 adds an arm here that rewrites v1 data, and the
-/// v1 fixture keeps proving it. An unknown type passes through, for
+/// Brings an old payload up to the version this build reads: a version
+/// whose payload changed adds an arm here that rewrites older data, and the
+/// stored fixture of every version keeps proving it. Versions so far only
+/// widened what a payload may hold (`message.posted` v2: kind `system`), so
+/// older payloads read as they are. An unknown type passes through, for
 /// `Event::from_data` to name.
 fn upcast(
     type_name: &str,

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 mod envelope;
+pub mod groups;
 mod ids;
 pub mod messages;
 mod registry;
@@ -17,9 +18,10 @@ mod topic;
 
 pub use accounts::*;
 pub use envelope::{DecodeError, Envelope, EventMeta};
+pub use groups::*;
 pub use ids::{LogPosition, MessageId, SessionId, ThreadId, UserId};
 pub use messages::*;
-pub use registry::{Event, TYPE_NAMES};
+pub use registry::{current_version, Event, TYPE_NAMES};
 pub use social::*;
 pub use threads::*;
 pub use topic::{partition_for_key, Topic};

@@ -16,6 +16,10 @@ pub enum MessageKind {
     Image,
     File,
     Video,
+    /// A line written by the server (a friendship opened, a group changed),
+    /// shown as a notice rather than as the sender's words. Since v2 of
+    /// `message.posted`.
+    System,
 }
 
 impl MessageKind {
@@ -25,13 +29,20 @@ impl MessageKind {
             MessageKind::Image => "image",
             MessageKind::File => "file",
             MessageKind::Video => "video",
+            MessageKind::System => "system",
         }
     }
 
     pub fn from_name(name: &str) -> Option<MessageKind> {
-        [Self::Text, Self::Image, Self::File, Self::Video]
-            .into_iter()
-            .find(|k| k.as_str() == name)
+        [
+            Self::Text,
+            Self::Image,
+            Self::File,
+            Self::Video,
+            Self::System,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
     }
 }
 
@@ -45,7 +56,13 @@ pub struct MessagePosted {
     pub unique_id: String,
     pub kind: MessageKind,
     pub body: String,
-    /// Members of the thread other than the sender, when it was posted: who a
-    /// push goes to.
+    /// Who a push goes to. Empty for group threads: then every member but
+    /// the sender, as the fan-out knows them.
     pub recipients: Vec<UserId>,
+    /// For a group: the threads-topic offset up to which membership was
+    /// applied when the sender was checked. The fan-out pushes to the
+    /// members as of at least that point, so a member removed before the
+    /// send is not pushed it. Since v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_as_of: Option<i64>,
 }

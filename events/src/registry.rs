@@ -9,6 +9,10 @@
 //! breaks stored events.
 
 use crate::accounts::{SessionEnded, SessionStarted, UserRegistered};
+use crate::groups::{
+    GroupCreated, GroupMemberMuted, GroupMemberRemoved, GroupMembersAdded,
+    GroupOwnershipTransferred, GroupRenamed, GroupRoleChanged,
+};
 use crate::messages::{messages_key, MessagePosted};
 use crate::social::{pair_key, FriendAccepted, FriendRejected, FriendRequested};
 use crate::threads::PrivateThreadCreated;
@@ -64,7 +68,7 @@ macro_rules! declare_events {
         }
 
         /// The version this build writes of the type called `type_name`.
-        pub(crate) fn current_version(type_name: &str) -> Option<u32> {
+        pub fn current_version(type_name: &str) -> Option<u32> {
             match type_name { $($name => Some($version),)* _ => None }
         }
 
@@ -90,8 +94,16 @@ declare_events! {
     SessionEnded { name: "session.ended", version: 1, topic: Sessions, key: |e| e.user_id.to_string() }
     /// `threads`, one partition. Thread id = offset + 1.
     PrivateThreadCreated { name: "thread.private_created", version: 1, topic: Threads, key: |e| e.pair_key() }
-    /// `messages`, keyed by thread.
-    MessagePosted { name: "message.posted", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
+    /// `threads` too: group changes share the order of thread creation.
+    GroupCreated { name: "group.created", version: 1, topic: Threads, key: |e| e.owner.to_string() }
+    GroupMembersAdded { name: "group.members_added", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
+    GroupMemberRemoved { name: "group.member_removed", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
+    GroupRenamed { name: "group.renamed", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
+    GroupMemberMuted { name: "group.member_muted", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
+    GroupRoleChanged { name: "group.role_changed", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
+    GroupOwnershipTransferred { name: "group.ownership_transferred", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
+    /// `messages`, keyed by thread. v2: `kind` may be `system`.
+    MessagePosted { name: "message.posted", version: 2, topic: Messages, key: |e| messages_key(e.thread_id) }
     /// `social`, keyed by the ordered pair.
     FriendRequested { name: "friend.requested", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
     FriendAccepted { name: "friend.accepted", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }

@@ -1,29 +1,40 @@
 //! Stored samples of every event type at every schema version must keep
 //! decoding: the log outlives the code that wrote it.
 
-use imlog_events::{Envelope, Event, TYPE_NAMES};
+use imlog_events::{current_version, Envelope, Event, TYPE_NAMES};
 use std::path::Path;
 
-fn fixture(name: &str) -> Vec<u8> {
+fn fixture_of(name: &str, version: u32) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
-        .join(format!("{name}.v1.json"));
+        .join(format!("{name}.v{version}.json"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("missing fixture {}: {e}", path.display()))
 }
 
+fn fixture(name: &str) -> Vec<u8> {
+    fixture_of(name, 1)
+}
+
+fn current(name: &str) -> u32 {
+    current_version(name).expect("a registered type")
+}
+
 #[test]
-fn every_event_type_has_a_v1_fixture_that_decodes() {
+fn every_version_of_every_event_type_has_a_fixture_that_decodes() {
     for name in TYPE_NAMES {
-        let bytes = fixture(name);
-        let envelope = Envelope::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(envelope.event.type_name(), *name);
+        for version in 1..=current(name) {
+            let bytes = fixture_of(name, version);
+            let envelope =
+                Envelope::decode(&bytes).unwrap_or_else(|e| panic!("{name} v{version}: {e}"));
+            assert_eq!(envelope.event.type_name(), *name);
+        }
     }
 }
 
 #[test]
-fn fixtures_re_encode_to_the_same_json() {
+fn current_fixtures_re_encode_to_the_same_json() {
     for name in TYPE_NAMES {
-        let bytes = fixture(name);
+        let bytes = fixture_of(name, current(name));
         let stored: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let envelope = Envelope::decode(&bytes).unwrap();
         let again: serde_json::Value = serde_json::from_slice(&envelope.encode()).unwrap();

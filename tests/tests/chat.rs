@@ -35,7 +35,21 @@ async fn thin_path(backend: Backend) {
         .expect("send");
     assert!(message_id.get() > 0);
 
-    // Bob is online: the message arrives as a push with the acknowledged id.
+    // Bob is online: told of the new thread, then pushed the message with
+    // the acknowledged id.
+    let push = bob
+        .next_push(PUSH_WAIT)
+        .await
+        .expect("push")
+        .expect("a push arrived");
+    assert_eq!(
+        push,
+        Push::Thread {
+            thread_id: thread,
+            kind: imlog_protocol::ThreadKind::Private,
+            name: None
+        }
+    );
     let push = bob
         .next_push(PUSH_WAIT)
         .await

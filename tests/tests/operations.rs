@@ -290,6 +290,7 @@ async fn poison_records_are_skipped_and_future_records_wait() {
             kind: MessageKind::Text,
             body: "nul \0 inside".into(),
             recipients: vec![],
+            members_as_of: None,
         },
     );
     log.append(Topic::Messages, &thread.to_string(), poison.encode())

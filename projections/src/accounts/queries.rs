@@ -55,6 +55,38 @@ impl ReadModel {
             }))
     }
 
+    /// Which of `ids` are registered users.
+    pub async fn existing_users(&self, ids: &[UserId]) -> Result<Vec<UserId>, ReadError> {
+        let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        Ok(self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT user_id FROM users WHERE user_id = ANY($1)",
+                &[(&raw, Type::INT8_ARRAY)],
+            )
+            .await?
+            .iter()
+            .map(|r| UserId::new(r.get(0)))
+            .collect())
+    }
+
+    /// The names of `ids`, for lines that mention them.
+    pub async fn user_names(&self, ids: &[UserId]) -> Result<Vec<(UserId, String)>, ReadError> {
+        let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        Ok(self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT user_id, name FROM users WHERE user_id = ANY($1)",
+                &[(&raw, Type::INT8_ARRAY)],
+            )
+            .await?
+            .iter()
+            .map(|r| (UserId::new(r.get(0)), r.get(1)))
+            .collect())
+    }
+
     /// The session a bearer token belongs to, if it has not ended or expired.
     pub async fn live_session(&self, token_sha256: &str) -> Result<Option<LiveSession>, ReadError> {
         Ok(self

@@ -1,19 +1,33 @@
-//! Threads and their members.
+//! Threads and their members: private threads (one per pair) and group
+//! threads with roles, mutes and names.
 
+mod groups;
+pub mod permissions;
 mod queries;
 
 use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
 use imlog_events::{Envelope, Event, ThreadId, Topic};
 use imlog_log::Record;
+use imlog_postgres::Migration;
 use tokio_postgres::Transaction;
 
-pub use queries::{ThreadKind, ThreadRow};
+pub use queries::{GroupChangeRow, MemberRow, Membership, ThreadKind, ThreadRow};
 
 pub(crate) const FEATURE: Feature = Feature {
     projection: &Threads,
-    tables: &["threads", "private_threads", "thread_members"],
-    migrations: &[],
+    tables: &[
+        "threads",
+        "private_threads",
+        "thread_members",
+        "group_threads",
+        "group_changes",
+    ],
+    migrations: &[Migration {
+        version: 3,
+        name: "group threads",
+        sql: include_str!("groups.sql"),
+    }],
 };
 
 pub struct Threads;
@@ -65,6 +79,8 @@ impl Projection for Threads {
                 &[&thread_id.get(), &e.user_low.get(), &e.user_high.get(), &at],
             )
             .await?;
+        } else {
+            groups::apply(tx, record.position(), &envelope.event, at).await?;
         }
         Ok(())
     }

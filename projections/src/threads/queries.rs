@@ -4,7 +4,7 @@ use crate::accounts::UserRow;
 use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
-use imlog_events::{ThreadId, UserId};
+use imlog_events::{GroupRole, ThreadId, UserId};
 use tokio_postgres::types::Type;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,50 @@ pub struct ThreadRow {
     pub created_at: DateTime<Utc>,
     /// For a private thread: the other user.
     pub peer: Option<UserRow>,
+    /// For a group: its name and size.
+    pub name: Option<String>,
+    pub members: Option<i32>,
+}
+
+/// One user's place in one thread.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub kind: ThreadKind,
+    pub role: GroupRole,
+    pub muted_until: Option<DateTime<Utc>>,
+    /// For a private thread: the other user.
+    pub peer: Option<UserId>,
+    /// For a group: how many members it has.
+    pub members: usize,
+    /// The threads projection's next offset when this was read: the
+    /// membership is as of (at least) that point of the threads topic.
+    pub as_of: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub user_id: UserId,
+    pub name: String,
+    pub role: GroupRole,
+    pub joined_at: DateTime<Utc>,
+    pub muted_until: Option<DateTime<Utc>>,
+}
+
+/// An applied group change (see `group_changes`).
+#[derive(Debug, Clone)]
+pub struct GroupChangeRow {
+    pub thread_id: ThreadId,
+    pub actor: UserId,
+    pub kind: String,
+    pub subjects: Vec<UserId>,
+    pub detail: Option<String>,
+}
+
+fn kind_of(name: &str) -> ThreadKind {
+    match name {
+        "group" => ThreadKind::Group,
+        _ => ThreadKind::Private,
+    }
 }
 
 impl ReadModel {
@@ -58,6 +102,120 @@ impl ReadModel {
             .collect())
     }
 
+    /// `user`'s membership of a thread, if any: one row, whatever the
+    /// group's size.
+    pub async fn membership(
+        &self,
+        thread_id: ThreadId,
+        user: UserId,
+    ) -> Result<Option<Membership>, ReadError> {
+        Ok(self
+            .client()
+            .await?
+            .query_typed_opt(
+                "SELECT t.kind, m.role, m.muted_until,
+                        CASE WHEN p.user_low = $2 THEN p.user_high ELSE p.user_low END,
+                        coalesce(g.members, 2), (SELECT next_offset FROM projection_offsets
+                          WHERE projection = 'threads' AND topic = 'threads' AND partition = 0)
+                 FROM thread_members m
+                 JOIN threads t ON t.thread_id = m.thread_id
+                 LEFT JOIN private_threads p ON p.thread_id = m.thread_id
+                 LEFT JOIN group_threads g ON g.thread_id = m.thread_id
+                 WHERE m.thread_id = $1 AND m.user_id = $2",
+                &[(&thread_id.get(), Type::INT8), (&user.get(), Type::INT8)],
+            )
+            .await?
+            .map(|r| Membership {
+                kind: kind_of(r.get(0)),
+                role: GroupRole::from_name(r.get(1)).unwrap_or(GroupRole::Member),
+                muted_until: r.get(2),
+                peer: r.get::<_, Option<i64>>(3).map(UserId::new),
+                members: r.get::<_, i32>(4).max(0) as usize,
+                as_of: r.get::<_, Option<i64>>(5).unwrap_or(0),
+            }))
+    }
+
+    /// Every member of a thread, and the threads projection's next offset
+    /// they are as of (one statement: one snapshot).
+    pub async fn members_as_of(
+        &self,
+        thread_id: ThreadId,
+    ) -> Result<(Vec<UserId>, i64), ReadError> {
+        let row = self
+            .client()
+            .await?
+            .query_typed_one(
+                "SELECT coalesce((SELECT array_agg(user_id) FROM thread_members WHERE thread_id = $1), '{}'),
+                        coalesce((SELECT next_offset FROM projection_offsets
+                                  WHERE projection = 'threads' AND topic = 'threads' AND partition = 0), 0)",
+                &[(&thread_id.get(), Type::INT8)],
+            )
+            .await?;
+        let members = row
+            .get::<_, Vec<i64>>(0)
+            .into_iter()
+            .map(UserId::new)
+            .collect();
+        Ok((members, row.get(1)))
+    }
+
+    /// A thread's members with their roles, by user id after `after`.
+    pub async fn members_page(
+        &self,
+        thread_id: ThreadId,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Page<MemberRow>, ReadError> {
+        let rows = self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT m.user_id, u.name, m.role, m.joined_at, m.muted_until
+                 FROM thread_members m JOIN users u ON u.user_id = m.user_id
+                 WHERE m.thread_id = $1 AND m.user_id > $2
+                 ORDER BY m.user_id LIMIT $3",
+                &[
+                    (&thread_id.get(), Type::INT8),
+                    (&after.get(), Type::INT8),
+                    (&overfetch(limit), Type::INT8),
+                ],
+            )
+            .await?;
+        let items = rows
+            .iter()
+            .map(|r| MemberRow {
+                user_id: UserId::new(r.get(0)),
+                name: r.get(1),
+                role: GroupRole::from_name(r.get(2)).unwrap_or(GroupRole::Member),
+                joined_at: r.get(3),
+                muted_until: r.get(4),
+            })
+            .collect();
+        Ok(Page::from_overfetch(items, limit, after.get(), |m| {
+            m.user_id.get()
+        }))
+    }
+
+    /// The group change recorded at `offset` of the threads topic, if that
+    /// event took effect.
+    pub async fn group_change(&self, offset: i64) -> Result<Option<GroupChangeRow>, ReadError> {
+        Ok(self
+            .client()
+            .await?
+            .query_typed_opt(
+                "SELECT thread_id, actor, kind, subjects, detail FROM group_changes WHERE change_offset = $1",
+                &[(&offset, Type::INT8)],
+            )
+            .await?
+            .map(|r| GroupChangeRow {
+                thread_id: ThreadId::new(r.get(0)),
+                actor: UserId::new(r.get(1)),
+                kind: r.get(2),
+                subjects: r.get::<_, Vec<i64>>(3).into_iter().map(UserId::new).collect(),
+                detail: r.get(4),
+            }))
+    }
+
     /// A user's threads with `thread_id > after`, ascending.
     pub async fn threads_page(
         &self,
@@ -69,10 +227,11 @@ impl ReadModel {
             .client()
             .await?
             .query_typed(
-                "SELECT t.thread_id, t.kind, t.created_at, peer.user_id, peer.name
+                "SELECT t.thread_id, t.kind, t.created_at, peer.user_id, peer.name, g.name, g.members
                  FROM thread_members m
                  JOIN threads t ON t.thread_id = m.thread_id
                  LEFT JOIN private_threads p ON p.thread_id = m.thread_id
+                 LEFT JOIN group_threads g ON g.thread_id = m.thread_id
                  LEFT JOIN users peer ON peer.user_id =
                      CASE WHEN p.user_low = $1 THEN p.user_high ELSE p.user_low END
                  WHERE m.user_id = $1 AND m.thread_id > $2
@@ -89,15 +248,14 @@ impl ReadModel {
             .iter()
             .map(|r| ThreadRow {
                 thread_id: ThreadId::new(r.get(0)),
-                kind: match r.get::<_, &str>(1) {
-                    "group" => ThreadKind::Group,
-                    _ => ThreadKind::Private,
-                },
+                kind: kind_of(r.get(1)),
                 created_at: r.get(2),
                 peer: r.get::<_, Option<i64>>(3).map(|id| UserRow {
                     user_id: UserId::new(id),
                     name: r.get(4),
                 }),
+                name: r.get(5),
+                members: r.get(6),
             })
             .collect();
         Ok(Page::from_overfetch(items, limit, after.get(), |t| {

@@ -7,9 +7,10 @@
 use futures::{SinkExt, StreamExt};
 use imlog_protocol::{
     Alias, Authenticated, Befriended, Device, Direction, ErrorCode, FriendApplied,
-    FriendRequestView, FriendView, Greeting, LoggedIn, MessageId, MessageView, NewPassword,
-    OpenedThread, OutgoingItem, Page, PageSize, Password, Push, Registered, Reply, Request, Sent,
-    SentItem, ThreadId, ThreadView, UserId, UserName, WireError,
+    FriendRequestView, FriendView, Greeting, GroupCreatedView, GroupName, LoggedIn, MemberId,
+    MemberView, MessageId, MessageView, NewPassword, OpenedThread, OutgoingItem, Page, PageSize,
+    Password, Push, Registered, Reply, Request, Sent, SentItem, ThreadId, ThreadView, UserId,
+    UserName, WireError,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -417,6 +418,32 @@ impl Client {
     /// The first page (up to 100) of your friends.
     pub async fn friends(&mut self) -> Result<Page<FriendView>> {
         self.call(&Request::Friends {
+            after: UserId::default(),
+            limit: None,
+        })
+        .await
+    }
+
+    /// Creates a group with you as owner; returns its thread.
+    pub async fn create_group(&mut self, name: &str, members: &[UserId]) -> Result<ThreadId> {
+        let created: GroupCreatedView = self
+            .call(&Request::CreateGroup {
+                name: GroupName::parse(name).map_err(ClientError::Invalid)?,
+                members: members.iter().copied().map(MemberId).collect(),
+            })
+            .await?;
+        Ok(created.thread_id)
+    }
+
+    /// Sends a request whose reply carries no data (the group changes).
+    pub async fn command(&mut self, request: Request) -> Result<()> {
+        self.call::<Value>(&request).await.map(drop)
+    }
+
+    /// The first page (up to 100) of a thread's members.
+    pub async fn members(&mut self, thread_id: ThreadId) -> Result<Page<MemberView>> {
+        self.call(&Request::Members {
+            thread_id,
             after: UserId::default(),
             limit: None,
         })

@@ -7,12 +7,14 @@
 //! - [`accounts`]: register, login, tokens, logout.
 //! - [`threads`]: private threads, membership, thread list sync.
 //! - [`friends`]: requests, acceptance (a process), friend lists.
+//! - [`groups`]: group threads, the permission table, system lines (a process).
 //! - [`messages`]: posting, message sync, the wire view of a message.
 //! - [`processes`]: process managers — multi-step commands driven by the log.
 
 pub mod accounts;
 pub mod credentials;
 pub mod friends;
+pub mod groups;
 pub mod journal;
 pub mod messages;
 pub mod processes;
@@ -29,6 +31,7 @@ pub struct Domain {
     pub threads: Arc<threads::Threads>,
     pub messages: messages::Messages,
     pub friends: friends::Friends,
+    pub groups: groups::Groups,
     /// Object storage, for the features that keep files.
     pub objects: imlog_objects::Objects,
 }
@@ -45,6 +48,7 @@ impl Domain {
             accounts: accounts::Accounts::new(journal.clone(), accounts),
             messages: messages::Messages::new(journal.clone(), threads.clone()),
             friends: friends::Friends::new(journal.clone()),
+            groups: groups::Groups::new(journal.clone()),
             threads,
             journal,
             objects,

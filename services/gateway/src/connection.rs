@@ -11,8 +11,8 @@ use imlog_domain::accounts::{Accounts, Session};
 use imlog_domain::messages::Posted;
 use imlog_domain::Writes;
 use imlog_protocol::{
-    error_reply, ok_reply, Befriended, Direction, ErrorCode, OutgoingItem, Push, Request, Sent,
-    SentItem, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_PAGE,
+    error_reply, ok_reply, Befriended, Direction, ErrorCode, GroupCreatedView, OutgoingItem, Push,
+    Request, Sent, SentItem, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_PAGE,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -317,6 +317,73 @@ impl Connection {
             Request::Friends { after, limit } => {
                 let limit = limit.map_or(MAX_PAGE, |l| l.get());
                 to_value(domain.friends.list(w, &session, after, limit).await?)
+            }
+            Request::CreateGroup { name, members } => {
+                let members = members.into_iter().map(|m| m.0).collect();
+                let thread_id = domain.groups.create(w, &session, name, members).await?;
+                to_value(GroupCreatedView { thread_id })
+            }
+            Request::AddMembers { thread_id, members } => {
+                let members = members.into_iter().map(|m| m.0).collect();
+                domain.groups.add(w, &session, thread_id, members).await?;
+                Ok(json!({}))
+            }
+            Request::RemoveMember { thread_id, user_id } => {
+                domain
+                    .groups
+                    .remove(w, &session, thread_id, user_id)
+                    .await?;
+                Ok(json!({}))
+            }
+            Request::LeaveGroup { thread_id } => {
+                domain.groups.leave(w, &session, thread_id).await?;
+                Ok(json!({}))
+            }
+            Request::RenameGroup { thread_id, name } => {
+                domain.groups.rename(w, &session, thread_id, name).await?;
+                Ok(json!({}))
+            }
+            Request::MuteMember {
+                thread_id,
+                user_id,
+                until,
+            } => {
+                domain
+                    .groups
+                    .mute(w, &session, thread_id, user_id, until)
+                    .await?;
+                Ok(json!({}))
+            }
+            Request::SetRole {
+                thread_id,
+                user_id,
+                role,
+            } => {
+                domain
+                    .groups
+                    .set_role(w, &session, thread_id, user_id, role)
+                    .await?;
+                Ok(json!({}))
+            }
+            Request::TransferOwnership { thread_id, user_id } => {
+                domain
+                    .groups
+                    .transfer(w, &session, thread_id, user_id)
+                    .await?;
+                Ok(json!({}))
+            }
+            Request::Members {
+                thread_id,
+                after,
+                limit,
+            } => {
+                let limit = limit.map_or(MAX_PAGE, |l| l.get());
+                to_value(
+                    domain
+                        .groups
+                        .members(w, &session, thread_id, after, limit)
+                        .await?,
+                )
             }
             Request::Ping {}
             | Request::Register { .. }

@@ -3,6 +3,7 @@
 
 use imlog_domain::accounts::AccountsError;
 use imlog_domain::friends::FriendsError;
+use imlog_domain::groups::GroupsError;
 use imlog_domain::messages::{ItemRefused, MessagesError};
 use imlog_domain::threads::ThreadsError;
 use imlog_domain::StoreError;
@@ -104,6 +105,7 @@ impl From<MessagesError> for ApiError {
     fn from(e: MessagesError) -> Self {
         match e {
             MessagesError::Thread(t) => t.into(),
+            MessagesError::Muted(_) => ApiError::new(ErrorCode::Forbidden, e.to_string()),
             MessagesError::Store(s) => s.into(),
         }
     }
@@ -116,6 +118,23 @@ impl From<FriendsError> for ApiError {
             FriendsError::NoSuchUser(_) | FriendsError::NoPendingRequest(_) => ErrorCode::NotFound,
             FriendsError::AlreadyFriends(_) => ErrorCode::Conflict,
             FriendsError::Store(s) => return s.clone().into(),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<GroupsError> for ApiError {
+    fn from(e: GroupsError) -> Self {
+        let code = match &e {
+            GroupsError::NotMember(_) | GroupsError::NotAllowed(_) | GroupsError::OwnerLeaving => {
+                ErrorCode::Forbidden
+            }
+            GroupsError::NoSuchMember(_) | GroupsError::NoSuchUser(_) => ErrorCode::NotFound,
+            GroupsError::NotAGroup(_) | GroupsError::TooMany | GroupsError::BadRole => {
+                ErrorCode::BadRequest
+            }
+            GroupsError::Superseded => ErrorCode::Conflict,
+            GroupsError::Store(s) => return s.clone().into(),
         };
         ApiError::new(code, e.to_string())
     }

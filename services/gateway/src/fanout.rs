@@ -2,26 +2,36 @@
 //! [`ROUTES`] from their end and hands each routed event to the connections
 //! it holds. Push is an optimisation; sync is the truth, so this reader
 //! keeps no offsets and starts at the end after a restart.
+//!
+//! A group message names no recipients: the fan-out knows the members of
+//! the groups it delivers to ([`Members`]), loaded from the read model and
+//! forgotten when a membership change passes on the threads topic.
 
 use crate::hub::Hub;
+use futures::future::BoxFuture;
 use imlog_domain::messages::logged_view;
+use imlog_domain::{Journal, Writes};
 use imlog_events::{
-    Envelope, Event, FriendAccepted, FriendRequested, MessagePosted, SessionEnded, SessionStarted,
-    Topic,
+    Envelope, Event, FriendAccepted, FriendRequested, GroupCreated, GroupMemberRemoved,
+    GroupMembersAdded, LogPosition, MessagePosted, PrivateThreadCreated, SessionEnded,
+    SessionStarted, ThreadId, Topic, UserId,
 };
-use imlog_log::{read_from_end, Record, SharedLog};
-use imlog_protocol::Push;
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use imlog_log::{read_from_end, Record};
+use imlog_protocol::{Push, ThreadKind};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// What a route does with one event.
+type Deliver = for<'a> fn(&'a Fanout, &'a Record, &'a Envelope) -> BoxFuture<'a, ()>;
 
 /// What the fan-out does with one event type. The fan-out reads exactly the
 /// topics of these event types.
 pub struct Route {
     pub event: &'static str,
     pub topic: Topic,
-    pub deliver: fn(&Hub, &Record, &Envelope),
+    deliver: Deliver,
 }
 
 /// The table: one row per event type that reaches connections.
@@ -29,76 +39,264 @@ pub const ROUTES: &[Route] = &[
     Route {
         event: MessagePosted::TYPE_NAME,
         topic: MessagePosted::TOPIC,
-        deliver: push_message,
+        deliver: |f, r, e| Box::pin(push_message(f, r, e)),
     },
     Route {
         event: SessionStarted::TYPE_NAME,
         topic: SessionStarted::TOPIC,
-        deliver: kick_older_sessions,
+        deliver: |f, r, e| Box::pin(kick_older_sessions(f, r, e)),
     },
     Route {
         event: SessionEnded::TYPE_NAME,
         topic: SessionEnded::TOPIC,
-        deliver: close_ended_session,
+        deliver: |f, r, e| Box::pin(close_ended_session(f, r, e)),
     },
     Route {
         event: FriendRequested::TYPE_NAME,
         topic: FriendRequested::TOPIC,
-        deliver: push_friend_request,
+        deliver: |f, r, e| Box::pin(push_friend_request(f, r, e)),
     },
     Route {
         event: FriendAccepted::TYPE_NAME,
         topic: FriendAccepted::TOPIC,
-        deliver: push_friend_accepted,
+        deliver: |f, r, e| Box::pin(push_friend_accepted(f, r, e)),
+    },
+    Route {
+        event: PrivateThreadCreated::TYPE_NAME,
+        topic: PrivateThreadCreated::TOPIC,
+        deliver: |f, r, e| Box::pin(push_private_thread(f, r, e)),
+    },
+    Route {
+        event: GroupCreated::TYPE_NAME,
+        topic: GroupCreated::TOPIC,
+        deliver: |f, r, e| Box::pin(group_joined(f, r, e)),
+    },
+    Route {
+        event: GroupMembersAdded::TYPE_NAME,
+        topic: GroupMembersAdded::TOPIC,
+        deliver: |f, r, e| Box::pin(group_joined(f, r, e)),
+    },
+    Route {
+        event: GroupMemberRemoved::TYPE_NAME,
+        topic: GroupMemberRemoved::TOPIC,
+        deliver: |f, r, e| Box::pin(group_left(f, r, e)),
     },
 ];
 
+/// The fan-out's state: where connections are, and group members.
+pub struct Fanout {
+    hub: Arc<Hub>,
+    journal: Arc<Journal>,
+    members: Members,
+}
+
+impl Fanout {
+    pub fn new(hub: Arc<Hub>, journal: Arc<Journal>) -> Fanout {
+        Fanout {
+            hub,
+            journal,
+            members: Members::default(),
+        }
+    }
+
+    /// Waits (bounded) until the projections reached `position` of `topic`.
+    async fn projected(&self, topic: Topic, position: LogPosition) -> bool {
+        let mut writes = Writes::default();
+        writes.record(topic, position);
+        match self.journal.settle(&mut writes, &[topic]).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "fanout: the read model is behind; pushing without it");
+                false
+            }
+        }
+    }
+}
+
+/// Group members by thread, loaded on first use, each as of a point of the
+/// threads topic. A message says which point its sender was checked at
+/// (`members_as_of`); older members are reloaded first, so someone removed
+/// before a send is never pushed it, whatever order the topics are read in.
+/// A membership change passing on the threads topic drops the group's entry
+/// too, so that the next message does not wait for a reload.
+#[derive(Default)]
+struct Members {
+    cache: Mutex<HashMap<ThreadId, Known>>,
+}
+
+/// A group's members and the threads-topic offset they are as of.
+type Known = (Arc<Vec<UserId>>, i64);
+
+/// Groups whose members are kept; past it the cache starts afresh.
+const CACHED_GROUPS: usize = 4096;
+
+impl Members {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Known>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self, thread_id: ThreadId) {
+        self.cache().remove(&thread_id);
+    }
+
+    /// The members of `thread_id` as of at least `as_of`.
+    async fn of(
+        &self,
+        fanout: &Fanout,
+        thread_id: ThreadId,
+        as_of: i64,
+    ) -> Option<Arc<Vec<UserId>>> {
+        if let Some((members, at)) = self.cache().get(&thread_id) {
+            if *at >= as_of {
+                return Some(members.clone());
+            }
+        }
+        if as_of > 0 {
+            let position = LogPosition {
+                partition: 0,
+                offset: as_of - 1,
+            };
+            fanout.projected(Topic::Threads, position).await;
+        }
+        let (members, at) = match fanout.journal.read().members_as_of(thread_id).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::warn!(error = %e, %thread_id, "fanout cannot load a group's members");
+                return None;
+            }
+        };
+        let members = Arc::new(members);
+        let mut cache = self.cache();
+        if cache.len() >= CACHED_GROUPS {
+            cache.clear();
+        }
+        cache.insert(thread_id, (members.clone(), at));
+        Some(members)
+    }
+}
+
+/// A message goes to the recipients named in it, or, for a group, to every
+/// member but the sender.
+async fn push_message(f: &Fanout, record: &Record, envelope: &Envelope) {
+    let Event::MessagePosted(m) = &envelope.event else {
+        return;
+    };
+    let frame = Push::Message(logged_view(record.position(), m, envelope.meta.occurred_at)).frame();
+    if !m.recipients.is_empty() {
+        f.hub.deliver_all(m.recipients.iter().copied(), &frame);
+    } else if let Some(members) = f
+        .members
+        .of(f, m.thread_id, m.members_as_of.unwrap_or(0))
+        .await
+    {
+        let others = members.iter().copied().filter(|&u| u != m.sender_id);
+        f.hub.deliver_all(others, &frame);
+    }
+}
+
+/// A new login anywhere kicks the user's older sessions held here.
+async fn kick_older_sessions(f: &Fanout, record: &Record, envelope: &Envelope) {
+    if let Event::SessionStarted(s) = &envelope.event {
+        f.hub
+            .session_started(s.user_id, s.session_id, record.offset);
+    }
+}
+
+/// A logout anywhere closes that session's connections here.
+async fn close_ended_session(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    if let Event::SessionEnded(s) = &envelope.event {
+        f.hub.session_ended(s.user_id, s.session_id);
+    }
+}
+
 /// A friend request goes to the one asked.
-fn push_friend_request(hub: &Hub, _record: &Record, envelope: &Envelope) {
+async fn push_friend_request(f: &Fanout, _record: &Record, envelope: &Envelope) {
     if let Event::FriendRequested(r) = &envelope.event {
         let push = Push::FriendRequest {
             from: r.from,
             greeting: r.greeting.clone(),
         };
-        hub.deliver(r.to, &push.frame());
+        f.hub.deliver(r.to, &push.frame());
     }
 }
 
 /// An acceptance goes to both (the acceptor's other devices learn it too).
-fn push_friend_accepted(hub: &Hub, _record: &Record, envelope: &Envelope) {
+async fn push_friend_accepted(f: &Fanout, _record: &Record, envelope: &Envelope) {
     if let Event::FriendAccepted(a) = &envelope.event {
         let frame = Push::FriendAccepted {
             from: a.from,
             to: a.to,
         }
         .frame();
-        hub.deliver(a.from, &frame);
-        hub.deliver(a.to, &frame);
+        f.hub.deliver_all([a.from, a.to], &frame);
     }
 }
 
-/// A message goes to every recipient named in it.
-fn push_message(hub: &Hub, record: &Record, envelope: &Envelope) {
-    if let Event::MessagePosted(m) = &envelope.event {
-        let frame =
-            Push::Message(logged_view(record.position(), m, envelope.meta.occurred_at)).frame();
-        for &recipient in &m.recipients {
-            hub.deliver(recipient, &frame);
+/// A new private thread goes to both users, if this creation is the pair's
+/// thread (of two racing creations, the projection keeps the first).
+async fn push_private_thread(f: &Fanout, record: &Record, envelope: &Envelope) {
+    let Event::PrivateThreadCreated(p) = &envelope.event else {
+        return;
+    };
+    if !f.hub.holds_any([p.user_low, p.user_high]) {
+        return;
+    }
+    let thread_id = ThreadId::from_position(record.position());
+    f.projected(Topic::Threads, record.position()).await;
+    match f
+        .journal
+        .read()
+        .private_thread(p.user_low, p.user_high)
+        .await
+    {
+        Ok(Some(kept)) if kept == thread_id => {
+            let push = Push::Thread {
+                thread_id,
+                kind: ThreadKind::Private,
+                name: None,
+            };
+            f.hub.deliver_all([p.user_low, p.user_high], &push.frame());
         }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "fanout cannot read a private thread"),
     }
 }
 
-/// A new login anywhere kicks the user's older sessions held here.
-fn kick_older_sessions(hub: &Hub, record: &Record, envelope: &Envelope) {
-    if let Event::SessionStarted(s) = &envelope.event {
-        hub.session_started(s.user_id, s.session_id, record.offset);
+/// A group was created or members were added: the members it concerns get
+/// a `thread` push once the projection applied the change.
+async fn group_joined(f: &Fanout, record: &Record, envelope: &Envelope) {
+    let (thread_id, name) = match &envelope.event {
+        Event::GroupCreated(g) => (
+            ThreadId::from_position(record.position()),
+            Some(g.name.clone()),
+        ),
+        Event::GroupMembersAdded(g) => (g.thread_id, None),
+        _ => return,
+    };
+    f.members.changed(thread_id);
+    f.projected(Topic::Threads, record.position()).await;
+    let read = f.journal.read();
+    let Ok(Some(change)) = read.group_change(record.offset).await else {
+        return;
+    };
+    let mut joined = change.subjects;
+    if let Event::GroupCreated(g) = &envelope.event {
+        joined.push(g.owner);
     }
+    if !f.hub.holds_any(joined.iter().copied()) {
+        return;
+    }
+    let push = Push::Thread {
+        thread_id,
+        kind: ThreadKind::Group,
+        name,
+    };
+    f.hub.deliver_all(joined, &push.frame());
 }
 
-/// A logout anywhere closes that session's connections here.
-fn close_ended_session(hub: &Hub, _record: &Record, envelope: &Envelope) {
-    if let Event::SessionEnded(s) = &envelope.event {
-        hub.session_ended(s.user_id, s.session_id);
+async fn group_left(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    if let Event::GroupMemberRemoved(g) = &envelope.event {
+        f.members.changed(g.thread_id);
     }
 }
 
@@ -107,8 +305,9 @@ fn topics() -> Vec<Topic> {
     topics.into_iter().collect()
 }
 
-pub async fn run(log: SharedLog, hub: Arc<Hub>, shutdown: CancellationToken) {
+pub async fn run(fanout: Arc<Fanout>, shutdown: CancellationToken) {
     let topics = topics();
+    let log = fanout.journal.log().clone();
     while !shutdown.is_cancelled() {
         let mut reader = match read_from_end(log.as_ref(), &topics).await {
             Ok(reader) => reader,
@@ -120,13 +319,24 @@ pub async fn run(log: SharedLog, hub: Arc<Hub>, shutdown: CancellationToken) {
                 }
             }
         };
+        // Members loaded before a gap in what we read may be stale.
+        fanout
+            .members
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 batch = reader.next_batch(500, Duration::from_secs(1)) => batch,
             };
             match batch {
-                Ok(records) => records.iter().for_each(|r| route(&hub, r)),
+                Ok(records) => {
+                    for record in &records {
+                        route(&fanout, record).await;
+                    }
+                }
                 Err(e) => {
                     // Pushes missed while reopening are recovered by sync.
                     tracing::warn!(error = %e, "fanout read failed; reopening at the end");
@@ -140,13 +350,13 @@ pub async fn run(log: SharedLog, hub: Arc<Hub>, shutdown: CancellationToken) {
     }
 }
 
-fn route(hub: &Hub, record: &Record) {
+async fn route(fanout: &Fanout, record: &Record) {
     let Ok(envelope) = Envelope::decode(&record.payload) else {
         return;
     };
     let name = envelope.event.type_name();
     if let Some(route) = ROUTES.iter().find(|r| r.event == name) {
-        (route.deliver)(hub, record, &envelope);
+        (route.deliver)(fanout, record, &envelope).await;
     }
 }
 
@@ -163,7 +373,12 @@ mod tests {
         }
         assert_eq!(
             topics(),
-            vec![Topic::Sessions, Topic::Messages, Topic::Social]
+            vec![
+                Topic::Sessions,
+                Topic::Threads,
+                Topic::Messages,
+                Topic::Social
+            ]
         );
     }
 }

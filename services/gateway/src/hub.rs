@@ -165,20 +165,37 @@ impl Hub {
         }
     }
 
+    /// Whether any of `users` is connected here.
+    pub fn holds_any(&self, users: impl IntoIterator<Item = UserId>) -> bool {
+        let state = self.state();
+        users.into_iter().any(|u| state.users.contains_key(&u))
+    }
+
     /// Queues a frame for every connection of `user_id` here.
     pub fn deliver(&self, user_id: UserId, frame: &str) {
+        self.deliver_all([user_id], frame);
+    }
+
+    /// Queues a frame for every connection here of each of `users` (a
+    /// group's members: one lock for all of them).
+    pub fn deliver_all(&self, users: impl IntoIterator<Item = UserId>, frame: &str) {
         let state = self.state();
-        for member in state.users.get(&user_id).into_iter().flatten() {
-            match member.frames.try_send(frame.to_owned()) {
-                Ok(()) => metrics::counter!("imlog_gateway_pushes_total").increment(1),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    metrics::counter!("imlog_gateway_slow_consumers_total").increment(1);
-                    member.close(
-                        close_code::SLOW_CONSUMER,
-                        "too many undelivered pushes; reconnect and sync",
-                    );
+        if state.users.is_empty() {
+            return;
+        }
+        for user_id in users {
+            for member in state.users.get(&user_id).into_iter().flatten() {
+                match member.frames.try_send(frame.to_owned()) {
+                    Ok(()) => metrics::counter!("imlog_gateway_pushes_total").increment(1),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics::counter!("imlog_gateway_slow_consumers_total").increment(1);
+                        member.close(
+                            close_code::SLOW_CONSUMER,
+                            "too many undelivered pushes; reconnect and sync",
+                        );
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }

@@ -205,7 +205,7 @@ impl Application {
             };
             let gateway = Arc::new(Gateway {
                 domain: Domain::new(
-                    journal,
+                    journal.clone(),
                     accounts,
                     ThreadsSettings {
                         strangers_may_chat: g.strangers_may_chat,
@@ -220,11 +220,8 @@ impl Application {
                 shutdown: shutdown.clone(),
             });
             if roles.gateway {
-                tasks.spawn(fanout::run(
-                    backbone.log.clone(),
-                    gateway.hub.clone(),
-                    shutdown.clone(),
-                ));
+                let fanout = fanout::Fanout::new(gateway.hub.clone(), journal.clone());
+                tasks.spawn(fanout::run(Arc::new(fanout), shutdown.clone()));
             }
             http::router(
                 gateway,

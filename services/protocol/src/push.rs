@@ -1,7 +1,7 @@
 //! Pushes: frames the server sends without a request, `{"push": kind, "data": ...}`.
 
-use crate::MessageView;
-use imlog_events::UserId;
+use crate::{MessageView, ThreadKind};
+use imlog_events::{ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,6 +12,14 @@ pub enum Push {
     /// A newer login of your account replaced this session; the connection
     /// closes (4001) right after.
     Kicked { reason: String },
+    /// A thread that includes you was created, or you were added to one:
+    /// `sync_threads` has the rest.
+    Thread {
+        thread_id: ThreadId,
+        kind: ThreadKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     /// `from` asks you to be friends.
     FriendRequest { from: UserId, greeting: String },
     /// `to` accepted `from`'s request: you are friends. Sent to both; the

@@ -3,11 +3,12 @@
 //! one bad item is answered alone and the others are still sent.
 
 use crate::values::{
-    Alias, Device, Greeting, MessageBody, NewPassword, OutgoingText, Password, UniqueId, UserName,
-    MAX_BATCH_ITEMS, MAX_PAGE,
+    Alias, Device, Greeting, GroupName, MessageBody, NewPassword, OutgoingText, Password, UniqueId,
+    UserName, MAX_BATCH_ITEMS, MAX_PAGE,
 };
 use crate::WireError;
-use imlog_events::{MessageId, ThreadId, UserId};
+use chrono::{DateTime, Utc};
+use imlog_events::{GroupRole, MessageId, ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,7 +96,69 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
+    /// A group thread with you as its owner.
+    CreateGroup {
+        name: GroupName,
+        #[serde(default)]
+        members: Vec<MemberId>,
+    },
+    AddMembers {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        members: Vec<MemberId>,
+    },
+    RemoveMember {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+    },
+    LeaveGroup {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+    },
+    RenameGroup {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        name: GroupName,
+    },
+    /// Mute `user_id` until a time (`null`: unmute).
+    MuteMember {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+        until: Option<DateTime<Utc>>,
+    },
+    /// Make a member an admin, or an admin a member.
+    SetRole {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+        role: GroupRole,
+    },
+    TransferOwnership {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+    },
+    /// A thread's members with their roles, paged by user id.
+    Members {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(default, with = "id::cursor")]
+        after: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<PageSize>,
+    },
 }
+
+/// A user id in a list: positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MemberId(#[serde(with = "id::positive")] pub UserId);
 
 /// Which friend requests: to you, or from you.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,21 +186,47 @@ impl Request {
             Request::FriendReject { .. } => "friend_reject",
             Request::FriendRequests { .. } => "friend_requests",
             Request::Friends { .. } => "friends",
+            Request::CreateGroup { .. } => "create_group",
+            Request::AddMembers { .. } => "add_members",
+            Request::RemoveMember { .. } => "remove_member",
+            Request::LeaveGroup { .. } => "leave_group",
+            Request::RenameGroup { .. } => "rename_group",
+            Request::MuteMember { .. } => "mute_member",
+            Request::SetRole { .. } => "set_role",
+            Request::TransferOwnership { .. } => "transfer_ownership",
+            Request::Members { .. } => "members",
         }
     }
 
     /// Rules across fields that serde cannot express.
     pub(crate) fn checked(self) -> Result<Request, WireError> {
-        if let Request::SendMessages { items, .. } = &self {
-            if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
-                return Err(WireError::bad_request(format!(
+        match &self {
+            Request::SendMessages { items, .. }
+                if items.is_empty() || items.len() > MAX_BATCH_ITEMS =>
+            {
+                Err(WireError::bad_request(format!(
                     "items must hold 1-{MAX_BATCH_ITEMS} messages"
-                )));
+                )))
             }
+            Request::CreateGroup { members, .. } | Request::AddMembers { members, .. }
+                if members.len() > MAX_MEMBERS_PER_REQUEST =>
+            {
+                Err(WireError::bad_request(format!(
+                    "at most {MAX_MEMBERS_PER_REQUEST} members per request"
+                )))
+            }
+            Request::AddMembers { members, .. } if members.is_empty() => Err(
+                WireError::bad_request("members must name at least one user"),
+            ),
+            _ => Ok(self),
         }
-        Ok(self)
     }
 }
+
+/// How many users one `create_group` or `add_members` may name (a group
+/// holds up to 10,000; larger groups are built in several requests, each
+/// within the 64 KiB frame).
+pub const MAX_MEMBERS_PER_REQUEST: usize = 5_000;
 
 /// A page size asked for: 1..=`MAX_PAGE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

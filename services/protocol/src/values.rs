@@ -233,6 +233,29 @@ impl Alias {
     }
 }
 
+/// A group's name: 1–64 characters, no control characters, not blank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName(String);
+string_value!(GroupName);
+
+impl GroupName {
+    pub fn parse(raw: impl Into<String>) -> Result<GroupName, WireError> {
+        let raw = raw.into();
+        let n = raw.chars().count();
+        if (1..=64).contains(&n) && !raw.trim().is_empty() && !raw.chars().any(char::is_control) {
+            Ok(GroupName(raw))
+        } else {
+            Err(WireError::bad_request(
+                "a group name is 1-64 characters, not blank, without control characters",
+            ))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// One text message to post, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingText {

@@ -4,7 +4,7 @@
 
 use crate::WireError;
 use chrono::{DateTime, Utc};
-use imlog_events::{MessageId, MessageKind, SessionId, ThreadId, UserId};
+use imlog_events::{GroupRole, MessageId, MessageKind, SessionId, ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// One page of a cursor-paged list.
@@ -92,6 +92,11 @@ pub struct ThreadView {
     /// For a private thread: the other user.
     #[serde(default)]
     pub peer: Option<UserView>,
+    /// For a group: its name and how many members it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u32>,
 }
 
 /// A message, as sync pages, pushes and `replay --export` show it.
@@ -150,4 +155,20 @@ pub struct FriendView {
     /// Your private thread with them.
     #[serde(default)]
     pub thread_id: Option<ThreadId>,
+}
+
+/// The answer to `create_group`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupCreatedView {
+    pub thread_id: ThreadId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub user: UserView,
+    pub role: GroupRole,
+    pub joined_at: DateTime<Utc>,
+    /// Set while the member may not post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<DateTime<Utc>>,
 }

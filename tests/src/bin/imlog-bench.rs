@@ -41,6 +41,7 @@ fn event(thread: i64, body: String) -> Vec<u8> {
         kind: MessageKind::Text,
         body,
         recipients: vec![UserId::new(2)],
+        members_as_of: None,
     };
     Envelope::new(
         EventMeta::new(Some(UserId::new(1)), uuid::Uuid::new_v4()),

@@ -76,25 +76,36 @@ impl ProcessManager for FriendAcceptance {
             .ok_or_else(|| ProcessError::Other(format!("the thread of {low}:{high} is missing")))?;
 
         let id = trigger.envelope.meta.event_id.simple();
-        let message = |sender, unique_id: String, body: &str| MessagePosted {
+        let message = |sender, kind, unique_id: String, body: &str| MessagePosted {
             thread_id,
             sender_id: sender,
             unique_id,
-            kind: MessageKind::Text,
+            kind,
             body: body.to_owned(),
             // Both see these in their thread at once.
             recipients: vec![from, to],
+            members_as_of: None,
         };
         let mut steps = Vec::new();
         if !greeting.is_empty() {
             steps.push(trigger.step(
                 "greeting",
-                message(from, format!("friend-{id}-greeting"), &greeting),
+                message(
+                    from,
+                    MessageKind::Text,
+                    format!("friend-{id}-greeting"),
+                    &greeting,
+                ),
             ));
         }
         steps.push(trigger.step(
             "welcome",
-            message(to, format!("friend-{id}-welcome"), WELCOME),
+            message(
+                to,
+                MessageKind::System,
+                format!("friend-{id}-welcome"),
+                WELCOME,
+            ),
         ));
         for result in journal.append_all(&mut writes, &steps).await {
             result?;

@@ -20,6 +20,8 @@ use uuid::Uuid;
 pub enum MessagesError {
     #[error(transparent)]
     Thread(#[from] ThreadsError),
+    #[error("you are muted in this group until {0}")]
+    Muted(DateTime<Utc>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -63,7 +65,10 @@ impl Messages {
     ) -> Result<Posted, MessagesError> {
         let me = session.user_id;
         self.journal.settle(writes, &[Topic::Threads]).await?;
-        let members = self.threads.members_if_member(thread_id, me).await?;
+        let membership = self.threads.membership(thread_id, me).await?;
+        if let Some(until) = membership.muted_until.filter(|&until| until > Utc::now()) {
+            return Err(MessagesError::Muted(until));
+        }
         if retry {
             // The first send may have been acknowledged a moment ago on
             // another connection: wait until everything appended to the
@@ -72,7 +77,11 @@ impl Messages {
                 .settle_partition(Topic::Messages, &messages_key(thread_id))
                 .await?;
         }
-        let recipients: Vec<_> = members.into_iter().filter(|&u| u != me).collect();
+        // A private thread names its peer; a group's pushes go to its
+        // members as the fan-out knows them, so a send never carries a
+        // member list.
+        let recipients: Vec<_> = membership.peer.into_iter().collect();
+        let members_as_of = recipients.is_empty().then_some(membership.as_of);
         let unique_ids: Vec<&str> = items
             .iter()
             .filter_map(|item| item.as_ref().ok().map(|t| t.unique_id.as_str()))
@@ -120,6 +129,7 @@ impl Messages {
                 kind: MessageKind::Text,
                 body: text.body.into_string(),
                 recipients: recipients.clone(),
+                members_as_of,
             };
             envelopes.push(Envelope::new(
                 EventMeta::new(Some(me), correlation_id),
@@ -152,9 +162,7 @@ impl Messages {
         self.journal
             .settle(writes, &[Topic::Threads, Topic::Messages])
             .await?;
-        self.threads
-            .members_if_member(thread_id, session.user_id)
-            .await?;
+        self.threads.membership(thread_id, session.user_id).await?;
         let page = self
             .journal
             .read()

@@ -56,7 +56,10 @@ impl Trigger<'_> {
 
 /// Every process manager; the projector role runs them.
 pub fn all() -> Vec<&'static dyn ProcessManager> {
-    vec![&crate::friends::acceptance::FriendAcceptance]
+    vec![
+        &crate::friends::acceptance::FriendAcceptance,
+        &crate::groups::lines::GroupLines,
+    ]
 }
 
 #[derive(Debug, thiserror::Error)]

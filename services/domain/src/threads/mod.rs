@@ -3,7 +3,7 @@
 
 use crate::journal::{Journal, StoreError, Writes};
 use imlog_events::{PrivateThreadCreated, ThreadId, Topic, UserId};
-use imlog_projections::threads::{ThreadKind as RowKind, ThreadRow};
+use imlog_projections::threads::{Membership, ThreadKind as RowKind, ThreadRow};
 use imlog_protocol::{OpenedThread, Page, ThreadKind, ThreadView, UserView};
 use std::sync::Arc;
 
@@ -42,23 +42,18 @@ impl Threads {
         Threads { journal, settings }
     }
 
-    /// The thread's members, if `user` is one of them.
-    pub async fn members_if_member(
+    /// `user`'s membership of a thread: one row, whatever its size.
+    pub async fn membership(
         &self,
         thread_id: ThreadId,
         user: UserId,
-    ) -> Result<Vec<UserId>, ThreadsError> {
-        let members = self
-            .journal
+    ) -> Result<Membership, ThreadsError> {
+        self.journal
             .read()
-            .thread_members(thread_id)
+            .membership(thread_id, user)
             .await
-            .map_err(StoreError::from)?;
-        if members.contains(&user) {
-            Ok(members)
-        } else {
-            Err(ThreadsError::NotMember(thread_id))
-        }
+            .map_err(StoreError::from)?
+            .ok_or(ThreadsError::NotMember(thread_id))
     }
 
     #[tracing::instrument(skip_all, fields(user_id = %session.user_id, peer = %peer))]
@@ -151,5 +146,7 @@ fn view(row: ThreadRow) -> ThreadView {
             user_id: p.user_id,
             name: p.name,
         }),
+        name: row.name,
+        members: row.members.map(|n| n.max(0) as u32),
     }
 }
