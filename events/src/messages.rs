@@ -1,7 +1,7 @@
 //! Messages: posted (and, later, read and recalled), keyed by thread so that
 //! one thread is in one partition.
 
-use crate::{ThreadId, UserId};
+use crate::{MessageId, ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// The partitioning key of a thread's messages: one thread, one partition.
@@ -63,6 +63,31 @@ pub struct MessagePosted {
     /// applied when the sender was checked. The fan-out pushes to the
     /// members as of at least that point, so a member removed before the
     /// send is not pushed it. Since v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_as_of: Option<i64>,
+}
+
+/// `reader` has read `thread_id` up to `up_to` (and everything before it).
+/// Read markers only move forward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessagesRead {
+    pub thread_id: ThreadId,
+    pub reader: UserId,
+    pub up_to: MessageId,
+    /// Who is pushed the receipt (the peer, or a small group's members);
+    /// empty: nobody.
+    pub recipients: Vec<UserId>,
+}
+
+/// The sender withdrew a message: its body is gone from every projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecalled {
+    pub thread_id: ThreadId,
+    pub message_id: MessageId,
+    pub by: UserId,
+    /// As in `MessagePosted`: who is pushed, or (empty) the group's members
+    /// as of `members_as_of`.
+    pub recipients: Vec<UserId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members_as_of: Option<i64>,
 }

@@ -13,7 +13,7 @@ use crate::groups::{
     GroupCreated, GroupMemberMuted, GroupMemberRemoved, GroupMembersAdded,
     GroupOwnershipTransferred, GroupRenamed, GroupRoleChanged,
 };
-use crate::messages::{messages_key, MessagePosted};
+use crate::messages::{messages_key, MessagePosted, MessageRecalled, MessagesRead};
 use crate::social::{pair_key, FriendAccepted, FriendRejected, FriendRequested};
 use crate::threads::PrivateThreadCreated;
 use crate::Topic;
@@ -104,6 +104,8 @@ declare_events! {
     GroupOwnershipTransferred { name: "group.ownership_transferred", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
     /// `messages`, keyed by thread. v2: `kind` may be `system`.
     MessagePosted { name: "message.posted", version: 2, topic: Messages, key: |e| messages_key(e.thread_id) }
+    MessagesRead { name: "messages.read", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
+    MessageRecalled { name: "message.recalled", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
     /// `social`, keyed by the ordered pair.
     FriendRequested { name: "friend.requested", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
     FriendAccepted { name: "friend.accepted", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }

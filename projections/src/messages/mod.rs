@@ -1,22 +1,30 @@
-//! Messages, with a gapless per-thread sequence number.
+//! Messages, with a gapless per-thread sequence number, read markers and
+//! recalls.
 
 mod queries;
+mod receipts;
 
 use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use imlog_events::{Envelope, Event, MessageId, MessagePosted, Topic};
 use imlog_log::Record;
+use imlog_postgres::Migration;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
-pub use queries::MessageRow;
+pub(crate) use queries::COLUMNS;
+pub use queries::{MessageRow, ReceiptRow};
 
 pub(crate) const FEATURE: Feature = Feature {
     projection: &Messages,
-    tables: &["messages", "thread_seqs"],
-    migrations: &[],
+    tables: &["messages", "thread_seqs", "thread_reads"],
+    migrations: &[Migration {
+        version: 4,
+        name: "read markers and recalls",
+        sql: include_str!("receipts.sql"),
+    }],
 };
 
 pub struct Messages;
@@ -40,33 +48,53 @@ impl Projection for Messages {
         self.apply_batch(tx, &[(record, envelope.clone())]).await
     }
 
-    /// Set-based: three statements per batch, whatever its size.
+    /// Runs of posts are set-based (four statements per run, whatever its
+    /// size); a read marker or a recall is applied between them, in log
+    /// order.
     async fn apply_batch(
         &self,
         tx: &Transaction<'_>,
         batch: &[(&Record, Envelope)],
     ) -> Result<(), ProjectionError> {
-        let posted: Vec<(&Record, &Envelope, &MessagePosted)> = batch
-            .iter()
-            .filter_map(|(record, envelope)| match &envelope.event {
-                Event::MessagePosted(m) => Some((*record, envelope, m)),
-                _ => None,
-            })
-            .collect();
-        if posted.is_empty() {
-            return Ok(());
+        let mut run: Vec<(&Record, &Envelope, &MessagePosted)> = Vec::new();
+        for (record, envelope) in batch {
+            let at = envelope.meta.occurred_at;
+            match &envelope.event {
+                Event::MessagePosted(m) => run.push((*record, envelope, m)),
+                Event::MessagesRead(r) => {
+                    post(tx, std::mem::take(&mut run)).await?;
+                    receipts::read(tx, r, at).await?;
+                }
+                Event::MessageRecalled(r) => {
+                    post(tx, std::mem::take(&mut run)).await?;
+                    receipts::recall(tx, r, at).await?;
+                }
+                _ => {}
+            }
         }
-        // A retried send carries the same (thread, sender, unique_id): the
-        // first one in log order counts, whether stored already or in this
-        // batch. A thread is one partition, so this verdict is the same in a
-        // replay, whatever its batches.
-        let threads: Vec<i64> = posted.iter().map(|(_, _, m)| m.thread_id.get()).collect();
-        let senders: Vec<i64> = posted.iter().map(|(_, _, m)| m.sender_id.get()).collect();
-        let unique_ids: Vec<&str> = posted
-            .iter()
-            .map(|(_, _, m)| m.unique_id.as_str())
-            .collect();
-        let mut seen: HashSet<(i64, i64, String)> = tx
+        post(tx, run).await
+    }
+}
+
+/// Inserts a run of posts.
+async fn post(
+    tx: &Transaction<'_>,
+    posted: Vec<(&Record, &Envelope, &MessagePosted)>,
+) -> Result<(), ProjectionError> {
+    if posted.is_empty() {
+        return Ok(());
+    }
+    // A retried send carries the same (thread, sender, unique_id): the
+    // first one in log order counts, whether stored already or in this
+    // batch. A thread is one partition, so this verdict is the same in a
+    // replay, whatever its batches.
+    let threads: Vec<i64> = posted.iter().map(|(_, _, m)| m.thread_id.get()).collect();
+    let senders: Vec<i64> = posted.iter().map(|(_, _, m)| m.sender_id.get()).collect();
+    let unique_ids: Vec<&str> = posted
+        .iter()
+        .map(|(_, _, m)| m.unique_id.as_str())
+        .collect();
+    let mut seen: HashSet<(i64, i64, String)> = tx
             .query_typed(
                 "SELECT m.thread_id, m.sender_id, m.unique_id FROM messages m
                  JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(thread_id, sender_id, unique_id)
@@ -81,24 +109,24 @@ impl Projection for Messages {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
-        let fresh: Vec<_> = posted
-            .into_iter()
-            .filter(|(_, _, m)| {
-                seen.insert((m.thread_id.get(), m.sender_id.get(), m.unique_id.clone()))
-            })
-            .collect();
-        if fresh.is_empty() {
-            return Ok(());
-        }
+    let fresh: Vec<_> = posted
+        .into_iter()
+        .filter(|(_, _, m)| {
+            seen.insert((m.thread_id.get(), m.sender_id.get(), m.unique_id.clone()))
+        })
+        .collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
 
-        // Reserve each thread's next seqs in one statement.
-        let mut per_thread: BTreeMap<i64, i64> = BTreeMap::new();
-        for (_, _, m) in &fresh {
-            *per_thread.entry(m.thread_id.get()).or_default() += 1;
-        }
-        let threads: Vec<i64> = per_thread.keys().copied().collect();
-        let counts: Vec<i64> = per_thread.values().copied().collect();
-        let mut next_seq: HashMap<i64, i64> = tx
+    // Reserve each thread's next seqs in one statement.
+    let mut per_thread: BTreeMap<i64, i64> = BTreeMap::new();
+    for (_, _, m) in &fresh {
+        *per_thread.entry(m.thread_id.get()).or_default() += 1;
+    }
+    let threads: Vec<i64> = per_thread.keys().copied().collect();
+    let counts: Vec<i64> = per_thread.values().copied().collect();
+    let mut next_seq: HashMap<i64, i64> = tx
             .query_typed(
                 "INSERT INTO thread_seqs (thread_id, last_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])
                  ON CONFLICT (thread_id) DO UPDATE SET last_seq = thread_seqs.last_seq + EXCLUDED.last_seq
@@ -114,23 +142,23 @@ impl Projection for Messages {
             })
             .collect();
 
-        let mut rows = MessageRows::default();
-        for (record, envelope, m) in fresh {
-            let seq = next_seq
-                .get_mut(&m.thread_id.get())
-                .expect("reserved above");
-            rows.message_id
-                .push(MessageId::from_position(record.position()).get());
-            rows.thread_id.push(m.thread_id.get());
-            rows.seq.push(*seq);
-            rows.sender_id.push(m.sender_id.get());
-            rows.unique_id.push(&m.unique_id);
-            rows.kind.push(m.kind.as_str());
-            rows.body.push(&m.body);
-            rows.created_at.push(envelope.meta.occurred_at);
-            *seq += 1;
-        }
-        tx.query_typed(
+    let mut rows = MessageRows::default();
+    for (record, envelope, m) in fresh {
+        let seq = next_seq
+            .get_mut(&m.thread_id.get())
+            .expect("reserved above");
+        rows.message_id
+            .push(MessageId::from_position(record.position()).get());
+        rows.thread_id.push(m.thread_id.get());
+        rows.seq.push(*seq);
+        rows.sender_id.push(m.sender_id.get());
+        rows.unique_id.push(&m.unique_id);
+        rows.kind.push(m.kind.as_str());
+        rows.body.push(&m.body);
+        rows.created_at.push(envelope.meta.occurred_at);
+        *seq += 1;
+    }
+    tx.query_typed(
             "INSERT INTO messages (message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
                                   $6::text[], $7::text[], $8::timestamptz[])",
@@ -146,8 +174,15 @@ impl Projection for Messages {
             ],
         )
         .await?;
-        Ok(())
-    }
+    receipts::read_own_posts(
+        tx,
+        &rows.thread_id,
+        &rows.sender_id,
+        &rows.seq,
+        &rows.message_id,
+        &rows.created_at,
+    )
+    .await
 }
 
 /// Column arrays for one multi-row insert.

@@ -18,23 +18,40 @@ pub struct MessageRow {
     pub kind: MessageKind,
     pub body: String,
     pub created_at: DateTime<Utc>,
+    /// The sender withdrew it; `body` is empty.
+    pub recalled: bool,
 }
 
-const COLUMNS: &str = "message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at";
+/// One member's read marker.
+#[derive(Debug, Clone)]
+pub struct ReceiptRow {
+    pub user_id: UserId,
+    pub up_to: MessageId,
+    pub at: DateTime<Utc>,
+}
+
+pub(crate) const COLUMNS: &str =
+    "message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at, recalled_at IS NOT NULL";
 
 impl MessageRow {
-    fn from_row(r: &Row) -> MessageRow {
+    /// From the columns of [`COLUMNS`], starting at `at`.
+    pub(crate) fn from_row_at(r: &Row, at: usize) -> MessageRow {
         MessageRow {
-            message_id: MessageId::new(r.get(0)),
-            thread_id: ThreadId::new(r.get(1)),
-            seq: r.get(2),
-            sender_id: UserId::new(r.get(3)),
-            unique_id: r.get(4),
+            message_id: MessageId::new(r.get(at)),
+            thread_id: ThreadId::new(r.get(at + 1)),
+            seq: r.get(at + 2),
+            sender_id: UserId::new(r.get(at + 3)),
+            unique_id: r.get(at + 4),
             // The projection writes only names of this enum.
-            kind: MessageKind::from_name(r.get(5)).unwrap_or(MessageKind::Text),
-            body: r.get(6),
-            created_at: r.get(7),
+            kind: MessageKind::from_name(r.get(at + 5)).unwrap_or(MessageKind::Text),
+            body: r.get(at + 6),
+            created_at: r.get(at + 7),
+            recalled: r.get(at + 8),
         }
+    }
+
+    fn from_row(r: &Row) -> MessageRow {
+        MessageRow::from_row_at(r, 0)
     }
 }
 
@@ -64,6 +81,92 @@ impl ReadModel {
         let items = rows.iter().map(MessageRow::from_row).collect();
         Ok(Page::from_overfetch(items, limit, since.get(), |m| {
             m.message_id.get()
+        }))
+    }
+
+    /// A thread's messages with `message_id < before`: the page just before
+    /// it (scrollback), ascending; `next_cursor` is its first id, to ask for
+    /// the page before that.
+    pub async fn messages_before(
+        &self,
+        thread_id: ThreadId,
+        before: MessageId,
+        limit: usize,
+    ) -> Result<Page<MessageRow>, ReadError> {
+        let rows = self
+            .client()
+            .await?
+            .query_typed(
+                &format!(
+                    "SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND message_id < $2
+                     ORDER BY message_id DESC LIMIT $3"
+                ),
+                &[
+                    (&thread_id.get(), Type::INT8),
+                    (&before.get(), Type::INT8),
+                    (&overfetch(limit), Type::INT8),
+                ],
+            )
+            .await?;
+        let newest_first: Vec<MessageRow> = rows.iter().map(MessageRow::from_row).collect();
+        let mut page =
+            Page::from_overfetch(newest_first, limit, before.get(), |m| m.message_id.get());
+        page.items.reverse();
+        Ok(page)
+    }
+
+    /// One message of a thread.
+    pub async fn message(
+        &self,
+        thread_id: ThreadId,
+        message_id: MessageId,
+    ) -> Result<Option<MessageRow>, ReadError> {
+        Ok(self
+            .client()
+            .await?
+            .query_typed_opt(
+                &format!("SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND message_id = $2"),
+                &[
+                    (&thread_id.get(), Type::INT8),
+                    (&message_id.get(), Type::INT8),
+                ],
+            )
+            .await?
+            .as_ref()
+            .map(MessageRow::from_row))
+    }
+
+    /// The members' read markers of a thread, by user id after `after`.
+    pub async fn receipts_page(
+        &self,
+        thread_id: ThreadId,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Page<ReceiptRow>, ReadError> {
+        let rows = self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT r.user_id, r.read_message_id, r.read_at FROM thread_reads r
+                 JOIN thread_members m ON m.thread_id = r.thread_id AND m.user_id = r.user_id
+                 WHERE r.thread_id = $1 AND r.user_id > $2 ORDER BY r.user_id LIMIT $3",
+                &[
+                    (&thread_id.get(), Type::INT8),
+                    (&after.get(), Type::INT8),
+                    (&overfetch(limit), Type::INT8),
+                ],
+            )
+            .await?;
+        let items = rows
+            .iter()
+            .map(|r| ReceiptRow {
+                user_id: UserId::new(r.get(0)),
+                up_to: MessageId::new(r.get(1)),
+                at: r.get(2),
+            })
+            .collect();
+        Ok(Page::from_overfetch(items, limit, after.get(), |r| {
+            r.user_id.get()
         }))
     }
 

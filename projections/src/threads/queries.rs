@@ -1,6 +1,8 @@
 //! Reads of threads and their members.
 
 use crate::accounts::UserRow;
+use crate::messages::MessageRow;
+use crate::messages::COLUMNS as MESSAGE_COLUMNS;
 use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
@@ -23,6 +25,9 @@ pub struct ThreadRow {
     /// For a group: its name and size.
     pub name: Option<String>,
     pub members: Option<i32>,
+    /// Messages after the user's read marker.
+    pub unread: i64,
+    pub last_message: Option<MessageRow>,
 }
 
 /// One user's place in one thread.
@@ -227,16 +232,24 @@ impl ReadModel {
             .client()
             .await?
             .query_typed(
-                "SELECT t.thread_id, t.kind, t.created_at, peer.user_id, peer.name, g.name, g.members
+                &format!(
+                "SELECT t.thread_id, t.kind, t.created_at, peer.user_id, peer.name, g.name, g.members,
+                        coalesce(s.last_seq, 0) - coalesce(r.read_seq, 0), lm.*
                  FROM thread_members m
                  JOIN threads t ON t.thread_id = m.thread_id
                  LEFT JOIN private_threads p ON p.thread_id = m.thread_id
-                 LEFT JOIN group_threads g ON g.thread_id = m.thread_id
                  LEFT JOIN users peer ON peer.user_id =
                      CASE WHEN p.user_low = $1 THEN p.user_high ELSE p.user_low END
+                 LEFT JOIN group_threads g ON g.thread_id = m.thread_id
+                 LEFT JOIN thread_seqs s ON s.thread_id = m.thread_id
+                 LEFT JOIN thread_reads r ON r.thread_id = m.thread_id AND r.user_id = $1
+                 LEFT JOIN LATERAL (SELECT {MESSAGE_COLUMNS} FROM messages x
+                                    WHERE x.thread_id = m.thread_id
+                                    ORDER BY x.message_id DESC LIMIT 1) lm ON true
                  WHERE m.user_id = $1 AND m.thread_id > $2
                  ORDER BY m.thread_id
-                 LIMIT $3",
+                 LIMIT $3"
+            ),
                 &[
                     (&user_id.get(), Type::INT8),
                     (&after.get(), Type::INT8),
@@ -256,6 +269,10 @@ impl ReadModel {
                 }),
                 name: r.get(5),
                 members: r.get(6),
+                unread: r.get(7),
+                last_message: r
+                    .get::<_, Option<i64>>(8)
+                    .map(|_| MessageRow::from_row_at(r, 8)),
             })
             .collect();
         Ok(Page::from_overfetch(items, limit, after.get(), |t| {

@@ -6,7 +6,7 @@
 
 use futures::{SinkExt, StreamExt};
 use imlog_protocol::{
-    Alias, Authenticated, Befriended, Device, Direction, ErrorCode, FriendApplied,
+    Alias, Authenticated, Before, Befriended, Device, Direction, ErrorCode, FriendApplied,
     FriendRequestView, FriendView, Greeting, GroupCreatedView, GroupName, LoggedIn, MemberId,
     MemberView, MessageId, MessageView, NewPassword, OpenedThread, OutgoingItem, Page, PageSize,
     Password, Push, Registered, Reply, Request, Sent, SentItem, ThreadId, ThreadView, UserId,
@@ -348,6 +348,24 @@ impl Client {
         self.call(&Request::SyncMessages {
             thread_id,
             since,
+            before: None,
+            limit: Some(limit),
+        })
+        .await
+    }
+
+    /// Scrollback: the page of messages just before `before`.
+    pub async fn messages_before(
+        &mut self,
+        thread_id: ThreadId,
+        before: MessageId,
+        limit: usize,
+    ) -> Result<Page<MessageView>> {
+        let limit = PageSize::try_from(limit).map_err(ClientError::Invalid)?;
+        self.call(&Request::SyncMessages {
+            thread_id,
+            since: MessageId::default(),
+            before: Some(Before(before)),
             limit: Some(limit),
         })
         .await

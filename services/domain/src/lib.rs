@@ -41,12 +41,13 @@ impl Domain {
         journal: Arc<Journal>,
         accounts: accounts::AccountsSettings,
         threads: threads::ThreadsSettings,
+        messages: messages::MessagesSettings,
         objects: imlog_objects::Objects,
     ) -> Domain {
         let threads = Arc::new(threads::Threads::new(journal.clone(), threads));
         Domain {
             accounts: accounts::Accounts::new(journal.clone(), accounts),
-            messages: messages::Messages::new(journal.clone(), threads.clone()),
+            messages: messages::Messages::new(journal.clone(), threads.clone(), messages),
             friends: friends::Friends::new(journal.clone()),
             groups: groups::Groups::new(journal.clone()),
             threads,

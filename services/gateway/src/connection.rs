@@ -272,13 +272,45 @@ impl Connection {
             Request::SyncMessages {
                 thread_id,
                 since,
+                before,
                 limit,
             } => {
                 let limit = limit.map_or(DEFAULT_MESSAGE_PAGE, |l| l.get());
+                let before = before.map(|b| b.0);
                 to_value(
                     domain
                         .messages
-                        .sync(w, &session, thread_id, since, limit)
+                        .sync(w, &session, thread_id, since, before, limit)
+                        .await?,
+                )
+            }
+            Request::MarkRead { thread_id, up_to } => {
+                domain
+                    .messages
+                    .mark_read(w, &session, thread_id, up_to)
+                    .await?;
+                Ok(json!({}))
+            }
+            Request::Recall {
+                thread_id,
+                message_id,
+            } => {
+                domain
+                    .messages
+                    .recall(w, &session, thread_id, message_id)
+                    .await?;
+                Ok(json!({}))
+            }
+            Request::ReadReceipts {
+                thread_id,
+                after,
+                limit,
+            } => {
+                let limit = limit.map_or(MAX_PAGE, |l| l.get());
+                to_value(
+                    domain
+                        .messages
+                        .receipts(w, &session, thread_id, after, limit)
                         .await?,
                 )
             }

@@ -105,7 +105,13 @@ impl From<MessagesError> for ApiError {
     fn from(e: MessagesError) -> Self {
         match e {
             MessagesError::Thread(t) => t.into(),
-            MessagesError::Muted(_) => ApiError::new(ErrorCode::Forbidden, e.to_string()),
+            MessagesError::Muted(_) | MessagesError::NotSender => {
+                ApiError::new(ErrorCode::Forbidden, e.to_string())
+            }
+            MessagesError::NoSuchMessage(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            MessagesError::RecallWindowPassed(_) => {
+                ApiError::new(ErrorCode::TooLate, e.to_string())
+            }
             MessagesError::Store(s) => s.into(),
         }
     }

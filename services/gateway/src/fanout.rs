@@ -13,8 +13,8 @@ use imlog_domain::messages::logged_view;
 use imlog_domain::{Journal, Writes};
 use imlog_events::{
     Envelope, Event, FriendAccepted, FriendRequested, GroupCreated, GroupMemberRemoved,
-    GroupMembersAdded, LogPosition, MessagePosted, PrivateThreadCreated, SessionEnded,
-    SessionStarted, ThreadId, Topic, UserId,
+    GroupMembersAdded, LogPosition, MessagePosted, MessageRecalled, MessagesRead,
+    PrivateThreadCreated, SessionEnded, SessionStarted, ThreadId, Topic, UserId,
 };
 use imlog_log::{read_from_end, Record};
 use imlog_protocol::{Push, ThreadKind};
@@ -40,6 +40,16 @@ pub const ROUTES: &[Route] = &[
         event: MessagePosted::TYPE_NAME,
         topic: MessagePosted::TOPIC,
         deliver: |f, r, e| Box::pin(push_message(f, r, e)),
+    },
+    Route {
+        event: MessagesRead::TYPE_NAME,
+        topic: MessagesRead::TOPIC,
+        deliver: |f, r, e| Box::pin(push_read(f, r, e)),
+    },
+    Route {
+        event: MessageRecalled::TYPE_NAME,
+        topic: MessageRecalled::TOPIC,
+        deliver: |f, r, e| Box::pin(push_recalled(f, r, e)),
     },
     Route {
         event: SessionStarted::TYPE_NAME,
@@ -96,6 +106,28 @@ impl Fanout {
             hub,
             journal,
             members: Members::default(),
+        }
+    }
+
+    /// Pushes `frame` to `recipients`, or, when none are named (a group), to
+    /// every member as of `members_as_of` but `sender`.
+    async fn to_thread(
+        &self,
+        thread_id: ThreadId,
+        sender: UserId,
+        recipients: &[UserId],
+        members_as_of: Option<i64>,
+        frame: &str,
+    ) {
+        if !recipients.is_empty() {
+            self.hub.deliver_all(recipients.iter().copied(), frame);
+        } else if let Some(members) = self
+            .members
+            .of(self, thread_id, members_as_of.unwrap_or(0))
+            .await
+        {
+            let others = members.iter().copied().filter(|&u| u != sender);
+            self.hub.deliver_all(others, frame);
         }
     }
 
@@ -182,16 +214,42 @@ async fn push_message(f: &Fanout, record: &Record, envelope: &Envelope) {
         return;
     };
     let frame = Push::Message(logged_view(record.position(), m, envelope.meta.occurred_at)).frame();
-    if !m.recipients.is_empty() {
-        f.hub.deliver_all(m.recipients.iter().copied(), &frame);
-    } else if let Some(members) = f
-        .members
-        .of(f, m.thread_id, m.members_as_of.unwrap_or(0))
-        .await
-    {
-        let others = members.iter().copied().filter(|&u| u != m.sender_id);
-        f.hub.deliver_all(others, &frame);
+    f.to_thread(
+        m.thread_id,
+        m.sender_id,
+        &m.recipients,
+        m.members_as_of,
+        &frame,
+    )
+    .await;
+}
+
+/// A read receipt goes to the recipients named in it (none in big groups).
+async fn push_read(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    if let Event::MessagesRead(r) = &envelope.event {
+        let push = Push::Read {
+            thread_id: r.thread_id,
+            user_id: r.reader,
+            up_to: r.up_to,
+        };
+        f.hub
+            .deliver_all(r.recipients.iter().copied(), &push.frame());
     }
+}
+
+/// A recall goes where the message went.
+async fn push_recalled(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    let Event::MessageRecalled(r) = &envelope.event else {
+        return;
+    };
+    let frame = Push::Recalled {
+        thread_id: r.thread_id,
+        message_id: r.message_id,
+        by: r.by,
+    }
+    .frame();
+    f.to_thread(r.thread_id, r.by, &r.recipients, r.members_as_of, &frame)
+        .await;
 }
 
 /// A new login anywhere kicks the user's older sessions held here.

@@ -114,7 +114,7 @@ impl IntoResponse for HttpError {
             ErrorCode::Unauthenticated | ErrorCode::BadCredentials | ErrorCode::BadToken => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::TooLate => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NameTaken | ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::Unavailable | ErrorCode::ProjectionLagging => {
@@ -185,6 +185,8 @@ async fn threads(
 struct MessagesQuery {
     #[serde(default)]
     since: i64,
+    /// Scrollback: the page just before this message.
+    before: Option<i64>,
     limit: Option<PageSize>,
 }
 
@@ -200,6 +202,13 @@ async fn messages(
         .ok_or_else(|| ApiError::bad_request("thread_id must be a positive id"))?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.map_or(DEFAULT_MESSAGE_PAGE, PageSize::get);
+    let before = match q.before {
+        None => None,
+        Some(raw) => Some(
+            MessageId::parse(raw)
+                .ok_or_else(|| ApiError::bad_request("before must be a positive message id"))?,
+        ),
+    };
     let page = state
         .gateway
         .domain
@@ -209,6 +218,7 @@ async fn messages(
             &session,
             thread_id,
             MessageId::new(q.since.max(0)),
+            before,
             limit,
         )
         .await?;

@@ -3,6 +3,7 @@
 use crate::config::{LogBackend, Settings};
 use anyhow::Context;
 use imlog_domain::accounts::AccountsSettings;
+use imlog_domain::messages::MessagesSettings;
 use imlog_domain::threads::ThreadsSettings;
 use imlog_domain::{processes, Domain, Journal};
 use imlog_gateway::http::{self, Surface};
@@ -209,6 +210,9 @@ impl Application {
                     accounts,
                     ThreadsSettings {
                         strangers_may_chat: g.strangers_may_chat,
+                    },
+                    MessagesSettings {
+                        recall_window: Duration::from_secs(g.recall_window_secs),
                     },
                     objects,
                 ),

@@ -117,6 +117,8 @@ pub struct GatewayConfig {
     pub projection_wait_ms: u64,
     /// Whether users who are not friends may open a private thread.
     pub strangers_may_chat: bool,
+    /// How long after sending a message its sender may recall it.
+    pub recall_window_secs: u64,
 }
 
 impl Settings {
@@ -220,6 +222,7 @@ impl Default for GatewayConfig {
             session_ttl_hours: 24 * 30,
             projection_wait_ms: 5000,
             strangers_may_chat: false,
+            recall_window_secs: 120,
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     Conflict,
     /// A message is longer than the limit.
     TooLong,
+    /// The time allowed for it has passed (recalling a message).
+    TooLate,
     /// The log or the database is unreachable, or the server is busy; retry later.
     Unavailable,
     /// The read model has not caught up with this connection's writes in time; retry.
@@ -57,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Conflict => "conflict",
             ErrorCode::TooLong => "too_long",
+            ErrorCode::TooLate => "too_late",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ProjectionLagging => "projection_lagging",
             ErrorCode::Internal => "internal",

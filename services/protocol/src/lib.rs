@@ -22,15 +22,15 @@ pub use error::{ErrorCode, WireError};
 pub use frame::{error_reply, ok_reply, parse, Reply};
 pub use push::Push;
 pub use request::PageSize;
-pub use request::{Direction, MemberId, OutgoingItem, Request, MAX_MEMBERS_PER_REQUEST};
+pub use request::{Before, Direction, MemberId, OutgoingItem, Request, MAX_MEMBERS_PER_REQUEST};
 pub use values::{
     Alias, Device, Greeting, GroupName, MessageBody, NewPassword, OutgoingText, Password, UniqueId,
     UserName, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_BATCH_ITEMS, MAX_PAGE, MAX_TEXT_CHARS,
 };
 pub use views::{
     Authenticated, Befriended, FriendApplied, FriendRequestView, FriendView, GroupCreatedView,
-    LoggedIn, MemberView, MessageView, OpenedThread, Page, Registered, Sent, SentItem, ThreadKind,
-    ThreadView, UserView,
+    LoggedIn, MemberView, MessageView, OpenedThread, Page, ReceiptView, Registered, Sent, SentItem,
+    ThreadKind, ThreadView, UserView,
 };
 
 /// The ids a client names, re-exported so that a client needs this crate only.

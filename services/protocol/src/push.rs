@@ -1,7 +1,7 @@
 //! Pushes: frames the server sends without a request, `{"push": kind, "data": ...}`.
 
 use crate::{MessageView, ThreadKind};
-use imlog_events::{ThreadId, UserId};
+use imlog_events::{MessageId, ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +19,19 @@ pub enum Push {
         kind: ThreadKind,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+    },
+    /// `user_id` read `thread_id` up to `up_to` (private threads and groups
+    /// of up to 100 members).
+    Read {
+        thread_id: ThreadId,
+        user_id: UserId,
+        up_to: MessageId,
+    },
+    /// The sender withdrew a message: show it as recalled.
+    Recalled {
+        thread_id: ThreadId,
+        message_id: MessageId,
+        by: UserId,
     },
     /// `from` asks you to be friends.
     FriendRequest { from: UserId, greeting: String },

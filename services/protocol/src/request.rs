@@ -50,11 +50,38 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
+    /// Messages after `since`, or, with `before`, the page just before it
+    /// (scrollback).
     SyncMessages {
         #[serde(with = "id::positive")]
         thread_id: ThreadId,
         #[serde(default, with = "id::cursor")]
         since: MessageId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<Before>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<PageSize>,
+    },
+    /// You have read `thread_id` up to `up_to`.
+    MarkRead {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(with = "id::positive")]
+        up_to: MessageId,
+    },
+    /// Withdraw a message you sent, within the recall window.
+    Recall {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(with = "id::positive")]
+        message_id: MessageId,
+    },
+    /// The members' read markers of a thread, paged by user id.
+    ReadReceipts {
+        #[serde(with = "id::positive")]
+        thread_id: ThreadId,
+        #[serde(default, with = "id::cursor")]
+        after: UserId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
@@ -155,6 +182,11 @@ pub enum Request {
     },
 }
 
+/// A scrollback cursor: a positive message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Before(#[serde(with = "id::positive")] pub MessageId);
+
 /// A user id in a list: positive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -181,6 +213,9 @@ impl Request {
             Request::SendMessages { .. } => "send_messages",
             Request::SyncThreads { .. } => "sync_threads",
             Request::SyncMessages { .. } => "sync_messages",
+            Request::MarkRead { .. } => "mark_read",
+            Request::Recall { .. } => "recall",
+            Request::ReadReceipts { .. } => "read_receipts",
             Request::FriendApply { .. } => "friend_apply",
             Request::FriendAccept { .. } => "friend_accept",
             Request::FriendReject { .. } => "friend_reject",

@@ -97,6 +97,11 @@ pub struct ThreadView {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<u32>,
+    /// Messages after your read marker.
+    #[serde(default)]
+    pub unread: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<MessageView>,
 }
 
 /// A message, as sync pages, pushes and `replay --export` show it.
@@ -111,8 +116,21 @@ pub struct MessageView {
     pub sender_id: UserId,
     pub unique_id: String,
     pub kind: MessageKind,
+    /// Empty once recalled.
     pub body: String,
     pub created_at: DateTime<Utc>,
+    /// The sender withdrew it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recalled: bool,
+}
+
+/// How far one member has read a thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptView {
+    pub user_id: UserId,
+    /// The last message they have read (everything before it too).
+    pub up_to: MessageId,
+    pub at: DateTime<Utc>,
 }
 
 /// The answer to `friend_apply`.

@@ -8,10 +8,10 @@ use crate::threads::{Threads, ThreadsError};
 use chrono::{DateTime, Utc};
 use imlog_events::{
     messages_key, Envelope, EventMeta, LogPosition, MessageId, MessageKind, MessagePosted,
-    ThreadId, Topic,
+    MessageRecalled, MessagesRead, ThreadId, Topic, UserId,
 };
 use imlog_projections::messages::MessageRow;
-use imlog_protocol::{MessageView, OutgoingText, Page, WireError};
+use imlog_protocol::{MessageView, OutgoingText, Page, ReceiptView, WireError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -22,6 +22,12 @@ pub enum MessagesError {
     Thread(#[from] ThreadsError),
     #[error("you are muted in this group until {0}")]
     Muted(DateTime<Utc>),
+    #[error("no message {0} in this thread")]
+    NoSuchMessage(MessageId),
+    #[error("only its sender may recall a message")]
+    NotSender,
+    #[error("a message can be recalled within {0:?} of sending")]
+    RecallWindowPassed(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -41,14 +47,42 @@ pub struct Posted {
     pub items: Vec<(String, Result<MessageId, ItemRefused>)>,
 }
 
+#[derive(Debug, Clone)]
+pub struct MessagesSettings {
+    /// How long after sending a message its sender may recall it.
+    pub recall_window: std::time::Duration,
+}
+
+impl Default for MessagesSettings {
+    fn default() -> Self {
+        MessagesSettings {
+            recall_window: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+/// Read receipts are pushed in private threads and groups up to this size;
+/// in larger groups they would be a storm (everyone reading, everyone told),
+/// and `read_receipts` answers instead.
+pub const RECEIPT_PUSH_LIMIT: usize = 100;
+
 pub struct Messages {
     journal: Arc<Journal>,
     threads: Arc<Threads>,
+    settings: MessagesSettings,
 }
 
 impl Messages {
-    pub fn new(journal: Arc<Journal>, threads: Arc<Threads>) -> Messages {
-        Messages { journal, threads }
+    pub fn new(
+        journal: Arc<Journal>,
+        threads: Arc<Threads>,
+        settings: MessagesSettings,
+    ) -> Messages {
+        Messages {
+            journal,
+            threads,
+            settings,
+        }
     }
 
     /// Posts a batch of texts. A `unique_id` already posted by the sender in
@@ -151,14 +185,140 @@ impl Messages {
         })
     }
 
+    /// A thread's messages after `since`, or with `before`, the page just
+    /// before that message (scrollback).
     pub async fn sync(
         &self,
         writes: &mut Writes,
         session: &Session,
         thread_id: ThreadId,
         since: MessageId,
+        before: Option<MessageId>,
         limit: usize,
     ) -> Result<Page<MessageView>, MessagesError> {
+        self.journal
+            .settle(writes, &[Topic::Threads, Topic::Messages])
+            .await?;
+        self.threads.membership(thread_id, session.user_id).await?;
+        let read = self.journal.read();
+        let page = match before {
+            Some(before) => read.messages_before(thread_id, before, limit).await,
+            None => read.messages_page(thread_id, since, limit).await,
+        }
+        .map_err(StoreError::from)?;
+        Ok(Page {
+            items: page.items.into_iter().map(stored_view).collect(),
+            load_more: page.load_more,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// Moves your read marker in a thread forward to `up_to`; the other
+    /// members are pushed the receipt (in threads up to
+    /// [`RECEIPT_PUSH_LIMIT`] members).
+    pub async fn mark_read(
+        &self,
+        writes: &mut Writes,
+        session: &Session,
+        thread_id: ThreadId,
+        up_to: MessageId,
+    ) -> Result<(), MessagesError> {
+        let me = session.user_id;
+        self.journal.settle(writes, &[Topic::Threads]).await?;
+        let membership = self.threads.membership(thread_id, me).await?;
+        let recipients = match membership.peer {
+            Some(peer) => vec![peer],
+            None if membership.members <= RECEIPT_PUSH_LIMIT => {
+                let (members, _) = self
+                    .journal
+                    .read()
+                    .members_as_of(thread_id)
+                    .await
+                    .map_err(StoreError::from)?;
+                members.into_iter().filter(|&u| u != me).collect()
+            }
+            None => vec![],
+        };
+        self.journal
+            .append(
+                writes,
+                Some(me),
+                MessagesRead {
+                    thread_id,
+                    reader: me,
+                    up_to,
+                    recipients,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Withdraws a message you sent, within the recall window. Recalling it
+    /// again is harmless.
+    #[tracing::instrument(skip_all, fields(user_id = %session.user_id, %thread_id, %message_id))]
+    pub async fn recall(
+        &self,
+        writes: &mut Writes,
+        session: &Session,
+        thread_id: ThreadId,
+        message_id: MessageId,
+    ) -> Result<(), MessagesError> {
+        let me = session.user_id;
+        self.journal.settle(writes, &[Topic::Threads]).await?;
+        let membership = self.threads.membership(thread_id, me).await?;
+        // The message may have been acknowledged a moment ago elsewhere.
+        self.journal
+            .settle_partition(Topic::Messages, &messages_key(thread_id))
+            .await?;
+        let message = self
+            .journal
+            .read()
+            .message(thread_id, message_id)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(MessagesError::NoSuchMessage(message_id))?;
+        if message.sender_id != me || message.kind == MessageKind::System {
+            return Err(MessagesError::NotSender);
+        }
+        if message.recalled {
+            return Ok(());
+        }
+        let window = self.settings.recall_window;
+        let age = (Utc::now() - message.created_at)
+            .to_std()
+            .unwrap_or_default();
+        if age > window {
+            return Err(MessagesError::RecallWindowPassed(window));
+        }
+        let recipients: Vec<_> = membership.peer.into_iter().collect();
+        let members_as_of = recipients.is_empty().then_some(membership.as_of);
+        self.journal
+            .append(
+                writes,
+                Some(me),
+                MessageRecalled {
+                    thread_id,
+                    message_id,
+                    by: me,
+                    recipients,
+                    members_as_of,
+                },
+            )
+            .await?;
+        tracing::info!("message recalled");
+        Ok(())
+    }
+
+    /// The members' read markers of a thread you are in.
+    pub async fn receipts(
+        &self,
+        writes: &mut Writes,
+        session: &Session,
+        thread_id: ThreadId,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Page<ReceiptView>, MessagesError> {
         self.journal
             .settle(writes, &[Topic::Threads, Topic::Messages])
             .await?;
@@ -166,11 +326,19 @@ impl Messages {
         let page = self
             .journal
             .read()
-            .messages_page(thread_id, since, limit)
+            .receipts_page(thread_id, after, limit)
             .await
             .map_err(StoreError::from)?;
         Ok(Page {
-            items: page.items.into_iter().map(stored_view).collect(),
+            items: page
+                .items
+                .into_iter()
+                .map(|r| ReceiptView {
+                    user_id: r.user_id,
+                    up_to: r.up_to,
+                    at: r.at,
+                })
+                .collect(),
             load_more: page.load_more,
             next_cursor: page.next_cursor,
         })
@@ -188,6 +356,7 @@ pub fn stored_view(row: MessageRow) -> MessageView {
         kind: row.kind,
         body: row.body,
         created_at: row.created_at,
+        recalled: row.recalled,
     }
 }
 
@@ -207,6 +376,7 @@ pub fn logged_view(
         kind: m.kind,
         body: m.body.clone(),
         created_at: occurred_at,
+        recalled: false,
     }
 }
 

@@ -119,7 +119,10 @@ impl Threads {
         after: ThreadId,
         limit: usize,
     ) -> Result<Page<ThreadView>, ThreadsError> {
-        self.journal.settle(writes, &[Topic::Threads]).await?;
+        // Unread counts and last messages come from the messages topic.
+        self.journal
+            .settle(writes, &[Topic::Threads, Topic::Messages])
+            .await?;
         let page = self
             .journal
             .read()
@@ -148,5 +151,7 @@ fn view(row: ThreadRow) -> ThreadView {
         }),
         name: row.name,
         members: row.members.map(|n| n.max(0) as u32),
+        unread: row.unread.max(0) as u64,
+        last_message: row.last_message.map(crate::messages::stored_view),
     }
 }
