@@ -8,7 +8,9 @@
 //! means a new version plus an upcaster in `envelope.rs`, never an edit that
 //! breaks stored events.
 
-use crate::accounts::{SessionEnded, SessionStarted, UserRegistered};
+use crate::accounts::{
+    PresenceChanged, ProfileUpdated, SessionEnded, SessionStarted, UserRegistered,
+};
 use crate::groups::{
     GroupCreated, GroupMemberMuted, GroupMemberRemoved, GroupMembersAdded,
     GroupOwnershipTransferred, GroupRenamed, GroupRoleChanged,
@@ -92,6 +94,8 @@ declare_events! {
     UserRegistered { name: "user.registered", version: 1, topic: Users, key: |e| e.name.clone() }
     SessionStarted { name: "session.started", version: 1, topic: Sessions, key: |e| e.user_id.to_string() }
     SessionEnded { name: "session.ended", version: 1, topic: Sessions, key: |e| e.user_id.to_string() }
+    ProfileUpdated { name: "user.profile_updated", version: 1, topic: Users, key: |e| e.user_id.to_string() }
+    PresenceChanged { name: "presence.changed", version: 1, topic: Sessions, key: |e| e.user_id.to_string() }
     /// `threads`, one partition. Thread id = offset + 1.
     PrivateThreadCreated { name: "thread.private_created", version: 1, topic: Threads, key: |e| e.pair_key() }
     /// `threads` too: group changes share the order of thread creation.

@@ -6,14 +6,19 @@ use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
 use imlog_events::{Envelope, Event, SessionEndReason, Topic, UserId};
 use imlog_log::Record;
+use imlog_postgres::Migration;
 use tokio_postgres::Transaction;
 
-pub use queries::{LiveSession, UserCredentials, UserRow};
+pub use queries::{LiveSession, PresenceRow, ProfileRow, UserCredentials, UserRow};
 
 pub(crate) const FEATURE: Feature = Feature {
     projection: &Accounts,
-    tables: &["users", "sessions"],
-    migrations: &[],
+    tables: &["users", "sessions", "presence", "last_seen"],
+    migrations: &[Migration {
+        version: 5,
+        name: "profiles and presence",
+        sql: include_str!("profiles.sql"),
+    }],
 };
 
 pub struct Accounts;
@@ -74,6 +79,35 @@ impl Projection for Accounts {
                         &at,
                         &SessionEndReason::Kicked.as_str(),
                     ],
+                )
+                .await?;
+            }
+            Event::ProfileUpdated(e) => {
+                tx.execute(
+                    "UPDATE users SET nick = $2, description = $3, sex = $4, avatar = $5 WHERE user_id = $1",
+                    &[&e.user_id.get(), &e.nick, &e.description, &e.sex.as_str(), &e.avatar],
+                )
+                .await?;
+            }
+            Event::PresenceChanged(e) => {
+                if e.online {
+                    tx.execute(
+                        "INSERT INTO presence (user_id, gateway_id, since) VALUES ($1, $2, $3)
+                         ON CONFLICT DO NOTHING",
+                        &[&e.user_id.get(), &e.gateway_id, &at],
+                    )
+                    .await?;
+                } else {
+                    tx.execute(
+                        "DELETE FROM presence WHERE user_id = $1 AND gateway_id = $2",
+                        &[&e.user_id.get(), &e.gateway_id],
+                    )
+                    .await?;
+                }
+                tx.execute(
+                    "INSERT INTO last_seen (user_id, at) VALUES ($1, $2)
+                     ON CONFLICT (user_id) DO UPDATE SET at = GREATEST(last_seen.at, EXCLUDED.at)",
+                    &[&e.user_id.get(), &at],
                 )
                 .await?;
             }

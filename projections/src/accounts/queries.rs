@@ -1,8 +1,10 @@
 //! Reads of accounts and sessions.
 
-use crate::{ReadError, ReadModel};
+use crate::read_model::overfetch;
+use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
-use imlog_events::{SessionId, UserId};
+use imlog_events::{SessionId, Sex, UserId};
+use std::collections::HashMap;
 use tokio_postgres::types::Type;
 
 pub struct UserCredentials {
@@ -14,6 +16,37 @@ pub struct UserCredentials {
 pub struct UserRow {
     pub user_id: UserId,
     pub name: String,
+}
+
+/// A user's public profile.
+#[derive(Debug, Clone)]
+pub struct ProfileRow {
+    pub user_id: UserId,
+    pub name: String,
+    pub nick: String,
+    pub description: String,
+    pub sex: Sex,
+    pub avatar: Option<String>,
+}
+
+/// Where a user is connected, and when they were last seen.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceRow {
+    pub gateways: Vec<String>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+const PROFILE_COLUMNS: &str = "user_id, name, nick, description, sex, avatar";
+
+fn profile_row(r: &tokio_postgres::Row) -> ProfileRow {
+    ProfileRow {
+        user_id: UserId::new(r.get(0)),
+        name: r.get(1),
+        nick: r.get(2),
+        description: r.get(3),
+        sex: Sex::from_name(r.get(4)).unwrap_or_default(),
+        avatar: r.get(5),
+    }
 }
 
 pub struct LiveSession {
@@ -53,6 +86,82 @@ impl ReadModel {
                 user_id: UserId::new(r.get(0)),
                 name: r.get(1),
             }))
+    }
+
+    pub async fn profile(&self, user_id: UserId) -> Result<Option<ProfileRow>, ReadError> {
+        Ok(self
+            .client()
+            .await?
+            .query_typed_opt(
+                &format!("SELECT {PROFILE_COLUMNS} FROM users WHERE user_id = $1"),
+                &[(&user_id.get(), Type::INT8)],
+            )
+            .await?
+            .as_ref()
+            .map(profile_row))
+    }
+
+    /// Users whose name starts with `prefix`, by user id after `after`.
+    pub async fn users_by_prefix(
+        &self,
+        prefix: &str,
+        after: UserId,
+        limit: usize,
+    ) -> Result<Page<ProfileRow>, ReadError> {
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = self
+            .client()
+            .await?
+            .query_typed(
+                &format!(
+                    "SELECT {PROFILE_COLUMNS} FROM users WHERE name LIKE $1 AND user_id > $2
+                     ORDER BY user_id LIMIT $3"
+                ),
+                &[
+                    (&pattern, Type::TEXT),
+                    (&after.get(), Type::INT8),
+                    (&overfetch(limit), Type::INT8),
+                ],
+            )
+            .await?;
+        let items = rows.iter().map(profile_row).collect();
+        Ok(Page::from_overfetch(items, limit, after.get(), |p| {
+            p.user_id.get()
+        }))
+    }
+
+    /// The gateways `ids` are connected on and when they were last seen.
+    pub async fn presence(
+        &self,
+        ids: &[UserId],
+    ) -> Result<HashMap<UserId, PresenceRow>, ReadError> {
+        let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        let rows = self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT u, (SELECT array_agg(gateway_id) FROM presence WHERE user_id = u),
+                        (SELECT at FROM last_seen WHERE user_id = u)
+                 FROM unnest($1::bigint[]) AS u",
+                &[(&raw, Type::INT8_ARRAY)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let presence = PresenceRow {
+                    gateways: r.get::<_, Option<Vec<String>>>(1).unwrap_or_default(),
+                    last_seen: r.get(2),
+                };
+                (UserId::new(r.get(0)), presence)
+            })
+            .collect())
     }
 
     /// Which of `ids` are registered users.

@@ -120,6 +120,22 @@ impl ReadModel {
         }))
     }
 
+    /// Everyone `user` is friends with (who hears of their presence and
+    /// profile changes).
+    pub async fn friend_ids(&self, user: UserId) -> Result<Vec<UserId>, ReadError> {
+        Ok(self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT friend_id FROM friends WHERE user_id = $1",
+                &[(&user.get(), Type::INT8)],
+            )
+            .await?
+            .iter()
+            .map(|r| UserId::new(r.get(0)))
+            .collect())
+    }
+
     /// Whether `a` counts `b` among their friends.
     pub async fn are_friends(&self, a: UserId, b: UserId) -> Result<bool, ReadError> {
         Ok(self

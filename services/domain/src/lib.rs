@@ -6,6 +6,8 @@
 //!
 //! - [`accounts`]: register, login, tokens, logout.
 //! - [`threads`]: private threads, membership, thread list sync.
+//! - [`profiles`]: profiles, user search, presence.
+//! - [`gateways`]: gateway load and liveness, the least-loaded gateway.
 //! - [`friends`]: requests, acceptance (a process), friend lists.
 //! - [`groups`]: group threads, the permission table, system lines (a process).
 //! - [`messages`]: posting, message sync, the wire view of a message.
@@ -14,10 +16,12 @@
 pub mod accounts;
 pub mod credentials;
 pub mod friends;
+pub mod gateways;
 pub mod groups;
 pub mod journal;
 pub mod messages;
 pub mod processes;
+pub mod profiles;
 pub mod threads;
 
 pub use journal::{Journal, StoreError, Writes};
@@ -32,6 +36,8 @@ pub struct Domain {
     pub messages: messages::Messages,
     pub friends: friends::Friends,
     pub groups: groups::Groups,
+    pub profiles: Arc<profiles::Profiles>,
+    pub gateways: gateways::Gateways,
     /// Object storage, for the features that keep files.
     pub objects: imlog_objects::Objects,
 }
@@ -42,6 +48,7 @@ impl Domain {
         accounts: accounts::AccountsSettings,
         threads: threads::ThreadsSettings,
         messages: messages::MessagesSettings,
+        gateways: gateways::Gateways,
         objects: imlog_objects::Objects,
     ) -> Domain {
         let threads = Arc::new(threads::Threads::new(journal.clone(), threads));
@@ -50,6 +57,8 @@ impl Domain {
             messages: messages::Messages::new(journal.clone(), threads.clone(), messages),
             friends: friends::Friends::new(journal.clone()),
             groups: groups::Groups::new(journal.clone()),
+            profiles: Arc::new(profiles::Profiles::new(journal.clone(), gateways.clone())),
+            gateways,
             threads,
             journal,
             objects,

@@ -9,6 +9,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use imlog_domain::accounts::{Accounts, Session};
 use imlog_domain::messages::Posted;
+use imlog_domain::profiles::ProfileChange;
 use imlog_domain::Writes;
 use imlog_protocol::{
     error_reply, ok_reply, Befriended, Direction, ErrorCode, GroupCreatedView, OutgoingItem, Push,
@@ -118,7 +119,17 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         );
     }
     if let Some(session) = conn.session {
-        gateway.hub.unregister(conn_id, session.user_id);
+        gateway
+            .presence
+            .detach(
+                &gateway.hub,
+                &gateway.domain.profiles,
+                gateway.domain.accounts.gateway_id(),
+                conn_id,
+                session.user_id,
+                closing,
+            )
+            .await;
     }
     metrics::gauge!("imlog_gateway_connections").decrement(1.0);
 }
@@ -216,13 +227,13 @@ impl Connection {
                 let (session, reply) = accounts
                     .login(&mut self.writes, name, password, device)
                     .await?;
-                self.attach(session);
+                self.attach(session).await;
                 to_value(reply)
             }
             Request::Auth { token } => {
                 self.refuse_second_login()?;
                 let session = accounts.authenticate(&token).await?;
-                self.attach(session);
+                self.attach(session).await;
                 to_value(Accounts::authenticated(&session))
             }
             authenticated => {
@@ -350,6 +361,29 @@ impl Connection {
                 let limit = limit.map_or(MAX_PAGE, |l| l.get());
                 to_value(domain.friends.list(w, &session, after, limit).await?)
             }
+            Request::UpdateProfile {
+                nick,
+                description,
+                sex,
+                avatar,
+            } => {
+                let change = ProfileChange {
+                    nick,
+                    description,
+                    sex,
+                    avatar: avatar.map(|a| (!a.is_empty()).then_some(a)),
+                };
+                to_value(domain.profiles.update(w, &session, change).await?)
+            }
+            Request::Profile { user_id } => to_value(domain.profiles.get(w, user_id).await?),
+            Request::SearchUsers {
+                query,
+                after,
+                limit,
+            } => {
+                let limit = limit.map_or(MAX_PAGE, |l| l.get());
+                to_value(domain.profiles.search(query, after, limit).await?)
+            }
             Request::CreateGroup { name, members } => {
                 let members = members.into_iter().map(|m| m.0).collect();
                 let thread_id = domain.groups.create(w, &session, name, members).await?;
@@ -436,14 +470,21 @@ impl Connection {
         }
     }
 
-    fn attach(&mut self, session: Session) {
+    async fn attach(&mut self, session: Session) {
         self.session = Some(session);
-        self.new_mailbox = Some(self.gateway.hub.register(
-            self.conn_id,
-            session.user_id,
-            session.session_id,
-            session.start_offset,
-        ));
+        let g = &self.gateway;
+        let mailbox = g
+            .presence
+            .attach(
+                &g.hub,
+                &g.domain.profiles,
+                g.domain.accounts.gateway_id(),
+                self.conn_id,
+                session.user_id,
+                (session.session_id, session.start_offset),
+            )
+            .await;
+        self.new_mailbox = Some(mailbox);
     }
 }
 

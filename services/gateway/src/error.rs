@@ -5,6 +5,7 @@ use imlog_domain::accounts::AccountsError;
 use imlog_domain::friends::FriendsError;
 use imlog_domain::groups::GroupsError;
 use imlog_domain::messages::{ItemRefused, MessagesError};
+use imlog_domain::profiles::ProfilesError;
 use imlog_domain::threads::ThreadsError;
 use imlog_domain::StoreError;
 use imlog_protocol::{ErrorCode, WireError};
@@ -143,6 +144,15 @@ impl From<GroupsError> for ApiError {
             GroupsError::Store(s) => return s.clone().into(),
         };
         ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<ProfilesError> for ApiError {
+    fn from(e: ProfilesError) -> Self {
+        match e {
+            ProfilesError::NoSuchUser(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            ProfilesError::Store(s) => s.into(),
+        }
     }
 }
 

@@ -10,11 +10,12 @@
 use crate::hub::Hub;
 use futures::future::BoxFuture;
 use imlog_domain::messages::logged_view;
+use imlog_domain::profiles::Profiles;
 use imlog_domain::{Journal, Writes};
 use imlog_events::{
     Envelope, Event, FriendAccepted, FriendRequested, GroupCreated, GroupMemberRemoved,
-    GroupMembersAdded, LogPosition, MessagePosted, MessageRecalled, MessagesRead,
-    PrivateThreadCreated, SessionEnded, SessionStarted, ThreadId, Topic, UserId,
+    GroupMembersAdded, LogPosition, MessagePosted, MessageRecalled, MessagesRead, PresenceChanged,
+    PrivateThreadCreated, ProfileUpdated, SessionEnded, SessionStarted, ThreadId, Topic, UserId,
 };
 use imlog_log::{read_from_end, Record};
 use imlog_protocol::{Push, ThreadKind};
@@ -62,6 +63,16 @@ pub const ROUTES: &[Route] = &[
         deliver: |f, r, e| Box::pin(close_ended_session(f, r, e)),
     },
     Route {
+        event: PresenceChanged::TYPE_NAME,
+        topic: PresenceChanged::TOPIC,
+        deliver: |f, r, e| Box::pin(push_presence(f, r, e)),
+    },
+    Route {
+        event: ProfileUpdated::TYPE_NAME,
+        topic: ProfileUpdated::TOPIC,
+        deliver: |f, r, e| Box::pin(push_profile(f, r, e)),
+    },
+    Route {
         event: FriendRequested::TYPE_NAME,
         topic: FriendRequested::TOPIC,
         deliver: |f, r, e| Box::pin(push_friend_request(f, r, e)),
@@ -97,14 +108,16 @@ pub const ROUTES: &[Route] = &[
 pub struct Fanout {
     hub: Arc<Hub>,
     journal: Arc<Journal>,
+    profiles: Arc<Profiles>,
     members: Members,
 }
 
 impl Fanout {
-    pub fn new(hub: Arc<Hub>, journal: Arc<Journal>) -> Fanout {
+    pub fn new(hub: Arc<Hub>, journal: Arc<Journal>, profiles: Arc<Profiles>) -> Fanout {
         Fanout {
             hub,
             journal,
+            profiles,
             members: Members::default(),
         }
     }
@@ -265,6 +278,65 @@ async fn close_ended_session(f: &Fanout, _record: &Record, envelope: &Envelope) 
     if let Event::SessionEnded(s) = &envelope.event {
         f.hub.session_ended(s.user_id, s.session_id);
     }
+}
+
+/// The friends of `user` connected here.
+async fn friends_here(f: &Fanout, user: UserId) -> Vec<UserId> {
+    match f.journal.read().friend_ids(user).await {
+        Ok(friends) => friends
+            .into_iter()
+            .filter(|&u| f.hub.holds_any([u]))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "fanout cannot read friends");
+            vec![]
+        }
+    }
+}
+
+/// A presence change goes to the user's friends, with the user's presence
+/// as a whole (online on some other gateway is still online).
+async fn push_presence(f: &Fanout, record: &Record, envelope: &Envelope) {
+    let Event::PresenceChanged(p) = &envelope.event else {
+        return;
+    };
+    let friends = friends_here(f, p.user_id).await;
+    if friends.is_empty() {
+        return;
+    }
+    f.projected(Topic::Sessions, record.position()).await;
+    let (online, last_seen) = match f.profiles.presence(&[p.user_id]).await {
+        Ok(mut all) => all.remove(&p.user_id).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "fanout cannot read presence");
+            return;
+        }
+    };
+    let push = Push::Presence {
+        user_id: p.user_id,
+        online,
+        last_seen,
+    };
+    f.hub.deliver_all(friends, &push.frame());
+}
+
+/// A profile change goes to the user's friends.
+async fn push_profile(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    let Event::ProfileUpdated(p) = &envelope.event else {
+        return;
+    };
+    let friends = friends_here(f, p.user_id).await;
+    if friends.is_empty() {
+        return;
+    }
+    let push = Push::ProfileUpdated {
+        user_id: p.user_id,
+        nick: p.nick.clone(),
+        description: p.description.clone(),
+        sex: p.sex,
+        avatar: p.avatar.clone(),
+    };
+    f.hub.deliver_all(friends, &push.frame());
 }
 
 /// A friend request goes to the one asked.
@@ -432,6 +504,7 @@ mod tests {
         assert_eq!(
             topics(),
             vec![
+                Topic::Users,
                 Topic::Sessions,
                 Topic::Threads,
                 Topic::Messages,

@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use imlog_domain::accounts::Session;
 use imlog_domain::Writes;
 use imlog_protocol::{
-    ErrorCode, MessageId, PageSize, ThreadId, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE,
+    ErrorCode, GatewayView, MessageId, PageSize, ThreadId, DEFAULT_MESSAGE_PAGE,
+    DEFAULT_THREAD_PAGE,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -48,6 +49,9 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
     let mut app = Router::new();
     if surface.chat {
         app = app.route("/ws", get(upgrade));
+    }
+    if surface.chat || surface.queries {
+        app = app.route("/v1/gateway", get(least_loaded));
     }
     if surface.queries {
         app = app
@@ -98,6 +102,32 @@ async fn health(db: imlog_postgres::Pool) -> Response {
             Json(json!({ "status": "down", "error": "database timeout" })),
         )
             .into_response(),
+    }
+}
+
+/// Where a new client should connect: the least-loaded live gateway. No
+/// token: it is asked before logging in.
+async fn least_loaded(State(state): State<AppState>) -> Response {
+    match state.gateway.domain.gateways.least_loaded().await {
+        Ok(Some(g)) => {
+            let view = GatewayView {
+                gateway_id: g.gateway_id,
+                ws_url: g.ws_url,
+                connections: g.connections,
+            };
+            Json(json!({ "ok": true, "data": view })).into_response()
+        }
+        Ok(None) => {
+            HttpError(ApiError::new(ErrorCode::Unavailable, "no live gateway")).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the gateway registry");
+            HttpError(ApiError::new(
+                ErrorCode::Unavailable,
+                "the database is unavailable; retry shortly",
+            ))
+            .into_response()
+        }
     }
 }
 

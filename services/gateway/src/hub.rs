@@ -24,6 +24,9 @@ pub struct Mailbox {
     /// Set once when the connection must close; outside the bounded queue so
     /// that it gets through even when the queue is full.
     pub closing: watch::Receiver<Option<Closing>>,
+    /// This is the user's only connection here (they just came online on
+    /// this gateway).
+    pub first: bool,
 }
 
 pub mod close_code {
@@ -146,22 +149,33 @@ impl Hub {
         if state.ended.get(&session_id).is_some() {
             member.close(close_code::SESSION_ENDED, ENDED_REASON);
         }
-        state.users.entry(user_id).or_default().push(member);
+        let members = state.users.entry(user_id).or_default();
+        members.push(member);
+        let first = members.len() == 1;
         metrics::gauge!("imlog_gateway_online_connections").increment(1.0);
-        Mailbox { frames, closing }
+        Mailbox {
+            frames,
+            closing,
+            first,
+        }
     }
 
-    pub fn unregister(&self, conn_id: u64, user_id: UserId) {
+    /// Forgets a connection; true when it was the user's last one here.
+    pub fn unregister(&self, conn_id: u64, user_id: UserId) -> bool {
         let mut state = self.state();
-        if let Some(members) = state.users.get_mut(&user_id) {
-            let before = members.len();
-            members.retain(|m| m.conn_id != conn_id);
-            if members.len() < before {
-                metrics::gauge!("imlog_gateway_online_connections").decrement(1.0);
-            }
-            if members.is_empty() {
-                state.users.remove(&user_id);
-            }
+        let Some(members) = state.users.get_mut(&user_id) else {
+            return false;
+        };
+        let before = members.len();
+        members.retain(|m| m.conn_id != conn_id);
+        if members.len() < before {
+            metrics::gauge!("imlog_gateway_online_connections").decrement(1.0);
+        }
+        if members.is_empty() {
+            state.users.remove(&user_id);
+            before > 0
+        } else {
+            false
         }
     }
 

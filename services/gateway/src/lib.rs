@@ -12,6 +12,8 @@ pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod hub;
+pub mod load;
+pub mod presence;
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,11 @@ use tokio_util::sync::CancellationToken;
 pub struct GatewaySettings {
     /// A connection with no frame for this long is closed.
     pub heartbeat_timeout: Duration,
+    /// The WebSocket URL clients reach this gateway at (what
+    /// `GET /v1/gateway` hands out).
+    pub public_ws_url: String,
+    /// At most this many connections (see `connections`).
+    pub max_connections: usize,
 }
 
 /// Caps the WebSocket connections one gateway holds; a client past the cap
@@ -30,7 +37,17 @@ pub type ConnectionLimit = std::sync::Arc<tokio::sync::Semaphore>;
 pub struct Gateway {
     pub domain: imlog_domain::Domain,
     pub hub: std::sync::Arc<hub::Hub>,
+    pub presence: presence::PresenceGate,
     pub settings: GatewaySettings,
     pub connections: ConnectionLimit,
     pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// The WebSocket connections open here now.
+    pub fn connection_count(&self) -> usize {
+        self.settings
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
+    }
 }

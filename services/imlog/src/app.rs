@@ -3,11 +3,12 @@
 use crate::config::{LogBackend, Settings};
 use anyhow::Context;
 use imlog_domain::accounts::AccountsSettings;
+use imlog_domain::gateways::{self, Gateways};
 use imlog_domain::messages::MessagesSettings;
 use imlog_domain::threads::ThreadsSettings;
 use imlog_domain::{processes, Domain, Journal};
 use imlog_gateway::http::{self, Surface};
-use imlog_gateway::{fanout, Gateway, GatewaySettings};
+use imlog_gateway::{fanout, load, Gateway, GatewaySettings};
 use imlog_log::{KafkaLog, KafkaSettings, PgLog, SharedLog};
 use imlog_objects::Objects;
 use imlog_postgres::{connect_pool, migrate, PrivateCluster};
@@ -73,6 +74,9 @@ impl Backbone {
         migrate(&mut client, processes::SCHEMA, processes::MIGRATIONS)
             .await
             .context("migrating the process managers' state")?;
+        migrate(&mut client, gateways::SCHEMA, gateways::MIGRATIONS)
+            .await
+            .context("migrating the gateway registry")?;
         Ok(Backbone {
             postgres_url,
             log,
@@ -214,18 +218,30 @@ impl Application {
                     MessagesSettings {
                         recall_window: Duration::from_secs(g.recall_window_secs),
                     },
+                    Gateways::new(connect_pool(&url, 2, Some(gateways::SCHEMA))?),
                     objects,
                 ),
                 hub: Default::default(),
                 settings: GatewaySettings {
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
+                    public_ws_url: g
+                        .public_url
+                        .clone()
+                        .unwrap_or_else(|| format!("ws://{addr}/ws")),
+                    max_connections: g.max_connections,
                 },
+                presence: Default::default(),
                 connections: Arc::new(tokio::sync::Semaphore::new(g.max_connections)),
                 shutdown: shutdown.clone(),
             });
             if roles.gateway {
-                let fanout = fanout::Fanout::new(gateway.hub.clone(), journal.clone());
+                let fanout = fanout::Fanout::new(
+                    gateway.hub.clone(),
+                    journal.clone(),
+                    gateway.domain.profiles.clone(),
+                );
                 tasks.spawn(fanout::run(Arc::new(fanout), shutdown.clone()));
+                tasks.spawn(load::run(gateway.clone(), shutdown.clone()));
             }
             http::router(
                 gateway,

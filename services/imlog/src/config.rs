@@ -110,6 +110,9 @@ pub struct S3Settings {
 pub struct GatewayConfig {
     /// Name of this instance in sessions; default: a random one per start.
     pub id: Option<String>,
+    /// The WebSocket URL clients reach this gateway at, handed out by
+    /// `GET /v1/gateway`; default `ws://<listen address>/ws`.
+    pub public_url: Option<String>,
     pub heartbeat_timeout_secs: u64,
     /// WebSocket connections one gateway accepts at most.
     pub max_connections: usize,
@@ -217,6 +220,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             id: None,
+            public_url: None,
             heartbeat_timeout_secs: 30,
             max_connections: 10_000,
             session_ttl_hours: 24 * 30,

@@ -24,14 +24,15 @@ pub use push::Push;
 pub use request::PageSize;
 pub use request::{Before, Direction, MemberId, OutgoingItem, Request, MAX_MEMBERS_PER_REQUEST};
 pub use values::{
-    Alias, Device, Greeting, GroupName, MessageBody, NewPassword, OutgoingText, Password, UniqueId,
-    UserName, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_BATCH_ITEMS, MAX_PAGE, MAX_TEXT_CHARS,
+    Alias, AvatarRef, Description, Device, Greeting, GroupName, MessageBody, NewPassword, Nick,
+    OutgoingText, Password, SearchQuery, UniqueId, UserName, DEFAULT_MESSAGE_PAGE,
+    DEFAULT_THREAD_PAGE, MAX_BATCH_ITEMS, MAX_PAGE, MAX_TEXT_CHARS,
 };
 pub use views::{
-    Authenticated, Befriended, FriendApplied, FriendRequestView, FriendView, GroupCreatedView,
-    LoggedIn, MemberView, MessageView, OpenedThread, Page, ReceiptView, Registered, Sent, SentItem,
-    ThreadKind, ThreadView, UserView,
+    Authenticated, Befriended, FriendApplied, FriendRequestView, FriendView, GatewayView,
+    GroupCreatedView, LoggedIn, MemberView, MessageView, OpenedThread, Page, ProfileView,
+    ReceiptView, Registered, Sent, SentItem, ThreadKind, ThreadView, UserView,
 };
 
 /// The ids a client names, re-exported so that a client needs this crate only.
-pub use imlog_events::{GroupRole, MessageId, MessageKind, SessionId, ThreadId, UserId};
+pub use imlog_events::{GroupRole, MessageId, MessageKind, SessionId, Sex, ThreadId, UserId};

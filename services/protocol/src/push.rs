@@ -1,7 +1,8 @@
 //! Pushes: frames the server sends without a request, `{"push": kind, "data": ...}`.
 
 use crate::{MessageView, ThreadKind};
-use imlog_events::{MessageId, ThreadId, UserId};
+use chrono::{DateTime, Utc};
+use imlog_events::{MessageId, Sex, ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +33,22 @@ pub enum Push {
         thread_id: ThreadId,
         message_id: MessageId,
         by: UserId,
+    },
+    /// A friend came online or went offline.
+    Presence {
+        user_id: UserId,
+        online: bool,
+        #[serde(default)]
+        last_seen: Option<DateTime<Utc>>,
+    },
+    /// A friend changed their profile (the new one, whole).
+    ProfileUpdated {
+        user_id: UserId,
+        nick: String,
+        description: String,
+        sex: Sex,
+        #[serde(default)]
+        avatar: Option<String>,
     },
     /// `from` asks you to be friends.
     FriendRequest { from: UserId, greeting: String },

@@ -3,12 +3,12 @@
 //! one bad item is answered alone and the others are still sent.
 
 use crate::values::{
-    Alias, Device, Greeting, GroupName, MessageBody, NewPassword, OutgoingText, Password, UniqueId,
-    UserName, MAX_BATCH_ITEMS, MAX_PAGE,
+    Alias, AvatarRef, Description, Device, Greeting, GroupName, MessageBody, NewPassword, Nick,
+    OutgoingText, Password, SearchQuery, UniqueId, UserName, MAX_BATCH_ITEMS, MAX_PAGE,
 };
 use crate::WireError;
 use chrono::{DateTime, Utc};
-use imlog_events::{GroupRole, MessageId, ThreadId, UserId};
+use imlog_events::{GroupRole, MessageId, Sex, ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +123,31 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
+    /// Change your profile; fields left out keep their value.
+    UpdateProfile {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nick: Option<Nick>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<Description>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sex: Option<Sex>,
+        /// An empty string removes it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avatar: Option<AvatarRef>,
+    },
+    /// Anyone's public profile, with presence.
+    Profile {
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+    },
+    /// Users by exact id or name prefix, paged by user id.
+    SearchUsers {
+        query: SearchQuery,
+        #[serde(default, with = "id::cursor")]
+        after: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<PageSize>,
+    },
     /// A group thread with you as its owner.
     CreateGroup {
         name: GroupName,
@@ -221,6 +246,9 @@ impl Request {
             Request::FriendReject { .. } => "friend_reject",
             Request::FriendRequests { .. } => "friend_requests",
             Request::Friends { .. } => "friends",
+            Request::UpdateProfile { .. } => "update_profile",
+            Request::Profile { .. } => "profile",
+            Request::SearchUsers { .. } => "search_users",
             Request::CreateGroup { .. } => "create_group",
             Request::AddMembers { .. } => "add_members",
             Request::RemoveMember { .. } => "remove_member",

@@ -3,6 +3,7 @@
 //! deserialising parses.
 
 use crate::{ErrorCode, WireError};
+use imlog_events::UserId;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub const MAX_TEXT_CHARS: usize = 1024;
@@ -253,6 +254,100 @@ impl GroupName {
 
     pub fn into_string(self) -> String {
         self.0
+    }
+}
+
+/// A nickname: up to 32 characters, no control characters (empty: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nick(String);
+string_value!(Nick);
+
+impl Nick {
+    pub fn parse(raw: impl Into<String>) -> Result<Nick, WireError> {
+        let raw = raw.into();
+        if raw.chars().count() <= 32 && !raw.chars().any(char::is_control) {
+            Ok(Nick(raw))
+        } else {
+            Err(WireError::bad_request(
+                "nick must be at most 32 characters, without control characters",
+            ))
+        }
+    }
+}
+
+/// A profile's description: up to 256 characters, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description(String);
+string_value!(Description);
+
+impl Description {
+    pub fn parse(raw: impl Into<String>) -> Result<Description, WireError> {
+        let raw = raw.into();
+        if raw.chars().count() <= 256 && !has_nul(&raw) {
+            Ok(Description(raw))
+        } else {
+            Err(WireError::bad_request(
+                "description must be at most 256 characters, without NUL",
+            ))
+        }
+    }
+}
+
+/// A reference to an avatar image (an upload's id): up to 128 characters
+/// of letters, digits, `-`, `_`, `.`, `/`, relative, without `.` or `..`
+/// segments; empty removes the avatar. It is only ever looked up, never
+/// used as a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarRef(String);
+string_value!(AvatarRef);
+
+impl AvatarRef {
+    pub fn parse(raw: impl Into<String>) -> Result<AvatarRef, WireError> {
+        let raw = raw.into();
+        let ok = raw.len() <= 128
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            && !raw.starts_with('/')
+            && !raw.split('/').any(|segment| segment == ".." || segment == ".");
+        if ok {
+            Ok(AvatarRef(raw))
+        } else {
+            Err(WireError::bad_request(
+                "avatar must be at most 128 characters of a-z, A-Z, 0-9, '-', '_', '.', '/'",
+            ))
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What to search users by: 1–32 characters; digits only is a user id,
+/// anything else a name prefix (compared lower case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery(String);
+string_value!(SearchQuery);
+
+impl SearchQuery {
+    pub fn parse(raw: impl Into<String>) -> Result<SearchQuery, WireError> {
+        let raw = raw.into().trim().to_ascii_lowercase();
+        let n = raw.chars().count();
+        if (1..=32).contains(&n) && !raw.chars().any(char::is_control) {
+            Ok(SearchQuery(raw))
+        } else {
+            Err(WireError::bad_request("query must be 1-32 characters"))
+        }
+    }
+
+    /// The user id, when the query is one.
+    pub fn as_id(&self) -> Option<UserId> {
+        if self.0.bytes().all(|b| b.is_ascii_digit()) {
+            self.0.parse().ok().and_then(UserId::parse)
+        } else {
+            None
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::WireError;
 use chrono::{DateTime, Utc};
-use imlog_events::{GroupRole, MessageId, MessageKind, SessionId, ThreadId, UserId};
+use imlog_events::{GroupRole, MessageId, MessageKind, SessionId, Sex, ThreadId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// One page of a cursor-paged list.
@@ -189,4 +189,29 @@ pub struct MemberView {
     /// Set while the member may not post.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muted_until: Option<DateTime<Utc>>,
+}
+
+/// A user's public profile and presence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileView {
+    pub user_id: UserId,
+    pub name: String,
+    pub nick: String,
+    pub description: String,
+    pub sex: Sex,
+    #[serde(default)]
+    pub avatar: Option<String>,
+    /// Connected to a live gateway now.
+    pub online: bool,
+    /// When they last connected or disconnected.
+    #[serde(default)]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Where to connect: the least-loaded live gateway (`GET /v1/gateway`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayView {
+    pub gateway_id: String,
+    pub ws_url: String,
+    pub connections: i32,
 }

@@ -1,0 +1,31 @@
+//! Publishes this gateway's load (connection count) and public WebSocket
+//! URL every heartbeat, so that `GET /v1/gateway` anywhere can point new
+//! logins at the least-loaded live gateway; a clean stop withdraws it.
+
+use crate::Gateway;
+use imlog_domain::gateways::{GatewayLoad, HEARTBEAT};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    let registry = &gateway.domain.gateways;
+    let id = gateway.domain.accounts.gateway_id().to_owned();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let load = GatewayLoad {
+            gateway_id: id.clone(),
+            ws_url: gateway.settings.public_ws_url.clone(),
+            connections: gateway.connection_count() as i32,
+        };
+        if let Err(e) = registry.publish(&load).await {
+            tracing::warn!(error = %e, "cannot publish this gateway's load");
+        }
+    }
+    if let Err(e) = registry.retire(&id).await {
+        tracing::warn!(error = %e, "cannot withdraw this gateway");
+    }
+}
