@@ -359,6 +359,14 @@ impl Proc {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// Waits for the process to exit by itself (e.g. at a failpoint).
+    pub async fn wait_exit(mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the process did not exit in time")
+            .expect("waiting for imlog")
+    }
+
     /// SIGKILL: no cleanup of any kind.
     pub async fn kill9(mut self) {
         self.child.kill().await.expect("kill -9");

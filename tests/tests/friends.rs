@@ -20,6 +20,7 @@ on_backends! {
     a_request_is_pushed_listed_and_accepted_into_a_thread => request_and_accept;
     applying_to_each_other_or_accepting_twice_is_one_friendship => mutual_and_twice;
     acceptance_completes_once_when_its_process_is_killed_or_reruns => process_crash;
+    acceptance_completes_once_when_killed_at_each_step_in_turn => killed_at_each_step;
 }
 
 /// Settings where only friends may chat (the default of `imlog serve`).
@@ -375,5 +376,73 @@ async fn process_crash(backend: Backend) {
         assert_eq!(threads.items.len(), 1, "pair {i} has one thread");
     }
     assert!(projector.terminate().await.success());
+    gw.stop().await;
+}
+
+/// The process that completes acceptances dies (aborts at a failpoint) right
+/// after each of its steps in turn; a fresh projector finishes the job:
+/// exactly one friendship both ways, one thread, one greeting, one system
+/// line.
+async fn killed_at_each_step(backend: Backend) {
+    let (s, _dir) = friends_only(backend).await;
+    let gateway_only = Roles {
+        gateway: true,
+        queries: true,
+        projector: false,
+    };
+    let gw = TestApp::spawn_with(s.clone(), gateway_only).await;
+    let env = settings_env(&s);
+    let args = ["projector", "--listen", "127.0.0.1:0"];
+    for (i, step) in ["thread", "greeting", "welcome"].into_iter().enumerate() {
+        let mut failing = env.clone();
+        failing.push((
+            "IMLOG_FAILPOINT".into(),
+            format!("friend_acceptance.{step}"),
+        ));
+        let doomed = Proc::spawn(BIN, &args, &failing).await;
+        let (mut asker, asker_id, _) = gw.user(&format!("asker{i}")).await;
+        let (mut answerer, answerer_id, _) = gw.user(&format!("answerer{i}")).await;
+        asker
+            .friend_apply(answerer_id, &format!("hello {i}"), "")
+            .await
+            .expect("apply");
+        // The acceptance is durable when acknowledged; its reply may wait
+        // in vain for the dying projector (projection_lagging), never more.
+        if let Err(e) = answerer.friend_accept(asker_id, "").await {
+            assert_eq!(e.code(), Some("projection_lagging"), "{e}");
+        }
+        let status = doomed.wait_exit(Duration::from_secs(30)).await;
+        assert!(!status.success(), "it died at the {step} step");
+        let projector = Proc::spawn(BIN, &args, &env).await;
+        let thread = thread_with(&mut asker, answerer_id).await;
+        messages_when(&mut asker, thread, 2).await;
+        // A later message: once projected, so is all before it.
+        asker
+            .send_text(thread, "after", "after")
+            .await
+            .expect("send");
+        let messages = messages_when(&mut asker, thread, 3).await;
+        let summary: Vec<(UserId, String)> = messages
+            .iter()
+            .map(|m| (m.sender_id, m.body.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (asker_id, format!("hello {i}")),
+                (answerer_id, WELCOME.to_owned()),
+                (asker_id, "after".to_owned())
+            ],
+            "killed after the {step} step"
+        );
+        let threads = answerer
+            .sync_threads(ThreadId::default(), 100)
+            .await
+            .expect("threads");
+        assert_eq!(threads.items.len(), 1, "one thread");
+        assert_eq!(answerer.friends().await.expect("friends").items.len(), 1);
+        assert_eq!(asker.friends().await.expect("friends").items.len(), 1);
+        assert!(projector.terminate().await.success());
+    }
     gw.stop().await;
 }

@@ -218,7 +218,10 @@ async fn least_loaded(backend: Backend) {
     // Its first heartbeat follows its start.
     let started = Instant::now();
     while http_get(a_addr, "/v1/gateway", None).await.0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never published");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never published"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(gateway(a_addr).await, "ws://gateway-a.example/ws");

@@ -309,7 +309,9 @@ impl AvatarRef {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
             && !raw.starts_with('/')
-            && !raw.split('/').any(|segment| segment == ".." || segment == ".");
+            && !raw
+                .split('/')
+                .any(|segment| segment == ".." || segment == ".");
         if ok {
             Ok(AvatarRef(raw))
         } else {

@@ -10,7 +10,7 @@
 //!   `unique_id`). Re-issued after a crash, a step changes nothing.
 
 use crate::journal::{StoreError, Writes};
-use crate::processes::{ProcessError, ProcessManager, Trigger};
+use crate::processes::{failpoint, ProcessError, ProcessManager, Trigger};
 use crate::Journal;
 use async_trait::async_trait;
 use imlog_events::{Event, MessageKind, MessagePosted, PrivateThreadCreated, Topic};
@@ -68,6 +68,7 @@ impl ProcessManager for FriendAcceptance {
                 },
             );
             settle_all(journal, &mut writes, &[create], Topic::Threads).await?;
+            failpoint("friend_acceptance.thread");
         }
         let thread_id = read
             .private_thread(low, high)
@@ -86,33 +87,35 @@ impl ProcessManager for FriendAcceptance {
             recipients: vec![from, to],
             members_as_of: None,
         };
-        let mut steps = Vec::new();
         if !greeting.is_empty() {
-            steps.push(trigger.step(
-                "greeting",
-                message(
-                    from,
-                    MessageKind::Text,
-                    format!("friend-{id}-greeting"),
-                    &greeting,
-                ),
-            ));
+            let text = MessageKind::Text;
+            let greeting = message(from, text, format!("friend-{id}-greeting"), &greeting);
+            append(journal, &mut writes, trigger.step("greeting", greeting)).await?;
+            failpoint("friend_acceptance.greeting");
         }
-        steps.push(trigger.step(
-            "welcome",
-            message(
-                to,
-                MessageKind::System,
-                format!("friend-{id}-welcome"),
-                WELCOME,
-            ),
-        ));
-        for result in journal.append_all(&mut writes, &steps).await {
-            result?;
-        }
+        let welcome = message(
+            to,
+            MessageKind::System,
+            format!("friend-{id}-welcome"),
+            WELCOME,
+        );
+        append(journal, &mut writes, trigger.step("welcome", welcome)).await?;
+        // Appended, not yet marked done: a crash here re-runs every step.
+        failpoint("friend_acceptance.welcome");
         tracing::info!(%from, %to, %thread_id, "friendship opened");
         Ok(())
     }
+}
+
+async fn append(
+    journal: &Journal,
+    writes: &mut Writes,
+    step: imlog_events::Envelope,
+) -> Result<(), ProcessError> {
+    for result in journal.append_all(writes, &[step]).await {
+        result?;
+    }
+    Ok(())
 }
 
 /// Appends `steps` and waits until `topic`'s projections have them.

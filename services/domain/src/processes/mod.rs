@@ -54,6 +54,19 @@ impl Trigger<'_> {
     }
 }
 
+/// A test hook: with `IMLOG_FAILPOINT=<name>` in its environment, the
+/// process aborts when a process manager reaches the point called `name` —
+/// how the tests kill a process between two of its steps. Unset, it costs a
+/// comparison.
+pub fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("IMLOG_FAILPOINT").ok());
+    if point.as_deref() == Some(name) {
+        tracing::error!(failpoint = name, "failpoint reached; aborting");
+        std::process::abort();
+    }
+}
+
 /// Every process manager; the projector role runs them.
 pub fn all() -> Vec<&'static dyn ProcessManager> {
     vec![
