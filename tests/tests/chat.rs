@@ -2,7 +2,7 @@
 //! backends with a real Postgres.
 
 use imlog_protocol::ErrorCode;
-use imlog_tests::{on_backends, Backend, MessageId, Push, TestApp, ThreadId, UserId};
+use imlog_tests::{on_backends, Backend, MessageId, Push, TestApp, UserId};
 use serde_json::json;
 use std::time::Duration;
 
@@ -79,10 +79,7 @@ async fn thin_path(backend: Backend) {
     }
 
     // Bob's thread list (a new device starts from 0) has the thread with Alice.
-    let threads = bob
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let threads = bob.sync_threads(0, 100).await.expect("threads");
     assert_eq!(threads.items.len(), 1);
     assert_eq!(threads.items[0].thread_id, thread);
     assert_eq!(
@@ -281,10 +278,7 @@ async fn racing_thread_creation(backend: Backend) {
         tb.expect("bob opens"),
         "one thread per pair"
     );
-    let threads = alice
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let threads = alice.sync_threads(0, 100).await.expect("threads");
     assert_eq!(threads.items.len(), 1);
     b.stop().await;
     a.stop().await;

@@ -243,10 +243,7 @@ async fn mutual_and_twice(backend: Backend) {
     e.expect("erin accepts");
     let thread = thread_with(&mut dave, erin_id).await;
     assert_eq!(thread_with(&mut erin, dave_id).await, thread);
-    let threads = dave
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let threads = dave.sync_threads(0, 100).await.expect("threads");
     assert_eq!(threads.items.len(), 1, "one thread for the pair");
     let messages = messages_when(&mut erin, thread, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -369,10 +366,7 @@ async fn process_crash(backend: Backend) {
             ],
             "pair {i}"
         );
-        let threads = answerer
-            .sync_threads(ThreadId::default(), 100)
-            .await
-            .expect("threads");
+        let threads = answerer.sync_threads(0, 100).await.expect("threads");
         assert_eq!(threads.items.len(), 1, "pair {i} has one thread");
     }
     assert!(projector.terminate().await.success());
@@ -435,10 +429,7 @@ async fn killed_at_each_step(backend: Backend) {
             ],
             "killed after the {step} step"
         );
-        let threads = answerer
-            .sync_threads(ThreadId::default(), 100)
-            .await
-            .expect("threads");
+        let threads = answerer.sync_threads(0, 100).await.expect("threads");
         assert_eq!(threads.items.len(), 1, "one thread");
         assert_eq!(answerer.friends().await.expect("friends").items.len(), 1);
         assert_eq!(asker.friends().await.expect("friends").items.len(), 1);

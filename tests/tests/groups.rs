@@ -104,10 +104,7 @@ async fn lifecycle(backend: Backend) {
     assert_eq!(members.items.len(), 3, "duplicates are one member");
     assert_eq!(role_of(&members, alice_id), GroupRole::Owner);
     assert_eq!(role_of(&members, bob_id), GroupRole::Member);
-    let threads = bob
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let threads = bob.sync_threads(0, 100).await.expect("threads");
     assert_eq!(threads.items[0].name.as_deref(), Some("hikers"));
     assert_eq!(threads.items[0].members, Some(3));
 
@@ -120,6 +117,13 @@ async fn lifecycle(backend: Backend) {
         let m = message_push(member, "hello hikers").await;
         assert_eq!(m.thread_id, group);
     }
+
+    // Dave already has a newer thread, and has synced his list past it.
+    let newer = dave.open_private_thread(bob_id).await.expect("thread");
+    assert!(newer > group);
+    let listed = dave.sync_threads(0, 100).await.expect("threads");
+    assert_eq!(listed.items.len(), 1);
+    let cursor = listed.next_cursor;
 
     // Dave is added: pushed the thread, then reached by the next message.
     alice
@@ -134,6 +138,10 @@ async fn lifecycle(backend: Backend) {
         |p| matches!(p, Push::Thread { thread_id, .. } if *thread_id == group),
     )
     .await;
+    // Joining an older group still comes after his cursor.
+    let later = dave.sync_threads(cursor, 100).await.expect("threads");
+    let ids: Vec<ThreadId> = later.items.iter().map(|t| t.thread_id).collect();
+    assert_eq!(ids, vec![group], "a group joined later is after the cursor");
     bob.send_text(group, "g-2", "welcome dave")
         .await
         .expect("send");
@@ -236,10 +244,7 @@ async fn lifecycle(backend: Backend) {
         ],
         "one line per change"
     );
-    let threads = bob
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let threads = bob.sync_threads(0, 100).await.expect("threads");
     assert_eq!(threads.items[0].name.as_deref(), Some("hiking club"));
     assert_eq!(threads.items[0].members, Some(2));
     app.stop().await;
@@ -414,10 +419,7 @@ async fn ten_thousand(backend: Backend) {
         .await
         .expect("add the rest");
     eprintln!("10,000-member group built in {:?}", started.elapsed());
-    let threads = online
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let threads = online.sync_threads(0, 100).await.expect("threads");
     let listed = threads
         .items
         .iter()

@@ -2,7 +2,7 @@
 //! protocol, on both log backends.
 
 use imlog_protocol::{MessageId, Request};
-use imlog_tests::{fresh_settings, on_backends, Backend, Client, Push, TestApp, ThreadId};
+use imlog_tests::{fresh_settings, on_backends, Backend, Client, Push, TestApp};
 use std::time::{Duration, Instant};
 
 const PUSH_WAIT: Duration = Duration::from_secs(15);
@@ -40,10 +40,7 @@ async fn receipts(backend: Backend) {
     // Bob has 5 unread, the last being m4; Alice (who wrote them) none.
     let deadline = Instant::now() + Duration::from_secs(15);
     let bobs = loop {
-        let page = bob
-            .sync_threads(ThreadId::default(), 100)
-            .await
-            .expect("threads");
+        let page = bob.sync_threads(0, 100).await.expect("threads");
         if page.items[0].unread == 5 || Instant::now() > deadline {
             break page;
         }
@@ -52,10 +49,7 @@ async fn receipts(backend: Backend) {
     assert_eq!(bobs.items[0].unread, 5);
     let last = bobs.items[0].last_message.as_ref().expect("last message");
     assert_eq!((last.body.as_str(), last.message_id), ("m4", ids[4]));
-    let alices = alice
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let alices = alice.sync_threads(0, 100).await.expect("threads");
     assert_eq!(alices.items[0].unread, 0);
 
     // Bob reads up to m2: Alice is pushed the receipt.
@@ -74,10 +68,7 @@ async fn receipts(backend: Backend) {
             up_to: ids[2]
         }
     );
-    let page = bob
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let page = bob.sync_threads(0, 100).await.expect("threads");
     assert_eq!(page.items[0].unread, 2);
     // Markers never move back.
     bob.command(Request::MarkRead {
@@ -86,10 +77,7 @@ async fn receipts(backend: Backend) {
     })
     .await
     .expect("mark read");
-    let page = bob
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let page = bob.sync_threads(0, 100).await.expect("threads");
     assert_eq!(page.items[0].unread, 2);
     let receipts: imlog_protocol::Page<imlog_protocol::ReceiptView> = bob
         .call(&Request::ReadReceipts {
@@ -107,10 +95,7 @@ async fn receipts(backend: Backend) {
     assert_eq!(markers, vec![(1, ids[4]), (bob_id.get(), ids[2])]);
     // Posting reads the thread up to your own message.
     bob.send_text(thread, "b-1", "reply").await.expect("send");
-    let page = bob
-        .sync_threads(ThreadId::default(), 100)
-        .await
-        .expect("threads");
+    let page = bob.sync_threads(0, 100).await.expect("threads");
     assert_eq!(page.items[0].unread, 0);
 
     let (mut eve, _, _) = app.user("eve").await;
@@ -257,10 +242,7 @@ async fn scrollback(backend: Backend) {
     device.login("bob", "password-123").await.expect("login");
     let deadline = Instant::now() + Duration::from_secs(15);
     let threads = loop {
-        let page = device
-            .sync_threads(ThreadId::default(), 100)
-            .await
-            .expect("threads");
+        let page = device.sync_threads(0, 100).await.expect("threads");
         let done = page.items[0].last_message.as_ref().map(|m| m.message_id) == Some(ids[44]);
         if done || Instant::now() > deadline {
             break page;

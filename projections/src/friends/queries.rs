@@ -36,8 +36,10 @@ pub struct FriendRow {
     pub thread_id: Option<ThreadId>,
 }
 
+// Left joins: the acceptance process decides from a request whatever the
+// accounts projection has applied so far.
 const REQUEST_COLUMNS: &str =
-    "r.from_id, f.name, r.to_id, t.name, r.greeting, r.status, r.requested_at,
+    "r.from_id, coalesce(f.name, ''), r.to_id, coalesce(t.name, ''), r.greeting, r.status, r.requested_at,
                                r.accept_partition, r.accept_offset";
 
 fn request_row(r: &tokio_postgres::Row) -> FriendRequestRow {
@@ -73,7 +75,7 @@ impl ReadModel {
             .query_typed_opt(
                 &format!(
                     "SELECT {REQUEST_COLUMNS} FROM friend_requests r
-                     JOIN users f ON f.user_id = r.from_id JOIN users t ON t.user_id = r.to_id
+                     LEFT JOIN users f ON f.user_id = r.from_id LEFT JOIN users t ON t.user_id = r.to_id
                      WHERE r.from_id = $1 AND r.to_id = $2"
                 ),
                 &[(&from.get(), Type::INT8), (&to.get(), Type::INT8)],
@@ -103,7 +105,7 @@ impl ReadModel {
             .query_typed(
                 &format!(
                     "SELECT {REQUEST_COLUMNS} FROM friend_requests r
-                     JOIN users f ON f.user_id = r.from_id JOIN users t ON t.user_id = r.to_id
+                     LEFT JOIN users f ON f.user_id = r.from_id LEFT JOIN users t ON t.user_id = r.to_id
                      WHERE {mine} = $1 AND {other} > $2 AND r.status = 'pending'
                      ORDER BY {other} LIMIT $3"
                 ),

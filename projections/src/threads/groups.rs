@@ -40,7 +40,7 @@ pub(super) async fn apply(
             if added.is_empty() || count + added.len() > MAX_GROUP_MEMBERS {
                 return Ok(());
             }
-            insert_members(tx, e.thread_id, &added, GroupRole::Member, at).await?;
+            insert_members(tx, position, e.thread_id, &added, GroupRole::Member, at).await?;
             Some(Change::new(e.thread_id, e.by, "added", added))
         }
         Event::GroupMemberRemoved(e) => {
@@ -208,8 +208,16 @@ async fn create(
         &[&thread_id.get(), &e.name],
     )
     .await?;
-    insert_members(tx, thread_id, &[e.owner.get()], GroupRole::Owner, at).await?;
-    insert_members(tx, thread_id, &members, GroupRole::Member, at).await?;
+    insert_members(
+        tx,
+        position,
+        thread_id,
+        &[e.owner.get()],
+        GroupRole::Owner,
+        at,
+    )
+    .await?;
+    insert_members(tx, position, thread_id, &members, GroupRole::Member, at).await?;
     Ok(Some(
         Change::new(thread_id, e.owner, "created", members).detail(e.name.clone()),
     ))
@@ -253,15 +261,22 @@ async fn member_count(tx: &Transaction<'_>, thread_id: ThreadId) -> Result<usize
 
 async fn insert_members(
     tx: &Transaction<'_>,
+    position: LogPosition,
     thread_id: ThreadId,
     users: &[i64],
     role: GroupRole,
     at: DateTime<Utc>,
 ) -> Result<(), ProjectionError> {
     tx.execute(
-        "INSERT INTO thread_members (thread_id, user_id, role, joined_at)
-         SELECT $1, u, $3, $4 FROM unnest($2::bigint[]) AS u ON CONFLICT DO NOTHING",
-        &[&thread_id.get(), &users, &role.as_str(), &at],
+        "INSERT INTO thread_members (thread_id, user_id, role, joined_at, joined_pos)
+         SELECT $1, u, $3, $4, $5 FROM unnest($2::bigint[]) AS u ON CONFLICT DO NOTHING",
+        &[
+            &thread_id.get(),
+            &users,
+            &role.as_str(),
+            &at,
+            &(position.offset + 1),
+        ],
     )
     .await?;
     recount(tx, thread_id).await

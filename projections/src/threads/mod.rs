@@ -23,11 +23,18 @@ pub(crate) const FEATURE: Feature = Feature {
         "group_threads",
         "group_changes",
     ],
-    migrations: &[Migration {
-        version: 3,
-        name: "group threads",
-        sql: include_str!("groups.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 3,
+            name: "group threads",
+            sql: include_str!("groups.sql"),
+        },
+        Migration {
+            version: 6,
+            name: "thread list by join position",
+            sql: include_str!("joined.sql"),
+        },
+    ],
 };
 
 pub struct Threads;
@@ -74,8 +81,8 @@ impl Projection for Threads {
             )
             .await?;
             tx.execute(
-                "INSERT INTO thread_members (thread_id, user_id, role, joined_at)
-                 VALUES ($1, $2, 'member', $4), ($1, $3, 'member', $4)",
+                "INSERT INTO thread_members (thread_id, user_id, role, joined_at, joined_pos)
+                 VALUES ($1, $2, 'member', $4, $1), ($1, $3, 'member', $4, $1)",
                 &[&thread_id.get(), &e.user_low.get(), &e.user_high.get(), &at],
             )
             .await?;

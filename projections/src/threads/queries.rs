@@ -6,7 +6,8 @@ use crate::messages::COLUMNS as MESSAGE_COLUMNS;
 use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
-use imlog_events::{GroupRole, ThreadId, UserId};
+use imlog_events::{GroupRole, MessageId, ThreadId, UserId};
+use std::collections::HashMap;
 use tokio_postgres::types::Type;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct ThreadRow {
     pub members: Option<i32>,
     /// Messages after the user's read marker.
     pub unread: i64,
+    /// The user's join position: the thread list's cursor.
+    pub joined_pos: i64,
     pub last_message: Option<MessageRow>,
 }
 
@@ -62,6 +65,40 @@ pub struct GroupChangeRow {
     pub kind: String,
     pub subjects: Vec<UserId>,
     pub detail: Option<String>,
+}
+
+/// One user's membership row ($1 thread, $2 user), with the threads
+/// projection's next offset it is as of.
+const MEMBERSHIP_COLUMNS: &str = "t.kind, m.role, m.muted_until,
+    CASE WHEN p.user_low = $2 THEN p.user_high ELSE p.user_low END,
+    coalesce(g.members, 2),
+    (SELECT next_offset FROM projection_offsets WHERE projection = 'threads' AND topic = 'threads' AND partition = 0)";
+const MEMBERSHIP_FROM: &str = "FROM thread_members m
+    JOIN threads t ON t.thread_id = m.thread_id
+    LEFT JOIN private_threads p ON p.thread_id = m.thread_id
+    LEFT JOIN group_threads g ON g.thread_id = m.thread_id
+    WHERE m.thread_id = $1 AND m.user_id = $2";
+/// As `MEMBERSHIP_FROM`, with the sender's messages of `unique_id`s $3.
+const MEMBERSHIP_FROM_SENT: &str = "FROM thread_members m
+    JOIN threads t ON t.thread_id = m.thread_id
+    LEFT JOIN private_threads p ON p.thread_id = m.thread_id
+    LEFT JOIN group_threads g ON g.thread_id = m.thread_id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(x.unique_id ORDER BY x.message_id) AS unique_ids,
+               array_agg(x.message_id ORDER BY x.message_id) AS message_ids
+        FROM messages x WHERE x.thread_id = $1 AND x.sender_id = $2 AND x.unique_id = ANY($3)
+    ) sent ON true
+    WHERE m.thread_id = $1 AND m.user_id = $2";
+
+fn membership_row(r: &tokio_postgres::Row) -> Membership {
+    Membership {
+        kind: kind_of(r.get(0)),
+        role: GroupRole::from_name(r.get(1)).unwrap_or(GroupRole::Member),
+        muted_until: r.get(2),
+        peer: r.get::<_, Option<i64>>(3).map(UserId::new),
+        members: r.get::<_, i32>(4).max(0) as usize,
+        as_of: r.get::<_, Option<i64>>(5).unwrap_or(0),
+    }
 }
 
 fn kind_of(name: &str) -> ThreadKind {
@@ -118,26 +155,45 @@ impl ReadModel {
             .client()
             .await?
             .query_typed_opt(
-                "SELECT t.kind, m.role, m.muted_until,
-                        CASE WHEN p.user_low = $2 THEN p.user_high ELSE p.user_low END,
-                        coalesce(g.members, 2), (SELECT next_offset FROM projection_offsets
-                          WHERE projection = 'threads' AND topic = 'threads' AND partition = 0)
-                 FROM thread_members m
-                 JOIN threads t ON t.thread_id = m.thread_id
-                 LEFT JOIN private_threads p ON p.thread_id = m.thread_id
-                 LEFT JOIN group_threads g ON g.thread_id = m.thread_id
-                 WHERE m.thread_id = $1 AND m.user_id = $2",
+                &format!("SELECT {MEMBERSHIP_COLUMNS} {MEMBERSHIP_FROM}"),
                 &[(&thread_id.get(), Type::INT8), (&user.get(), Type::INT8)],
             )
             .await?
-            .map(|r| Membership {
-                kind: kind_of(r.get(0)),
-                role: GroupRole::from_name(r.get(1)).unwrap_or(GroupRole::Member),
-                muted_until: r.get(2),
-                peer: r.get::<_, Option<i64>>(3).map(UserId::new),
-                members: r.get::<_, i32>(4).max(0) as usize,
-                as_of: r.get::<_, Option<i64>>(5).unwrap_or(0),
-            }))
+            .map(|r| membership_row(&r)))
+    }
+
+    /// A sender's membership of a thread and the messages these
+    /// `unique_id`s of theirs already produced there (a retried send), in
+    /// one round trip: what every send checks before appending.
+    pub async fn membership_and_sent(
+        &self,
+        thread_id: ThreadId,
+        user: UserId,
+        unique_ids: &[&str],
+    ) -> Result<Option<(Membership, HashMap<String, MessageId>)>, ReadError> {
+        let row = self
+            .client()
+            .await?
+            .query_typed_opt(
+                &format!(
+                    "SELECT {MEMBERSHIP_COLUMNS}, sent.unique_ids, sent.message_ids {MEMBERSHIP_FROM_SENT}"
+                ),
+                &[
+                    (&thread_id.get(), Type::INT8),
+                    (&user.get(), Type::INT8),
+                    (&unique_ids, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let ids: Vec<String> = r.get::<_, Option<Vec<String>>>(6).unwrap_or_default();
+            let message_ids: Vec<i64> = r.get::<_, Option<Vec<i64>>>(7).unwrap_or_default();
+            let sent = ids
+                .into_iter()
+                .zip(message_ids.into_iter().map(MessageId::new))
+                .collect();
+            (membership_row(&r), sent)
+        }))
     }
 
     /// Every member of a thread, and the threads projection's next offset
@@ -164,6 +220,26 @@ impl ReadModel {
         Ok((members, row.get(1)))
     }
 
+    /// Which of `users` are members of a thread.
+    pub async fn members_among(
+        &self,
+        thread_id: ThreadId,
+        users: &[UserId],
+    ) -> Result<Vec<UserId>, ReadError> {
+        let raw: Vec<i64> = users.iter().map(|u| u.get()).collect();
+        Ok(self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT user_id FROM thread_members WHERE thread_id = $1 AND user_id = ANY($2)",
+                &[(&thread_id.get(), Type::INT8), (&raw, Type::INT8_ARRAY)],
+            )
+            .await?
+            .iter()
+            .map(|r| UserId::new(r.get(0)))
+            .collect())
+    }
+
     /// A thread's members with their roles, by user id after `after`.
     pub async fn members_page(
         &self,
@@ -175,7 +251,8 @@ impl ReadModel {
             .client()
             .await?
             .query_typed(
-                "SELECT m.user_id, u.name, m.role, m.joined_at, m.muted_until
+                "SELECT m.user_id, u.name, m.role, m.joined_at,
+                        CASE WHEN m.muted_until > now() THEN m.muted_until END
                  FROM thread_members m JOIN users u ON u.user_id = m.user_id
                  WHERE m.thread_id = $1 AND m.user_id > $2
                  ORDER BY m.user_id LIMIT $3",
@@ -221,11 +298,12 @@ impl ReadModel {
             }))
     }
 
-    /// A user's threads with `thread_id > after`, ascending.
+    /// A user's threads in the order they joined them, after the join
+    /// position `after` (0: from the start).
     pub async fn threads_page(
         &self,
         user_id: UserId,
-        after: ThreadId,
+        after: i64,
         limit: usize,
     ) -> Result<Page<ThreadRow>, ReadError> {
         let rows = self
@@ -234,7 +312,7 @@ impl ReadModel {
             .query_typed(
                 &format!(
                 "SELECT t.thread_id, t.kind, t.created_at, peer.user_id, peer.name, g.name, g.members,
-                        coalesce(s.last_seq, 0) - coalesce(r.read_seq, 0), lm.*
+                        coalesce(s.last_seq, 0) - coalesce(r.read_seq, 0), m.joined_pos, lm.*
                  FROM thread_members m
                  JOIN threads t ON t.thread_id = m.thread_id
                  LEFT JOIN private_threads p ON p.thread_id = m.thread_id
@@ -246,13 +324,13 @@ impl ReadModel {
                  LEFT JOIN LATERAL (SELECT {MESSAGE_COLUMNS} FROM messages x
                                     WHERE x.thread_id = m.thread_id
                                     ORDER BY x.message_id DESC LIMIT 1) lm ON true
-                 WHERE m.user_id = $1 AND m.thread_id > $2
-                 ORDER BY m.thread_id
+                 WHERE m.user_id = $1 AND m.joined_pos > $2
+                 ORDER BY m.joined_pos
                  LIMIT $3"
             ),
                 &[
                     (&user_id.get(), Type::INT8),
-                    (&after.get(), Type::INT8),
+                    (&after, Type::INT8),
                     (&overfetch(limit), Type::INT8),
                 ],
             )
@@ -270,13 +348,12 @@ impl ReadModel {
                 name: r.get(5),
                 members: r.get(6),
                 unread: r.get(7),
+                joined_pos: r.get(8),
                 last_message: r
-                    .get::<_, Option<i64>>(8)
-                    .map(|_| MessageRow::from_row_at(r, 8)),
+                    .get::<_, Option<i64>>(9)
+                    .map(|_| MessageRow::from_row_at(r, 9)),
             })
             .collect();
-        Ok(Page::from_overfetch(items, limit, after.get(), |t| {
-            t.thread_id.get()
-        }))
+        Ok(Page::from_overfetch(items, limit, after, |t| t.joined_pos))
     }
 }

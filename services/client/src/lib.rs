@@ -6,7 +6,7 @@
 
 use futures::{SinkExt, StreamExt};
 use imlog_protocol::{
-    Alias, Authenticated, Before, Befriended, Device, Direction, ErrorCode, FriendApplied,
+    Alias, Authenticated, Before, Befriended, Cursor, Device, Direction, ErrorCode, FriendApplied,
     FriendRequestView, FriendView, Greeting, GroupCreatedView, GroupName, LoggedIn, MemberId,
     MemberView, MessageId, MessageView, NewPassword, OpenedThread, OutgoingItem, Page, PageSize,
     Password, Push, Registered, Reply, Request, Sent, SentItem, ThreadId, ThreadView, UserId,
@@ -325,14 +325,11 @@ impl Client {
         }
     }
 
-    pub async fn sync_threads(
-        &mut self,
-        after: ThreadId,
-        limit: usize,
-    ) -> Result<Page<ThreadView>> {
+    /// A page of your threads after `after` (0, or a page's `next_cursor`).
+    pub async fn sync_threads(&mut self, after: i64, limit: usize) -> Result<Page<ThreadView>> {
         let limit = PageSize::try_from(limit).map_err(ClientError::Invalid)?;
         self.call(&Request::SyncThreads {
-            after,
+            after: Cursor::new(after),
             limit: Some(limit),
         })
         .await

@@ -2,7 +2,7 @@
 //! the heartbeat deadline and shutdown. Requests on one connection are
 //! answered in order.
 
-use crate::error::{item_error, ApiError};
+use crate::error::{store_error, ApiError};
 use crate::hub::{close_code, Closing, Mailbox};
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -12,8 +12,9 @@ use imlog_domain::messages::Posted;
 use imlog_domain::profiles::ProfileChange;
 use imlog_domain::Writes;
 use imlog_protocol::{
-    error_reply, ok_reply, Befriended, Direction, ErrorCode, GroupCreatedView, OutgoingItem, Push,
-    Request, Sent, SentItem, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE, MAX_PAGE,
+    error_reply, ok_reply, Befriended, Direction, ErrorCode, GroupCreatedView, OutgoingItem,
+    OutgoingText, Push, Request, Sent, SentItem, WireError, DEFAULT_MESSAGE_PAGE,
+    DEFAULT_THREAD_PAGE, MAX_PAGE,
 };
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -124,7 +125,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
             .detach(
                 &gateway.hub,
                 &gateway.domain.profiles,
-                gateway.domain.accounts.gateway_id(),
+                &gateway.settings.instance_id,
                 conn_id,
                 session.user_id,
                 closing,
@@ -269,16 +270,18 @@ impl Connection {
                 items,
                 retry,
             } => {
-                let items = items.into_iter().map(OutgoingItem::parse).collect();
+                // Invalid items are answered here; the valid ones are posted.
+                let parsed: Vec<_> = items.into_iter().map(OutgoingItem::parse).collect();
+                let valid = parsed.iter().filter_map(|i| i.as_ref().ok().cloned());
                 let posted = domain
                     .messages
-                    .post(w, &session, thread_id, items, retry)
+                    .post(w, &session, thread_id, valid.collect(), retry)
                     .await?;
-                to_value(sent(posted))
+                to_value(sent(posted, parsed))
             }
             Request::SyncThreads { after, limit } => {
                 let limit = limit.map_or(DEFAULT_THREAD_PAGE, |l| l.get());
-                to_value(domain.threads.sync(w, &session, after, limit).await?)
+                to_value(domain.threads.sync(w, &session, after.get(), limit).await?)
             }
             Request::SyncMessages {
                 thread_id,
@@ -478,7 +481,7 @@ impl Connection {
             .attach(
                 &g.hub,
                 &g.domain.profiles,
-                g.domain.accounts.gateway_id(),
+                &g.settings.instance_id,
                 self.conn_id,
                 session.user_id,
                 (session.session_id, session.start_offset),
@@ -489,17 +492,27 @@ impl Connection {
 }
 
 /// The wire answer of a posted batch.
-fn sent(posted: Posted) -> Sent {
-    let items = posted
-        .items
+fn sent(posted: Posted, parsed: Vec<Result<OutgoingText, (String, WireError)>>) -> Sent {
+    let mut outcomes = posted.items.into_iter();
+    let items = parsed
         .into_iter()
-        .map(|(unique_id, outcome)| match outcome {
-            Ok(message_id) => SentItem {
-                unique_id,
-                message_id: Some(message_id),
-                error: None,
-            },
-            Err(refused) => SentItem::failed(unique_id, item_error(&refused)),
+        .map(|item| match item {
+            Err((unique_id, invalid)) => SentItem::failed(unique_id, invalid),
+            Ok(text) => {
+                let unique_id = text.unique_id.into_string();
+                match outcomes.next() {
+                    Some(Ok(message_id)) => SentItem {
+                        unique_id,
+                        message_id: Some(message_id),
+                        error: None,
+                    },
+                    Some(Err(e)) => SentItem::failed(unique_id, store_error(&e)),
+                    None => SentItem::failed(
+                        unique_id,
+                        WireError::new(ErrorCode::Internal, "no answer for this item"),
+                    ),
+                }
+            }
         })
         .collect();
     Sent {

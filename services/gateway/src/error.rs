@@ -4,7 +4,7 @@
 use imlog_domain::accounts::AccountsError;
 use imlog_domain::friends::FriendsError;
 use imlog_domain::groups::GroupsError;
-use imlog_domain::messages::{ItemRefused, MessagesError};
+use imlog_domain::messages::MessagesError;
 use imlog_domain::profiles::ProfilesError;
 use imlog_domain::threads::ThreadsError;
 use imlog_domain::StoreError;
@@ -153,13 +153,5 @@ impl From<ProfilesError> for ApiError {
             ProfilesError::NoSuchUser(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
             ProfilesError::Store(s) => s.into(),
         }
-    }
-}
-
-/// One refused item of a batch.
-pub fn item_error(refused: &ItemRefused) -> WireError {
-    match refused {
-        ItemRefused::Invalid(e) => e.clone(),
-        ItemRefused::Store(s) => store_error(s),
     }
 }

@@ -174,6 +174,8 @@ type Known = (Arc<Vec<UserId>>, i64);
 
 /// Groups whose members are kept; past it the cache starts afresh.
 const CACHED_GROUPS: usize = 4096;
+/// Member ids kept in all (8 bytes each); past it the cache starts afresh.
+const CACHED_IDS: usize = 1_000_000;
 
 impl Members {
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Known>> {
@@ -196,13 +198,18 @@ impl Members {
                 return Some(members.clone());
             }
         }
-        if as_of > 0 {
-            let position = LogPosition {
-                partition: 0,
-                offset: as_of - 1,
-            };
-            fanout.projected(Topic::Threads, position).await;
-        }
+        // When the read model is behind the send, the members loaded now are
+        // used for this message but not kept: the next one loads again.
+        let fresh = as_of <= 0
+            || fanout
+                .projected(
+                    Topic::Threads,
+                    LogPosition {
+                        partition: 0,
+                        offset: as_of - 1,
+                    },
+                )
+                .await;
         let (members, at) = match fanout.journal.read().members_as_of(thread_id).await {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -211,11 +218,14 @@ impl Members {
             }
         };
         let members = Arc::new(members);
-        let mut cache = self.cache();
-        if cache.len() >= CACHED_GROUPS {
-            cache.clear();
+        if fresh {
+            let mut cache = self.cache();
+            let held: usize = cache.values().map(|(m, _)| m.len()).sum();
+            if cache.len() >= CACHED_GROUPS || held + members.len() > CACHED_IDS {
+                cache.clear();
+            }
+            cache.insert(thread_id, (members.clone(), at));
         }
-        cache.insert(thread_id, (members.clone(), at));
         Some(members)
     }
 }
@@ -395,15 +405,24 @@ async fn push_private_thread(f: &Fanout, record: &Record, envelope: &Envelope) {
 /// A group was created or members were added: the members it concerns get
 /// a `thread` push once the projection applied the change.
 async fn group_joined(f: &Fanout, record: &Record, envelope: &Envelope) {
-    let (thread_id, name) = match &envelope.event {
+    let (thread_id, name, named) = match &envelope.event {
         Event::GroupCreated(g) => (
             ThreadId::from_position(record.position()),
             Some(g.name.clone()),
+            g.members
+                .iter()
+                .chain([&g.owner])
+                .copied()
+                .collect::<Vec<_>>(),
         ),
-        Event::GroupMembersAdded(g) => (g.thread_id, None),
+        Event::GroupMembersAdded(g) => (g.thread_id, None, g.members.clone()),
         _ => return,
     };
     f.members.changed(thread_id);
+    // Nobody it names is here: nothing to wait for.
+    if !f.hub.holds_any(named) {
+        return;
+    }
     f.projected(Topic::Threads, record.position()).await;
     let read = f.journal.read();
     let Ok(Some(change)) = read.group_change(record.offset).await else {

@@ -201,12 +201,7 @@ async fn threads(
         .gateway
         .domain
         .threads
-        .sync(
-            &mut Writes::default(),
-            &session,
-            ThreadId::new(q.after.max(0)),
-            limit,
-        )
+        .sync(&mut Writes::default(), &session, q.after.max(0), limit)
         .await?;
     Ok(Json(json!({ "ok": true, "data": page })).into_response())
 }

@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub struct GatewaySettings {
     /// A connection with no frame for this long is closed.
     pub heartbeat_timeout: Duration,
+    /// This run of this gateway: its configured id and a suffix new at each
+    /// start, so that a restarted gateway with a fixed id does not revive the
+    /// presence its previous run left behind.
+    pub instance_id: String,
     /// The WebSocket URL clients reach this gateway at (what
     /// `GET /v1/gateway` hands out).
     pub public_ws_url: String,

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(gateway: Arc<Gateway>, shutdown: CancellationToken) {
     let registry = &gateway.domain.gateways;
-    let id = gateway.domain.accounts.gateway_id().to_owned();
+    let id = gateway.settings.instance_id.clone();
     let mut tick = tokio::time::interval(HEARTBEAT);
     loop {
         tokio::select! {

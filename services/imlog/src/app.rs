@@ -202,10 +202,11 @@ impl Application {
             ));
         }
         let router = if roles.gateway || roles.queries {
+            let gateway_id = g.id.clone().unwrap_or_else(|| {
+                format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+            });
             let accounts = AccountsSettings {
-                gateway_id: g.id.clone().unwrap_or_else(|| {
-                    format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-                }),
+                gateway_id: gateway_id.clone(),
                 session_ttl: Duration::from_secs(g.session_ttl_hours * 3600),
             };
             let gateway = Arc::new(Gateway {
@@ -223,6 +224,11 @@ impl Application {
                 ),
                 hub: Default::default(),
                 settings: GatewaySettings {
+                    instance_id: format!(
+                        "{}.{}",
+                        gateway_id,
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    ),
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
                     public_ws_url: g
                         .public_url

@@ -176,7 +176,7 @@ mod tests {
         assert_eq!(
             request,
             Request::SyncThreads {
-                after: Default::default(),
+                after: crate::Cursor::default(),
                 limit: None
             }
         );

@@ -22,7 +22,9 @@ pub use error::{ErrorCode, WireError};
 pub use frame::{error_reply, ok_reply, parse, Reply};
 pub use push::Push;
 pub use request::PageSize;
-pub use request::{Before, Direction, MemberId, OutgoingItem, Request, MAX_MEMBERS_PER_REQUEST};
+pub use request::{
+    Before, Cursor, Direction, MemberId, OutgoingItem, Request, MAX_MEMBERS_PER_REQUEST,
+};
 pub use values::{
     Alias, AvatarRef, Description, Device, Greeting, GroupName, MessageBody, NewPassword, Nick,
     OutgoingText, Password, SearchQuery, UniqueId, UserName, DEFAULT_MESSAGE_PAGE,

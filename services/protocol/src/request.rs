@@ -44,9 +44,11 @@ pub enum Request {
         #[serde(default)]
         retry: bool,
     },
+    /// Your threads in the order you joined them, after a cursor (the
+    /// `next_cursor` of the last page; 0 from the start).
     SyncThreads {
-        #[serde(default, with = "id::cursor")]
-        after: ThreadId,
+        #[serde(default)]
+        after: Cursor,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
@@ -205,6 +207,27 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
+}
+
+/// A paging cursor that is not an id (a position): 0 and below are the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Cursor(i64);
+
+impl Cursor {
+    pub fn new(raw: i64) -> Cursor {
+        Cursor(raw.max(0))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Cursor::new(i64::deserialize(d)?))
+    }
 }
 
 /// A scrollback cursor: a positive message id.

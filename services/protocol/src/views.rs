@@ -142,7 +142,7 @@ pub enum FriendApplied {
     /// They had asked you already: this accepted their request. The thread
     /// is given once it exists (else it follows as pushes).
     Accepted {
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         thread_id: Option<ThreadId>,
     },
 }
@@ -152,7 +152,7 @@ pub enum FriendApplied {
 pub struct Befriended {
     pub user_id: UserId,
     /// The pair's private thread, once it exists (else it follows as pushes).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<ThreadId>,
 }
 

@@ -97,24 +97,46 @@ impl Groups {
         let mine = self.group_membership(thread_id, me).await?;
         self.require(mine.role, GroupAction::Add, None)?;
         let others = self.existing_others(&members, me).await?;
-        if mine.members + others.len() > MAX_GROUP_MEMBERS {
+        let already = self.members_among(thread_id, &others).await?;
+        let new: Vec<UserId> = others
+            .into_iter()
+            .filter(|u| !already.contains(u))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        if mine.members + new.len() > MAX_GROUP_MEMBERS {
             return Err(GroupsError::TooMany);
         }
-        self.change(
-            writes,
-            me,
-            GroupMembersAdded {
-                thread_id,
-                by: me,
-                members: others,
-            },
-        )
-        .await
-        // Everyone named may be a member already: nothing to record.
-        .or_else(|e| match e {
-            GroupsError::Superseded => Ok(()),
-            e => Err(e),
-        })
+        let added = GroupMembersAdded {
+            thread_id,
+            by: me,
+            members: new.clone(),
+        };
+        match self.change(writes, me, added).await {
+            // Someone else added them at the same moment: what was asked holds.
+            Err(GroupsError::Superseded)
+                if self.members_among(thread_id, &new).await?.len() == new.len() =>
+            {
+                Ok(())
+            }
+            result => result,
+        }
+    }
+
+    async fn members_among(
+        &self,
+        thread_id: ThreadId,
+        users: &[UserId],
+    ) -> Result<BTreeSet<UserId>, GroupsError> {
+        Ok(self
+            .journal
+            .read()
+            .members_among(thread_id, users)
+            .await
+            .map_err(StoreError::from)?
+            .into_iter()
+            .collect())
     }
 
     pub async fn remove(

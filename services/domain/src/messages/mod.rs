@@ -11,7 +11,7 @@ use imlog_events::{
     MessageRecalled, MessagesRead, ThreadId, Topic, UserId,
 };
 use imlog_projections::messages::MessageRow;
-use imlog_protocol::{MessageView, OutgoingText, Page, ReceiptView, WireError};
+use imlog_protocol::{MessageView, OutgoingText, Page, ReceiptView};
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -32,19 +32,11 @@ pub enum MessagesError {
     Store(#[from] StoreError),
 }
 
-/// Why one item of a batch was not posted.
-#[derive(Debug, Clone)]
-pub enum ItemRefused {
-    /// It failed validation (the protocol's verdict, passed through).
-    Invalid(WireError),
-    /// Its append failed; the item may be resent with `retry`.
-    Store(StoreError),
-}
-
-/// The answer for each item of a batch, in the order sent.
+/// The answer for each item of a batch, in the order sent: its id, or why
+/// its append failed (the item may be resent with `retry`).
 pub struct Posted {
     pub thread_id: ThreadId,
-    pub items: Vec<(String, Result<MessageId, ItemRefused>)>,
+    pub items: Vec<Result<MessageId, StoreError>>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,24 +77,21 @@ impl Messages {
         }
     }
 
-    /// Posts a batch of texts. A `unique_id` already posted by the sender in
-    /// this thread (a retry after a lost reply), or repeated in the batch,
-    /// is answered with the first message's id and posts nothing.
+    /// Posts a batch of texts (validated by the caller; the answers come in
+    /// the same order). A `unique_id` already posted by the sender in this
+    /// thread (a retry after a lost reply), or repeated in the batch, is
+    /// answered with the first message's id and posts nothing.
     #[tracing::instrument(skip_all, fields(user_id = %session.user_id, thread_id = %thread_id))]
     pub async fn post(
         &self,
         writes: &mut Writes,
         session: &Session,
         thread_id: ThreadId,
-        items: Vec<Result<OutgoingText, (String, WireError)>>,
+        texts: Vec<OutgoingText>,
         retry: bool,
     ) -> Result<Posted, MessagesError> {
         let me = session.user_id;
         self.journal.settle(writes, &[Topic::Threads]).await?;
-        let membership = self.threads.membership(thread_id, me).await?;
-        if let Some(until) = membership.muted_until.filter(|&until| until > Utc::now()) {
-            return Err(MessagesError::Muted(until));
-        }
         if retry {
             // The first send may have been acknowledged a moment ago on
             // another connection: wait until everything appended to the
@@ -111,45 +100,40 @@ impl Messages {
                 .settle_partition(Topic::Messages, &messages_key(thread_id))
                 .await?;
         }
+        // Membership and earlier sends of these unique_ids: one round trip.
+        let unique_ids: Vec<&str> = texts.iter().map(|t| t.unique_id.as_str()).collect();
+        let (membership, already_sent) = self
+            .journal
+            .read()
+            .membership_and_sent(thread_id, me, &unique_ids)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or(ThreadsError::NotMember(thread_id))?;
+        if let Some(until) = membership.muted_until.filter(|&until| until > Utc::now()) {
+            return Err(MessagesError::Muted(until));
+        }
         // A private thread names its peer; a group's pushes go to its
         // members as the fan-out knows them, so a send never carries a
         // member list.
         let recipients: Vec<_> = membership.peer.into_iter().collect();
         let members_as_of = recipients.is_empty().then_some(membership.as_of);
-        let unique_ids: Vec<&str> = items
-            .iter()
-            .filter_map(|item| item.as_ref().ok().map(|t| t.unique_id.as_str()))
-            .collect();
-        let already_sent = self
-            .journal
-            .read()
-            .messages_by_unique_ids(thread_id, me, &unique_ids)
-            .await
-            .map_err(StoreError::from)?;
 
-        let mut answers: Vec<(String, Result<MessageId, ItemRefused>)> = Vec::new();
+        let mut answers: Vec<Result<MessageId, StoreError>> = Vec::with_capacity(texts.len());
         let mut envelopes = Vec::new();
         // For each envelope: the answers it settles (a unique_id repeated
         // inside one batch is one message).
         let mut settles: Vec<Vec<usize>> = Vec::new();
         let mut in_batch: HashMap<String, usize> = HashMap::new();
         let correlation_id = Uuid::now_v7();
-        for item in items {
+        for text in texts {
             let index = answers.len();
-            let text = match item {
-                Err((unique_id, e)) => {
-                    answers.push((unique_id, Err(ItemRefused::Invalid(e))));
-                    continue;
-                }
-                Ok(text) => text,
-            };
-            let unique_id = text.unique_id.as_str().to_owned();
+            let unique_id = text.unique_id.into_string();
             if let Some(&id) = already_sent.get(&unique_id) {
-                answers.push((unique_id, Ok(id)));
+                answers.push(Ok(id));
                 continue;
             }
             // A placeholder until the append answers.
-            answers.push((unique_id.clone(), Ok(MessageId::default())));
+            answers.push(Ok(MessageId::default()));
             if let Some(&envelope) = in_batch.get(&unique_id) {
                 settles[envelope].push(index);
                 continue;
@@ -173,10 +157,7 @@ impl Messages {
         let results = self.journal.append_all(writes, &envelopes).await;
         for (indices, result) in settles.into_iter().zip(results) {
             for index in indices {
-                answers[index].1 = match &result {
-                    Ok(pos) => Ok(MessageId::from_position(*pos)),
-                    Err(e) => Err(ItemRefused::Store(e.clone())),
-                };
+                answers[index] = result.clone().map(MessageId::from_position);
             }
         }
         Ok(Posted {

@@ -116,7 +116,7 @@ impl Threads {
         &self,
         writes: &mut Writes,
         session: &Session,
-        after: ThreadId,
+        after: i64,
         limit: usize,
     ) -> Result<Page<ThreadView>, ThreadsError> {
         // Unread counts and last messages come from the messages topic.
