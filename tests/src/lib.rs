@@ -271,6 +271,23 @@ impl TestApp {
     }
 }
 
+/// The next push that `want` accepts, skipping others; panics after 15 s.
+pub async fn push_matching(
+    client: &mut Client,
+    want: impl Fn(&imlog_protocol::Push) -> bool,
+) -> imlog_protocol::Push {
+    let wait = std::time::Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match client.next_push(left).await.expect("push") {
+            Some(p) if want(&p) => return p,
+            Some(_) => continue,
+            None => panic!("no matching push within {wait:?}"),
+        }
+    }
+}
+
 /// Sends `n` texts one by one (`{prefix}-{i}`) and waits until the sender's
 /// own sync sees them; returns their message ids.
 pub async fn send_numbered(

@@ -7,13 +7,12 @@ use imlog::app::Roles;
 use imlog::config::Settings;
 use imlog_protocol::{FriendApplied, MessageView};
 use imlog_tests::{
-    fresh_settings, on_backends, settings_env, Backend, Client, MessageId, Proc, Push, TestApp,
-    ThreadId, UserId,
+    fresh_settings, on_backends, push_matching, settings_env, Backend, Client, MessageId, Proc,
+    Push, TestApp, ThreadId, UserId,
 };
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
-const PUSH_WAIT: Duration = Duration::from_secs(15);
 const WELCOME: &str = "We are friends now!";
 
 on_backends! {
@@ -28,19 +27,6 @@ async fn friends_only(backend: Backend) -> (Settings, tempfile::TempDir) {
     let (mut s, dir) = fresh_settings(backend).await;
     s.gateway.strangers_may_chat = false;
     (s, dir)
-}
-
-/// The next push that `want` accepts, skipping others.
-async fn push_matching(client: &mut Client, want: impl Fn(&Push) -> bool) -> Push {
-    let deadline = Instant::now() + PUSH_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.next_push(left).await.expect("push") {
-            Some(p) if want(&p) => return p,
-            Some(_) => continue,
-            None => panic!("no matching push within {PUSH_WAIT:?}"),
-        }
-    }
 }
 
 /// A thread's messages once it holds at least `n` (the acceptance process

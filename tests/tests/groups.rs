@@ -4,28 +4,15 @@
 //! a group of 10,000 members.
 
 use imlog_protocol::{GroupRole, MessageKind, MessageView, Request};
-use imlog_tests::{on_backends, Backend, Client, MessageId, Push, TestApp, ThreadId, UserId};
+use imlog_tests::{
+    on_backends, push_matching, Backend, Client, MessageId, Push, TestApp, ThreadId, UserId,
+};
 use std::time::{Duration, Instant};
-
-const PUSH_WAIT: Duration = Duration::from_secs(15);
 
 on_backends! {
     a_group_lives_through_every_change_with_its_system_lines => lifecycle;
     the_permission_table_is_enforced_with_stable_codes => permissions;
     a_group_of_ten_thousand_members_works => ten_thousand;
-}
-
-/// The next push that `want` accepts, skipping others.
-async fn push_matching(client: &mut Client, want: impl Fn(&Push) -> bool) -> Push {
-    let deadline = Instant::now() + PUSH_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.next_push(left).await.expect("push") {
-            Some(p) if want(&p) => return p,
-            Some(_) => continue,
-            None => panic!("no matching push within {PUSH_WAIT:?}"),
-        }
-    }
 }
 
 async fn message_push(client: &mut Client, body: &str) -> MessageView {

@@ -4,27 +4,16 @@
 //! cross gateways; `GET /v1/gateway` sees both.
 
 use imlog_tests::{
-    fresh_settings, http_get, on_backends, settings_env, Backend, Client, Proc, Push, UserId,
+    fresh_settings, http_get, on_backends, push_matching, settings_env, Backend, Client, Proc,
+    Push, UserId,
 };
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
 const PUSH_WAIT: Duration = Duration::from_secs(20);
 
 on_backends! {
     two_gateways_and_a_projector_serve_users_spread_over_them => spread;
-}
-
-async fn push_matching(client: &mut Client, want: impl Fn(&Push) -> bool) -> Push {
-    let deadline = Instant::now() + PUSH_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.next_push(left).await.expect("push") {
-            Some(p) if want(&p) => return p,
-            Some(_) => continue,
-            None => panic!("no matching push within {PUSH_WAIT:?}"),
-        }
-    }
 }
 
 async fn user(url: &str, name: &str) -> (Client, UserId) {

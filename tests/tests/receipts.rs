@@ -2,27 +2,13 @@
 //! protocol, on both log backends.
 
 use imlog_protocol::{MessageId, Request};
-use imlog_tests::{fresh_settings, on_backends, Backend, Client, Push, TestApp};
+use imlog_tests::{fresh_settings, on_backends, push_matching, Backend, Push, TestApp};
 use std::time::{Duration, Instant};
-
-const PUSH_WAIT: Duration = Duration::from_secs(15);
 
 on_backends! {
     read_markers_give_unread_counts_receipts_and_pushes => receipts;
     a_recalled_message_is_gone_everywhere_but_the_log => recall;
     a_new_device_lists_threads_and_scrolls_back_through_history => scrollback;
-}
-
-async fn push_matching(client: &mut Client, want: impl Fn(&Push) -> bool) -> Push {
-    let deadline = Instant::now() + PUSH_WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match client.next_push(left).await.expect("push") {
-            Some(p) if want(&p) => return p,
-            Some(_) => continue,
-            None => panic!("no matching push within {PUSH_WAIT:?}"),
-        }
-    }
 }
 
 async fn receipts(backend: Backend) {

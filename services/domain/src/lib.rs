@@ -28,6 +28,18 @@ pub use journal::{Journal, StoreError, Writes};
 
 use std::sync::Arc;
 
+/// A read-model page as the wire's page, each row made a view.
+pub(crate) fn page<R, V>(
+    rows: imlog_projections::Page<R>,
+    view: impl FnMut(R) -> V,
+) -> imlog_protocol::Page<V> {
+    imlog_protocol::Page {
+        items: rows.items.into_iter().map(view).collect(),
+        load_more: rows.load_more,
+        next_cursor: rows.next_cursor,
+    }
+}
+
 /// Every domain service, built over one journal.
 pub struct Domain {
     pub journal: Arc<Journal>,

@@ -220,11 +220,15 @@ async fn run(backend: LogBackend, url: &str, dir: &std::path::Path, load: &Load)
     // Senders: each at rate / 250 messages per second, one per request.
     let per_sender = Duration::from_secs_f64(250.0 / load.rate as f64);
     let until = Instant::now() + Duration::from_secs(load.seconds);
+    let start = tokio::time::Instant::now();
     let mut sending = Vec::new();
-    for (mut c, thread) in senders.into_iter().zip(threads) {
+    for (i, (mut c, thread)) in senders.into_iter().zip(threads).enumerate() {
+        // Senders are spread evenly over the interval, so that the load is a
+        // steady stream rather than 250 sends at the same instant.
+        let phase = per_sender.mul_f64(i as f64 / 250.0);
         sending.push(tokio::spawn(async move {
             let mut acks = Vec::new();
-            let mut tick = tokio::time::interval(per_sender);
+            let mut tick = tokio::time::interval_at(start + phase, per_sender);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = 0u64;
             while Instant::now() < until {
@@ -402,9 +406,29 @@ async fn main() {
         .expect("private Postgres");
     let url = cluster.url();
     let commit = commit_p50(&url).await;
+    // A database of its own for each run: the read model and its offsets.
+    let fresh = |name: &'static str| {
+        let (admin, cluster) = (url.clone(), &cluster);
+        async move {
+            let (c, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            c.batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create database");
+            cluster.url_for(name)
+        }
+    };
     println!("| what | imlog | baseline / context (same run) |");
     println!("|---|---|---|");
-    let mut pg = run(LogBackend::Postgres, &url, dir.path(), &load).await;
+    let mut pg = run(
+        LogBackend::Postgres,
+        &fresh("chat_pg").await,
+        dir.path(),
+        &load,
+    )
+    .await;
     report(
         "Postgres log",
         &mut pg,
@@ -413,7 +437,13 @@ async fn main() {
     );
     if let Ok(brokers) = std::env::var("IMLOG_TEST_KAFKA_BROKERS") {
         let raw = kafka_baseline(&brokers, 30_000).await;
-        let mut kafka = run(LogBackend::Kafka, &url, dir.path(), &load).await;
+        let mut kafka = run(
+            LogBackend::Kafka,
+            &fresh("chat_kafka").await,
+            dir.path(),
+            &load,
+        )
+        .await;
         let ours = kafka.sent as f64 / kafka.seconds;
         report(
             "Kafka log (tansu)",

@@ -218,11 +218,7 @@ impl Friends {
             .pending_requests(session.user_id, incoming, after, limit)
             .await
             .map_err(StoreError::from)?;
-        Ok(Page {
-            items: page.items.into_iter().map(request_view).collect(),
-            load_more: page.load_more,
-            next_cursor: page.next_cursor,
-        })
+        Ok(crate::page(page, request_view))
     }
 
     pub async fn list(
@@ -243,11 +239,7 @@ impl Friends {
             .friends_page(session.user_id, after, limit)
             .await
             .map_err(StoreError::from)?;
-        Ok(Page {
-            items: page.items.into_iter().map(friend_view).collect(),
-            load_more: page.load_more,
-            next_cursor: page.next_cursor,
-        })
+        Ok(crate::page(page, friend_view))
     }
 }
 

@@ -304,23 +304,15 @@ impl Groups {
             .members_page(thread_id, after, limit)
             .await
             .map_err(StoreError::from)?;
-        Ok(Page {
-            items: page
-                .items
-                .into_iter()
-                .map(|m| MemberView {
-                    user: UserView {
-                        user_id: m.user_id,
-                        name: m.name,
-                    },
-                    role: m.role,
-                    joined_at: m.joined_at,
-                    muted_until: m.muted_until,
-                })
-                .collect(),
-            load_more: page.load_more,
-            next_cursor: page.next_cursor,
-        })
+        Ok(crate::page(page, |m| MemberView {
+            user: UserView {
+                user_id: m.user_id,
+                name: m.name,
+            },
+            role: m.role,
+            joined_at: m.joined_at,
+            muted_until: m.muted_until,
+        }))
     }
 
     /// Appends a change, waits until it is projected, and tells whether it

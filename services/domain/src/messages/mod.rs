@@ -187,11 +187,7 @@ impl Messages {
             None => read.messages_page(thread_id, since, limit).await,
         }
         .map_err(StoreError::from)?;
-        Ok(Page {
-            items: page.items.into_iter().map(stored_view).collect(),
-            load_more: page.load_more,
-            next_cursor: page.next_cursor,
-        })
+        Ok(crate::page(page, stored_view))
     }
 
     /// Moves your read marker in a thread forward to `up_to`; the other
@@ -310,19 +306,11 @@ impl Messages {
             .receipts_page(thread_id, after, limit)
             .await
             .map_err(StoreError::from)?;
-        Ok(Page {
-            items: page
-                .items
-                .into_iter()
-                .map(|r| ReceiptView {
-                    user_id: r.user_id,
-                    up_to: r.up_to,
-                    at: r.at,
-                })
-                .collect(),
-            load_more: page.load_more,
-            next_cursor: page.next_cursor,
-        })
+        Ok(crate::page(page, |r| ReceiptView {
+            user_id: r.user_id,
+            up_to: r.up_to,
+            at: r.at,
+        }))
     }
 }
 

@@ -129,11 +129,7 @@ impl Threads {
             .threads_page(session.user_id, after, limit)
             .await
             .map_err(StoreError::from)?;
-        Ok(Page {
-            items: page.items.into_iter().map(view).collect(),
-            load_more: page.load_more,
-            next_cursor: page.next_cursor,
-        })
+        Ok(crate::page(page, view))
     }
 }
 
