@@ -53,6 +53,8 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
     let mut frames: Option<mpsc::Receiver<String>> = None;
     let mut closing_rx: Option<watch::Receiver<Option<Closing>>> = None;
     let mut deadline = tokio::time::Instant::now() + heartbeat;
+    // A connection that has not logged in by then gives its slot back.
+    let login_by = tokio::time::Instant::now() + gateway.settings.login_timeout;
     metrics::gauge!("imlog_gateway_connections").increment(1.0);
     let closing = loop {
         tokio::select! {
@@ -89,6 +91,9 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
                 }
             }
             closing = next_closing(&mut closing_rx) => break Some(closing),
+            _ = login_deadline(conn.session.is_none(), login_by) => {
+                break Some(Closing { code: close_code::LOGIN_TIMEOUT, reason: "log in (login or auth) sooner after connecting" });
+            }
             _ = session_expiry(conn.session.as_ref()) => {
                 break Some(Closing { code: close_code::SESSION_ENDED, reason: "session expired; log in again" });
             }
@@ -133,6 +138,15 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
             .await;
     }
     metrics::gauge!("imlog_gateway_connections").decrement(1.0);
+}
+
+/// Resolves at `by` while the connection has not logged in.
+async fn login_deadline(anonymous: bool, by: tokio::time::Instant) {
+    if anonymous {
+        tokio::time::sleep_until(by).await
+    } else {
+        std::future::pending().await
+    }
 }
 
 /// Resolves when the connection's session expires (never before login).

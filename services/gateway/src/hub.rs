@@ -35,6 +35,7 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     pub const KICKED: u16 = 4001;
     pub const SESSION_ENDED: u16 = 4002;
+    pub const LOGIN_TIMEOUT: u16 = 4003;
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 

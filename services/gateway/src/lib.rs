@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 pub struct GatewaySettings {
     /// A connection with no frame for this long is closed.
     pub heartbeat_timeout: Duration,
+    /// A connection that has not logged in (or resumed with `auth`) this
+    /// long after connecting is closed.
+    pub login_timeout: Duration,
     /// This run of this gateway: its configured id and a suffix new at each
     /// start, so that a restarted gateway with a fixed id does not revive the
     /// presence its previous run left behind.

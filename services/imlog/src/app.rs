@@ -230,6 +230,7 @@ impl Application {
                         &uuid::Uuid::new_v4().simple().to_string()[..8]
                     ),
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
+                    login_timeout: Duration::from_secs(g.login_timeout_secs),
                     public_ws_url: g
                         .public_url
                         .clone()

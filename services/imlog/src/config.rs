@@ -122,6 +122,8 @@ pub struct GatewayConfig {
     pub strangers_may_chat: bool,
     /// How long after sending a message its sender may recall it.
     pub recall_window_secs: u64,
+    /// How long a connection may stay without logging in.
+    pub login_timeout_secs: u64,
 }
 
 impl Settings {
@@ -227,6 +229,7 @@ impl Default for GatewayConfig {
             projection_wait_ms: 5000,
             strangers_may_chat: false,
             recall_window_secs: 120,
+            login_timeout_secs: 10,
         }
     }
 }

@@ -235,6 +235,8 @@ impl Accounts {
                 },
             )
             .await?;
+        // The reply says the token is dead: only once it is, everywhere.
+        self.journal.settle(writes, &[Topic::Sessions]).await?;
         Ok(())
     }
 }

@@ -93,6 +93,8 @@ impl Messages {
         let me = session.user_id;
         self.journal.settle(writes, &[Topic::Threads]).await?;
         if retry {
+            // A stranger is refused at once, not after the wait below.
+            self.threads.membership(thread_id, me).await?;
             // The first send may have been acknowledged a moment ago on
             // another connection: wait until everything appended to the
             // thread's partition is projected, so it is found.
