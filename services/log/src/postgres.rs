@@ -15,7 +15,7 @@ use crate::{AppendRecord, EventLog, LogError, LogReader, ReadFrom, Record, Topic
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use imlog_events::{partition_for_key, LogPosition, Topic};
-use imlog_postgres::{connect_pool, migrate, spawn_listener, Migration, Pool};
+use imlog_postgres::{connect_pool, migrate, spawn_payload_listener, Migration, Pool};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +58,31 @@ pub struct PgLog {
     pool: Pool,
     names: TopicNames,
     appends: mpsc::Sender<PendingAppend>,
-    appended: watch::Receiver<u64>,
+    appended: watch::Receiver<Appended>,
     listener: JoinHandle<()>,
+}
+
+/// How many appends each topic has been told of (by index in `Topic::ALL`):
+/// a reader wakes only when one of its own topics moved, so a busy topic does
+/// not make the readers of every other one query.
+type Appended = [u64; Topic::ALL.len()];
+
+fn topic_index(topic: Topic) -> usize {
+    Topic::ALL.iter().position(|&t| t == topic).unwrap_or(0)
+}
+
+/// Counts a notification: its payload names the topic appended to (empty,
+/// from an older writer, or a reconnect: every topic, as anything may have
+/// been missed); topics of another deployment's prefix are ignored.
+fn heard(appended: &watch::Sender<Appended>, names: &TopicNames, payload: Option<&str>) {
+    match payload.filter(|p| !p.is_empty()) {
+        None => appended.send_modify(|counts| counts.iter_mut().for_each(|c| *c += 1)),
+        Some(name) => {
+            if let Some(topic) = names.topic(name) {
+                appended.send_modify(|counts| counts[topic_index(topic)] += 1);
+            }
+        }
+    }
 }
 
 struct PendingAppend {
@@ -84,14 +107,25 @@ impl PgLog {
                 .await
                 .map_err(|e| LogError::Fatal(format!("migrating the log schema: {e}")))?;
         }
-        let (bump, appended) = watch::channel(0u64);
+        let (bump, appended) = watch::channel(Appended::default());
         let bump = Arc::new(bump);
+        let names = TopicNames::new(topic_prefix);
         let (appends, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(write_appends(pool.clone(), queue, bump.clone()));
-        let listener = spawn_listener(url.to_owned(), CHANNEL, bump);
+        tokio::spawn(write_appends(
+            pool.clone(),
+            queue,
+            bump.clone(),
+            names.clone(),
+        ));
+        let heard_names = names.clone();
+        let listener = spawn_payload_listener(
+            url.to_owned(),
+            CHANNEL,
+            Arc::new(move |payload| heard(&bump, &heard_names, payload)),
+        );
         Ok(PgLog {
             pool,
-            names: TopicNames::new(topic_prefix),
+            names,
             appends,
             appended,
             listener,
@@ -241,7 +275,8 @@ impl EventLog for PgLog {
 async fn write_appends(
     pool: Pool,
     mut queue: mpsc::Receiver<PendingAppend>,
-    bump: Arc<watch::Sender<u64>>,
+    bump: Arc<watch::Sender<Appended>>,
+    names: TopicNames,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -252,8 +287,15 @@ async fn write_appends(
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             tracing::warn!(error = %e, records = batch.len(), "log append failed");
         }
-        if results.iter().any(Result::is_ok) {
-            bump.send_modify(|v| *v += 1);
+        // Readers in this process need not wait for the notification.
+        let written: std::collections::BTreeSet<&str> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(p, _)| p.topic.as_str())
+            .collect();
+        for topic in written {
+            heard(&bump, &names, Some(topic));
         }
         for (pending, result) in batch.drain(..).zip(results) {
             let _ = pending.reply.send(result);
@@ -285,7 +327,7 @@ const APPEND: &str = r#"
              AS r(topic, partition, idx, key, payload)
         JOIN bumped b ON b.topic = r.topic AND b.partition = r.partition
     )
-    SELECT b.topic, b.partition, b.base, pg_notify('imlog_log', '') FROM bumped b
+    SELECT b.topic, b.partition, b.base, pg_notify('imlog_log', b.topic) FROM bumped b
 "#;
 
 async fn write_batch(pool: &Pool, batch: &[PendingAppend]) -> Vec<Result<LogPosition, LogError>> {
@@ -375,7 +417,16 @@ struct PgReader {
     pool: Pool,
     names: TopicNames,
     next: Vec<ReadFrom>,
-    appended: watch::Receiver<u64>,
+    appended: watch::Receiver<Appended>,
+}
+
+impl PgReader {
+    /// The counts of this reader's own topics.
+    fn mine(&self, counts: &Appended) -> Vec<u64> {
+        let topics: std::collections::BTreeSet<usize> =
+            self.next.iter().map(|f| topic_index(f.topic)).collect();
+        topics.into_iter().map(|i| counts[i]).collect()
+    }
 }
 
 #[async_trait]
@@ -383,16 +434,30 @@ impl LogReader for PgReader {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            self.appended.borrow_and_update();
+            let counts = *self.appended.borrow_and_update();
+            let seen = self.mine(&counts);
             let records = self.read(max).await?;
             if !records.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(records);
             }
+            // Wait until one of this reader's topics was appended to (or
+            // the fallback poll): another topic's appends do not wake it.
             let nap = deadline.min(tokio::time::Instant::now() + FALLBACK_POLL);
-            tokio::select! {
-                // A closed channel (listener gone) must not turn this into a spin.
-                r = self.appended.changed() => if r.is_err() { tokio::time::sleep_until(nap).await },
-                _ = tokio::time::sleep_until(nap) => {}
+            loop {
+                tokio::select! {
+                    r = self.appended.changed() => {
+                        // A closed channel (listener gone) must not turn this into a spin.
+                        if r.is_err() {
+                            tokio::time::sleep_until(nap).await;
+                            break;
+                        }
+                        let counts = *self.appended.borrow_and_update();
+                        if self.mine(&counts) != seen {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(nap) => break,
+                }
             }
         }
     }

@@ -14,6 +14,21 @@ pub fn spawn_listener(
     channel: &'static str,
     bump: Arc<watch::Sender<u64>>,
 ) -> JoinHandle<()> {
+    spawn_payload_listener(
+        url,
+        channel,
+        Arc::new(move |_: Option<&str>| bump.send_modify(|v| *v += 1)),
+    )
+}
+
+/// Calls `heard` for what a notification on `channel` said: `Some(payload)`
+/// per notification, `None` after every (re)connect (anything may have been
+/// missed meanwhile).
+pub type Heard = Arc<dyn Fn(Option<&str>) + Send + Sync>;
+
+/// As [`spawn_listener`], telling `heard` each notification's payload.
+pub fn spawn_payload_listener(url: String, channel: &'static str, heard: Heard) -> JoinHandle<()> {
+    let bump = heard;
     tokio::spawn(async move {
         loop {
             match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
@@ -23,13 +38,13 @@ pub fn spawn_listener(
                         while let Some(Ok(message)) =
                             std::future::poll_fn(|cx| connection.poll_message(cx)).await
                         {
-                            if matches!(message, tokio_postgres::AsyncMessage::Notification(_)) {
-                                bump_on_notify.send_modify(|v| *v += 1);
+                            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                                bump_on_notify(Some(n.payload()));
                             }
                         }
                     });
                     match client.batch_execute(&format!("LISTEN {channel}")).await {
-                        Ok(()) => bump.send_modify(|v| *v += 1),
+                        Ok(()) => bump(None),
                         Err(e) => tracing::warn!(channel, error = %e, "LISTEN failed"),
                     }
                     let _ = driver.await;
