@@ -164,6 +164,25 @@ impl ReadModel {
             .collect())
     }
 
+    /// Up to `limit` presence rows on gateways other than `alive`.
+    pub async fn presence_elsewhere(
+        &self,
+        alive: &[String],
+        limit: usize,
+    ) -> Result<Vec<(UserId, String)>, ReadError> {
+        Ok(self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT user_id, gateway_id FROM presence WHERE NOT (gateway_id = ANY($1)) LIMIT $2",
+                &[(&alive, Type::TEXT_ARRAY), (&(limit as i64), Type::INT8)],
+            )
+            .await?
+            .iter()
+            .map(|r| (UserId::new(r.get(0)), r.get(1)))
+            .collect())
+    }
+
     /// Which of `ids` are registered users.
     pub async fn existing_users(&self, ids: &[UserId]) -> Result<Vec<UserId>, ReadError> {
         let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();

@@ -4,7 +4,6 @@ use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
 use imlog_events::{MessageId, MessageKind, ThreadId, UserId};
-use std::collections::HashMap;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
@@ -187,35 +186,6 @@ impl ReadModel {
             .await?
             .iter()
             .map(MessageRow::from_row)
-            .collect())
-    }
-
-    /// The messages that these `unique_id`s of a sender already produced in a
-    /// thread (a retried send), by `unique_id`.
-    pub async fn messages_by_unique_ids(
-        &self,
-        thread_id: ThreadId,
-        sender_id: UserId,
-        unique_ids: &[&str],
-    ) -> Result<HashMap<String, MessageId>, ReadError> {
-        if unique_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        Ok(self
-            .client()
-            .await?
-            .query_typed(
-                "SELECT unique_id, message_id FROM messages
-                 WHERE thread_id = $1 AND sender_id = $2 AND unique_id = ANY($3)",
-                &[
-                    (&thread_id.get(), Type::INT8),
-                    (&sender_id.get(), Type::INT8),
-                    (&unique_ids, Type::TEXT_ARRAY),
-                ],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.get(0), MessageId::new(r.get(1))))
             .collect())
     }
 }

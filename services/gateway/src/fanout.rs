@@ -166,11 +166,44 @@ impl Fanout {
 /// too, so that the next message does not wait for a reload.
 #[derive(Default)]
 struct Members {
-    cache: Mutex<HashMap<ThreadId, Known>>,
+    cache: Mutex<Cache>,
 }
 
 /// A group's members and the threads-topic offset they are as of.
 type Known = (Arc<Vec<UserId>>, i64);
+
+#[derive(Default)]
+struct Cache {
+    groups: HashMap<ThreadId, Known>,
+    /// Member ids held in all `groups`.
+    ids: usize,
+}
+
+impl Cache {
+    fn get(&self, thread_id: &ThreadId) -> Option<&Known> {
+        self.groups.get(thread_id)
+    }
+
+    fn remove(&mut self, thread_id: &ThreadId) {
+        if let Some((members, _)) = self.groups.remove(thread_id) {
+            self.ids -= members.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.groups.clear();
+        self.ids = 0;
+    }
+
+    fn insert(&mut self, thread_id: ThreadId, known: Known) {
+        self.remove(&thread_id);
+        if self.groups.len() >= CACHED_GROUPS || self.ids + known.0.len() > CACHED_IDS {
+            self.clear();
+        }
+        self.ids += known.0.len();
+        self.groups.insert(thread_id, known);
+    }
+}
 
 /// Groups whose members are kept; past it the cache starts afresh.
 const CACHED_GROUPS: usize = 4096;
@@ -178,7 +211,7 @@ const CACHED_GROUPS: usize = 4096;
 const CACHED_IDS: usize = 1_000_000;
 
 impl Members {
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, Known>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -219,12 +252,7 @@ impl Members {
         };
         let members = Arc::new(members);
         if fresh {
-            let mut cache = self.cache();
-            let held: usize = cache.values().map(|(m, _)| m.len()).sum();
-            if cache.len() >= CACHED_GROUPS || held + members.len() > CACHED_IDS {
-                cache.clear();
-            }
-            cache.insert(thread_id, (members.clone(), at));
+            self.cache().insert(thread_id, (members.clone(), at));
         }
         Some(members)
     }

@@ -7,14 +7,26 @@ use imlog_domain::gateways::{GatewayLoad, HEARTBEAT};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// How often a gateway ends the presence dead gateways left behind.
+const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(gateway: Arc<Gateway>, shutdown: CancellationToken) {
     let registry = &gateway.domain.gateways;
     let id = gateway.settings.instance_id.clone();
     let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut reap = tokio::time::interval(REAP_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            _ = reap.tick() => {
+                match gateway.domain.profiles.reap_dead_gateways().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(ended = n, "ended the presence dead gateways left"),
+                    Err(e) => tracing::warn!(error = %e, "cannot end dead gateways' presence"),
+                }
+                continue;
+            }
         }
         let load = GatewayLoad {
             gateway_id: id.clone(),

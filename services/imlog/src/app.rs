@@ -230,7 +230,8 @@ impl Application {
                         &uuid::Uuid::new_v4().simple().to_string()[..8]
                     ),
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
-                    login_timeout: Duration::from_secs(g.login_timeout_secs),
+                    // At least a second: 0 would close every connection.
+                    login_timeout: Duration::from_secs(g.login_timeout_secs.max(1)),
                     public_ws_url: g
                         .public_url
                         .clone()

@@ -257,10 +257,13 @@ impl EventLog for PgLog {
     }
 
     async fn reader(&self, from: Vec<ReadFrom>) -> Result<Box<dyn LogReader>, LogError> {
+        let topics: std::collections::BTreeSet<usize> =
+            from.iter().map(|f| topic_index(f.topic)).collect();
         Ok(Box::new(PgReader {
             pool: self.pool.clone(),
             names: self.names.clone(),
             next: from,
+            topics: topics.into_iter().collect(),
             appended: self.appended.clone(),
         }))
     }
@@ -417,15 +420,15 @@ struct PgReader {
     pool: Pool,
     names: TopicNames,
     next: Vec<ReadFrom>,
+    /// Which topics (indices into `Appended`) this reader reads.
+    topics: Vec<usize>,
     appended: watch::Receiver<Appended>,
 }
 
 impl PgReader {
-    /// The counts of this reader's own topics.
-    fn mine(&self, counts: &Appended) -> Vec<u64> {
-        let topics: std::collections::BTreeSet<usize> =
-            self.next.iter().map(|f| topic_index(f.topic)).collect();
-        topics.into_iter().map(|i| counts[i]).collect()
+    /// How many appends this reader's own topics have been told of.
+    fn mine(&self, counts: &Appended) -> u64 {
+        self.topics.iter().map(|&i| counts[i]).sum()
     }
 }
 

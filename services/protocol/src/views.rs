@@ -13,7 +13,9 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// More items follow: ask again from `next_cursor`.
     pub load_more: bool,
-    /// The cursor to ask from next (the last item's id, or the given cursor).
+    /// The cursor to ask from next: the last item's id (for the thread
+    /// list, its join position; for scrollback, the first item's id), or the
+    /// given cursor when the page is empty.
     pub next_cursor: i64,
 }
 

@@ -30,6 +30,12 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A gateway not heard from for this long counts as dead.
 pub const LIVE_FOR: Duration = Duration::from_secs(6);
+/// A gateway not heard from for this long has its users' presence ended
+/// (it died without saying goodbye); longer than `LIVE_FOR`, so that a
+/// gateway whose database connection hiccups is not reaped.
+pub const REAP_AFTER: Duration = Duration::from_secs(60);
+/// Registry rows of gateways gone this long are deleted.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayLoad {
@@ -73,6 +79,18 @@ impl Gateways {
                     (&load.ws_url, Type::TEXT),
                     (&load.connections, Type::INT4),
                 ],
+            )
+            .await
+            .map_err(db)?;
+        // Each start is a new instance: dead ones are forgotten in time.
+        let forget = FORGET_AFTER.as_secs_f64();
+        self.pool
+            .get()
+            .await
+            .map_err(db)?
+            .execute_typed(
+                "DELETE FROM gateways WHERE heartbeat_at < now() - make_interval(secs => $1)",
+                &[(&forget, Type::FLOAT8)],
             )
             .await
             .map_err(db)?;
@@ -120,7 +138,12 @@ impl Gateways {
 
     /// The ids of the gateways alive now.
     pub async fn live(&self) -> Result<HashSet<String>, GatewaysError> {
-        let live = LIVE_FOR.as_secs_f64();
+        self.heard_within(LIVE_FOR).await
+    }
+
+    /// The ids of the gateways heard from within `within`.
+    pub async fn heard_within(&self, within: Duration) -> Result<HashSet<String>, GatewaysError> {
+        let live = within.as_secs_f64();
         Ok(self
             .pool
             .get()

@@ -93,8 +93,12 @@ impl Messages {
         let me = session.user_id;
         self.journal.settle(writes, &[Topic::Threads]).await?;
         if retry {
-            // A stranger is refused at once, not after the wait below.
-            self.threads.membership(thread_id, me).await?;
+            // A stranger or a muted member is refused at once, not after
+            // the wait below.
+            let membership = self.threads.membership(thread_id, me).await?;
+            if let Some(until) = membership.muted_until.filter(|&until| until > Utc::now()) {
+                return Err(MessagesError::Muted(until));
+            }
             // The first send may have been acknowledged a moment ago on
             // another connection: wait until everything appended to the
             // thread's partition is projected, so it is found.

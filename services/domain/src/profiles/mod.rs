@@ -4,7 +4,7 @@
 //! its last one closes, and a user is online while a live gateway has them.
 
 use crate::accounts::Session;
-use crate::gateways::Gateways;
+use crate::gateways::{Gateways, REAP_AFTER};
 use crate::journal::{Journal, StoreError, Writes};
 use imlog_events::{PresenceChanged, PresenceReason, ProfileUpdated, Sex, Topic, UserId};
 use imlog_projections::accounts::{PresenceRow, ProfileRow};
@@ -135,6 +135,31 @@ impl Profiles {
             .append(&mut Writes::default(), Some(user), event)
             .await?;
         Ok(())
+    }
+
+    /// Ends the presence that gateways dead for [`REAP_AFTER`] left behind
+    /// (killed, they never said goodbye), so that friends are told and the
+    /// rows go. Any gateway may do it; doing it twice changes nothing.
+    /// Returns how many it ended.
+    pub async fn reap_dead_gateways(&self) -> Result<usize, ProfilesError> {
+        let alive: Vec<String> = match self.gateways.heard_within(REAP_AFTER).await {
+            Ok(alive) => alive.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read gateway liveness; not reaping");
+                return Ok(0);
+            }
+        };
+        let stale = self
+            .journal
+            .read()
+            .presence_elsewhere(&alive, 1000)
+            .await
+            .map_err(StoreError::from)?;
+        for (user, gateway) in &stale {
+            self.presence_changed(*user, gateway, false, PresenceReason::Timeout)
+                .await?;
+        }
+        Ok(stale.len())
     }
 
     /// Whether each of `users` is online (on a live gateway), and when last seen.
