@@ -150,9 +150,8 @@ impl Groups {
         if member == me {
             return self.leave(writes, session, thread_id).await;
         }
-        let mine = self.group_membership(thread_id, me).await?;
-        let target = self.member_role(thread_id, member).await?;
-        self.require(mine.role, GroupAction::Remove, Some(target))?;
+        self.may_act_on(thread_id, me, GroupAction::Remove, member)
+            .await?;
         self.change(
             writes,
             me,
@@ -220,9 +219,8 @@ impl Groups {
         until: Option<DateTime<Utc>>,
     ) -> Result<(), GroupsError> {
         let me = session.user_id;
-        let mine = self.group_membership(thread_id, me).await?;
-        let target = self.member_role(thread_id, member).await?;
-        self.require(mine.role, GroupAction::Mute, Some(target))?;
+        self.may_act_on(thread_id, me, GroupAction::Mute, member)
+            .await?;
         self.change(
             writes,
             me,
@@ -248,9 +246,8 @@ impl Groups {
             return Err(GroupsError::BadRole);
         }
         let me = session.user_id;
-        let mine = self.group_membership(thread_id, me).await?;
-        let target = self.member_role(thread_id, member).await?;
-        self.require(mine.role, GroupAction::ChangeRole, Some(target))?;
+        self.may_act_on(thread_id, me, GroupAction::ChangeRole, member)
+            .await?;
         self.change(
             writes,
             me,
@@ -272,9 +269,8 @@ impl Groups {
         to: UserId,
     ) -> Result<(), GroupsError> {
         let me = session.user_id;
-        let mine = self.group_membership(thread_id, me).await?;
-        let target = self.member_role(thread_id, to).await?;
-        self.require(mine.role, GroupAction::TransferOwnership, Some(target))?;
+        self.may_act_on(thread_id, me, GroupAction::TransferOwnership, to)
+            .await?;
         self.change(
             writes,
             me,
@@ -380,6 +376,19 @@ impl Groups {
             .map_err(StoreError::from)?
             .ok_or(GroupsError::NoSuchMember(user))?
             .role)
+    }
+
+    /// Checks that `me` may do `action` to the member `member`.
+    async fn may_act_on(
+        &self,
+        thread_id: ThreadId,
+        me: UserId,
+        action: GroupAction,
+        member: UserId,
+    ) -> Result<(), GroupsError> {
+        let mine = self.group_membership(thread_id, me).await?;
+        let target = self.member_role(thread_id, member).await?;
+        self.require(mine.role, action, Some(target))
     }
 
     fn require(
