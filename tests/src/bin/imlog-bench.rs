@@ -196,6 +196,128 @@ async fn kafka_baseline(brokers: &str, topic: &str, n: usize, in_flight: usize) 
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Baseline for the pipeline: rdkafka producing `n` records of the same
+/// size into a messages topic while a consumer of all its partitions reads
+/// them back; records per second from the first send to the last read.
+async fn kafka_pipeline_baseline(brokers: &str, n: usize) -> f64 {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let prefix = format!("pipe{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let log = KafkaLog::connect(KafkaSettings {
+        brokers: brokers.to_owned(),
+        topic_prefix: prefix.clone(),
+        replication_factor: 1,
+        linger_ms: 5,
+    })
+    .expect("kafka");
+    log.ensure_topics().await.expect("topics");
+    let topic = format!("{prefix}messages");
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{prefix}bench"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut partitions = TopicPartitionList::new();
+    for p in 0..Topic::Messages.partitions() {
+        partitions
+            .add_partition_offset(&topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&partitions).expect("assign");
+    let started = Instant::now();
+    let reading = tokio::spawn(async move {
+        let mut read = 0;
+        while read < n {
+            if consumer.recv().await.is_ok() {
+                read += 1;
+            }
+        }
+    });
+    kafka_baseline(brokers, &topic, n, 20_000).await;
+    reading.await.expect("consumer");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// imlog on the Kafka log: 8 clients sending batches of 50, until the read
+/// model (projected from the broker) has them all.
+async fn kafka_sent_and_projected(url: &str, dir: &std::path::Path, brokers: &str) -> f64 {
+    let mut s = Settings {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    s.postgres.url = Some(Secret::from(url.to_owned()));
+    s.log.backend = LogBackend::Kafka;
+    s.log.kafka.brokers = brokers.to_owned();
+    s.log.kafka.linger_ms = 5;
+    s.log.topic_prefix = format!("e2e{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    s.gateway.strangers_may_chat = true;
+    let app = Application::build(s, Roles::ALL).await.expect("app");
+    let ws = format!("ws://{}/ws", app.addr());
+    let rate = throughput(&ws, "k").await.1;
+    app.stop().await;
+    rate
+}
+
+/// 8 users, each in its own thread with one peer, sending batches of 50:
+/// messages acknowledged per second and messages sent and projected per
+/// second (until the last sender's sync sees all of its own).
+async fn throughput(ws: &str, tag: &str) -> (f64, f64) {
+    const CLIENTS: usize = 8;
+    const BATCHES: usize = 25;
+    let mut peer = Client::connect(ws).await.unwrap();
+    let peer_name = format!("{tag}peer");
+    let peer_id = peer.register(&peer_name, "password-123").await.unwrap();
+    let mut senders = Vec::new();
+    for c in 0..CLIENTS {
+        let name = format!("{tag}sender{c}");
+        let mut me = Client::connect(ws).await.unwrap();
+        me.register(&name, "password-123").await.unwrap();
+        me.login(&name, "password-123").await.unwrap();
+        let t = me.open_private_thread(peer_id).await.unwrap();
+        senders.push((me, t));
+    }
+    let body = "y".repeat(200);
+    let started = Instant::now();
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(c, (mut me, t))| {
+            let body = body.clone();
+            tokio::spawn(async move {
+                for b in 0..BATCHES {
+                    let ids: Vec<String> = (0..50).map(|i| format!("{c}-{b}-{i}")).collect();
+                    let items: Vec<(&str, &str)> =
+                        ids.iter().map(|u| (u.as_str(), body.as_str())).collect();
+                    me.send_texts(t, &items).await.unwrap();
+                }
+                (me, t)
+            })
+        })
+        .collect();
+    let mut senders = Vec::new();
+    for t in tasks {
+        senders.push(t.await.unwrap());
+    }
+    let sent = (CLIENTS * BATCHES * 50) as f64;
+    let acked = started.elapsed();
+    let (me, t) = senders.last_mut().unwrap();
+    loop {
+        let seen = me
+            .sync_all_messages(*t, MessageId::default())
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if seen >= BATCHES * 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let projected = started.elapsed();
+    (sent / acked.as_secs_f64(), sent / projected.as_secs_f64())
+}
+
 async fn end_to_end(
     url: &str,
     dir: &std::path::Path,
@@ -239,70 +361,18 @@ async fn end_to_end(
     });
 
     // Throughput: 8 users, each in its own thread, sending batches of 50.
-    const CLIENTS: usize = 8;
-    const BATCHES: usize = 25;
-    let mut senders = Vec::new();
-    for c in 0..CLIENTS {
-        let mut me = Client::connect(&ws).await.unwrap();
-        me.register(&format!("sender{c}"), "password-123")
-            .await
-            .unwrap();
-        me.login(&format!("sender{c}"), "password-123")
-            .await
-            .unwrap();
-        let t = me.open_private_thread(bob_id).await.unwrap();
-        senders.push((me, t));
-    }
-    let body = "y".repeat(200);
-    let started = Instant::now();
-    let tasks: Vec<_> = senders
-        .into_iter()
-        .enumerate()
-        .map(|(c, (mut me, t))| {
-            let body = body.clone();
-            tokio::spawn(async move {
-                for b in 0..BATCHES {
-                    let ids: Vec<String> = (0..50).map(|i| format!("{c}-{b}-{i}")).collect();
-                    let items: Vec<(&str, &str)> =
-                        ids.iter().map(|u| (u.as_str(), body.as_str())).collect();
-                    me.send_texts(t, &items).await.unwrap();
-                }
-                (me, t)
-            })
-        })
-        .collect();
-    let mut senders = Vec::new();
-    for t in tasks {
-        senders.push(t.await.unwrap());
-    }
-    let sent = (CLIENTS * BATCHES * 50) as f64;
-    let acked = started.elapsed();
-    // Projected: the last sender's sync sees all of its messages.
-    let (me, t) = senders.last_mut().unwrap();
-    loop {
-        if me
-            .sync_all_messages(*t, MessageId::default())
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0)
-            >= BATCHES * 50
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let projected = started.elapsed();
+    let (acked, projected) = throughput(&ws, "").await;
     rows.push(Row {
         what: "messages acked/s, 8 clients × batches of 50 (Postgres log)".into(),
-        ours: format!("{:.0} msg/s", sent / acked.as_secs_f64()),
+        ours: format!("{acked:.0} msg/s"),
         baseline: format!("Postgres multi-row INSERT {insert_rate:.0} rows/s"),
-        ratio: sent / acked.as_secs_f64() / insert_rate,
+        ratio: acked / insert_rate,
     });
     rows.push(Row {
         what: "messages sent and projected/s (same run, until sync sees all)".into(),
-        ours: format!("{:.0} msg/s", sent / projected.as_secs_f64()),
+        ours: format!("{projected:.0} msg/s"),
         baseline: format!("Postgres multi-row INSERT {insert_rate:.0} rows/s"),
-        ratio: sent / projected.as_secs_f64() / insert_rate,
+        ratio: projected / insert_rate,
     });
     app.stop().await;
 }
@@ -380,6 +450,26 @@ async fn main() {
     }
 
     end_to_end(&url, dir.path(), &mut rows, commit_p50, insert_rate).await;
+    if let Ok(brokers) = std::env::var("IMLOG_TEST_KAFKA_BROKERS") {
+        // A database of its own: the read model of the Kafka run.
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        c.batch_execute("CREATE DATABASE bench_kafka")
+            .await
+            .expect("database");
+        let raw = kafka_pipeline_baseline(&brokers, 10_000).await;
+        let ours =
+            kafka_sent_and_projected(&cluster.url_for("bench_kafka"), dir.path(), &brokers).await;
+        rows.push(Row {
+            what: "Kafka log (tansu): messages sent and projected/s, 8 clients × batches of 50"
+                .into(),
+            ours: format!("{ours:.0} msg/s"),
+            baseline: format!("rdkafka produce → consume of the same records: {raw:.0} msg/s"),
+            ratio: ours / raw,
+        });
+    }
     cluster.stop().expect("stopping Postgres");
 
     println!("| what | imlog | baseline (same run) | ratio |");
