@@ -17,12 +17,13 @@ on_backends! {
     profiles_are_updated_read_searched_and_pushed_to_friends => profiles;
     friends_see_presence_across_login_logout_timeout_and_kick => presence;
     new_logins_go_to_the_least_loaded_live_gateway => least_loaded;
+    a_killed_gateways_users_go_offline_for_their_friends => killed_gateway_presence;
 }
 
 /// Waits for a push `want` accepts, pinging meanwhile so that a short
 /// heartbeat timeout does not close this client.
 async fn push_pinging(client: &mut Client, want: impl Fn(&Push) -> bool) -> Push {
-    let deadline = Instant::now() + PUSH_WAIT;
+    let deadline = Instant::now() + PUSH_WAIT + PUSH_WAIT;
     loop {
         assert!(
             Instant::now() < deadline,
@@ -257,5 +258,46 @@ async fn least_loaded(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("a killed gateway dropped out after {:?}", killed.elapsed());
+    a.stop().await;
+}
+
+/// Alice is connected to a gateway process that is killed with -9: it never
+/// says goodbye, so the live gateway ends her presence once it has been
+/// silent for `presence_reap_secs`, and Bob, her friend, is told.
+async fn killed_gateway_presence(backend: Backend) {
+    let (mut s, _dir) = fresh_settings(backend).await;
+    s.gateway.presence_reap_secs = 10;
+    let a = TestApp::spawn_with(s.clone(), Roles::ALL).await;
+    let b = Proc::spawn(
+        BIN,
+        &["gateway", "--listen", "127.0.0.1:0"],
+        &settings_env(&s),
+    )
+    .await;
+    let (mut bob, bob_id, _) = a.user("bob").await;
+    let mut alice = Client::connect(&b.ws_url()).await.expect("connect");
+    let alice_id = alice
+        .register("alice", "password-123")
+        .await
+        .expect("register");
+    alice.login("alice", "password-123").await.expect("login");
+    alice.friend_apply(bob_id, "", "").await.expect("apply");
+    bob.friend_accept(alice_id, "").await.expect("accept");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !profile(&mut bob, alice_id).await.online {
+        assert!(Instant::now() < deadline, "alice never showed online");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    b.kill9().await;
+    let killed = Instant::now();
+    let push = push_pinging(&mut bob, |p| {
+        matches!(p, Push::Presence { online: false, .. })
+    })
+    .await;
+    assert!(matches!(push, Push::Presence { user_id, .. } if user_id == alice_id));
+    eprintln!("offline pushed {:?} after the kill", killed.elapsed());
+    assert!(!profile(&mut bob, alice_id).await.online);
+    drop(alice);
     a.stop().await;
 }

@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 pub struct GatewaySettings {
     /// A connection with no frame for this long is closed.
     pub heartbeat_timeout: Duration,
+    /// A gateway silent this long has the presence of its users ended by
+    /// the live ones (it died without saying goodbye).
+    pub presence_reap_after: Duration,
     /// A connection that has not logged in (or resumed with `auth`) this
     /// long after connecting is closed.
     pub login_timeout: Duration,

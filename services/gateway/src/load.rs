@@ -5,22 +5,22 @@
 use crate::Gateway;
 use imlog_domain::gateways::{GatewayLoad, HEARTBEAT};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// How often a gateway ends the presence dead gateways left behind.
-const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn run(gateway: Arc<Gateway>, shutdown: CancellationToken) {
     let registry = &gateway.domain.gateways;
     let id = gateway.settings.instance_id.clone();
     let mut tick = tokio::time::interval(HEARTBEAT);
-    let mut reap = tokio::time::interval(REAP_EVERY);
+    // Dead gateways' presence is ended at most half the reap delay late.
+    let reap_after = gateway.settings.presence_reap_after;
+    let mut reap = tokio::time::interval((reap_after / 2).min(Duration::from_secs(30)));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
             _ = reap.tick() => {
-                match gateway.domain.profiles.reap_dead_gateways().await {
+                match gateway.domain.profiles.reap_dead_gateways(reap_after).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(ended = n, "ended the presence dead gateways left"),
                     Err(e) => tracing::warn!(error = %e, "cannot end dead gateways' presence"),

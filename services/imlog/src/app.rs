@@ -232,6 +232,8 @@ impl Application {
                     heartbeat_timeout: Duration::from_secs(g.heartbeat_timeout_secs),
                     // At least a second: 0 would close every connection.
                     login_timeout: Duration::from_secs(g.login_timeout_secs.max(1)),
+                    // Well past the 6 s liveness window in any case.
+                    presence_reap_after: Duration::from_secs(g.presence_reap_secs.max(10)),
                     public_ws_url: g
                         .public_url
                         .clone()

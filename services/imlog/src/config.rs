@@ -124,6 +124,9 @@ pub struct GatewayConfig {
     pub recall_window_secs: u64,
     /// How long a connection may stay without logging in.
     pub login_timeout_secs: u64,
+    /// A gateway silent this long (killed) has its users' presence ended
+    /// by the live gateways; at least 10.
+    pub presence_reap_secs: u64,
 }
 
 impl Settings {
@@ -230,6 +233,7 @@ impl Default for GatewayConfig {
             strangers_may_chat: false,
             recall_window_secs: 120,
             login_timeout_secs: 10,
+            presence_reap_secs: 60,
         }
     }
 }

@@ -30,10 +30,6 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A gateway not heard from for this long counts as dead.
 pub const LIVE_FOR: Duration = Duration::from_secs(6);
-/// A gateway not heard from for this long has its users' presence ended
-/// (it died without saying goodbye); longer than `LIVE_FOR`, so that a
-/// gateway whose database connection hiccups is not reaped.
-pub const REAP_AFTER: Duration = Duration::from_secs(60);
 /// Registry rows of gateways gone this long are deleted.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 

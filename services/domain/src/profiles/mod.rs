@@ -4,13 +4,14 @@
 //! its last one closes, and a user is online while a live gateway has them.
 
 use crate::accounts::Session;
-use crate::gateways::{Gateways, REAP_AFTER};
+use crate::gateways::Gateways;
 use crate::journal::{Journal, StoreError, Writes};
 use imlog_events::{PresenceChanged, PresenceReason, ProfileUpdated, Sex, Topic, UserId};
 use imlog_projections::accounts::{PresenceRow, ProfileRow};
 use imlog_protocol::{AvatarRef, Description, Nick, Page, ProfileView, SearchQuery};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProfilesError {
@@ -137,12 +138,13 @@ impl Profiles {
         Ok(())
     }
 
-    /// Ends the presence that gateways dead for [`REAP_AFTER`] left behind
+    /// Ends the presence that gateways silent for `after` left behind
     /// (killed, they never said goodbye), so that friends are told and the
-    /// rows go. Any gateway may do it; doing it twice changes nothing.
-    /// Returns how many it ended.
-    pub async fn reap_dead_gateways(&self) -> Result<usize, ProfilesError> {
-        let alive: Vec<String> = match self.gateways.heard_within(REAP_AFTER).await {
+    /// rows go. `after` is well past the liveness window, so that a gateway
+    /// whose database connection hiccups is not reaped. Any gateway may do
+    /// it; doing it twice changes nothing. Returns how many it ended.
+    pub async fn reap_dead_gateways(&self, after: Duration) -> Result<usize, ProfilesError> {
+        let alive: Vec<String> = match self.gateways.heard_within(after).await {
             Ok(alive) => alive.into_iter().collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read gateway liveness; not reaping");
