@@ -89,7 +89,12 @@ fn incoming(frame: Value) -> Result<Incoming> {
 impl Client {
     /// Connects to `ws://host:port/ws`.
     pub async fn connect(url: &str) -> Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // A small read buffer: the default 128 KiB one is zero-filled on
+        // every read, which costs a load test of many clients dearly.
+        let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        config.read_buffer_size = 4 * 1024;
+        config.write_buffer_size = 0;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
             .await
             .map_err(transport)?;
         Ok(Client {
