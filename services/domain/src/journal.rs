@@ -163,39 +163,27 @@ impl Journal {
     /// Waits until everything appended so far to `topic` is projected, by
     /// anyone: for lists a push may have announced a moment ago.
     pub async fn settle_topic(&self, topic: Topic) -> Result<(), StoreError> {
-        let mut appended = Writes::default();
-        for (partition, end) in self.log.end_offsets(topic).await?.into_iter().enumerate() {
-            if end > 0 {
-                let offset = end - 1;
-                appended.record(
-                    topic,
-                    LogPosition {
-                        partition: partition as i32,
-                        offset,
-                    },
-                );
-            }
-        }
-        self.settle(&mut appended, &[topic]).await
+        self.settle_appended(topic, None).await
     }
 
     /// Waits until everything appended so far to the partition of `key` in
     /// `topic` is projected — by anyone, not just this caller.
     pub async fn settle_partition(&self, topic: Topic, key: &str) -> Result<(), StoreError> {
         let partition = partition_for_key(key.as_bytes(), topic.partitions());
-        let ends = self.log.end_offsets(topic).await?;
-        let end = ends.get(partition as usize).copied().unwrap_or(0);
-        if end == 0 {
-            return Ok(());
-        }
+        self.settle_appended(topic, Some(partition)).await
+    }
+
+    /// Waits for the projections to reach the end of `topic` as of now, in
+    /// every partition or in `only` one.
+    async fn settle_appended(&self, topic: Topic, only: Option<i32>) -> Result<(), StoreError> {
         let mut appended = Writes::default();
-        appended.record(
-            topic,
-            LogPosition {
-                partition,
-                offset: end - 1,
-            },
-        );
+        for (partition, end) in self.log.end_offsets(topic).await?.into_iter().enumerate() {
+            let partition = partition as i32;
+            if end > 0 && only.is_none_or(|p| p == partition) {
+                let offset = end - 1;
+                appended.record(topic, LogPosition { partition, offset });
+            }
+        }
         self.settle(&mut appended, &[topic]).await
     }
 }
