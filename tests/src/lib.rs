@@ -9,6 +9,8 @@
 //!   tests skip, unless `IMLOG_TEST_REQUIRE_KAFKA=1` (CI), where they fail.
 //! - `IMLOG_TEST_S3_ENDPOINT`, `..._ACCESS_KEY`, `..._SECRET_KEY`, `..._BUCKET`: an S3 server.
 
+pub mod bench;
+
 use imlog::app::{Application, Roles};
 use imlog::config::{LogBackend, Secret, Settings};
 use imlog_log::{KafkaLog, KafkaSettings, PgLog, SharedLog};

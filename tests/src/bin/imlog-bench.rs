@@ -10,8 +10,8 @@ use imlog::app::{Application, Roles};
 use imlog::config::{LogBackend, Secret, Settings};
 use imlog_events::{Envelope, EventMeta, MessageKind, MessagePosted, ThreadId, Topic, UserId};
 use imlog_log::{EventLog, KafkaLog, KafkaSettings, PgLog, SharedLog};
+use imlog_tests::bench::{messages_topic, ms, pct, produce};
 use imlog_tests::{Client, MessageId};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,13 +24,10 @@ struct Row {
     ratio: f64,
 }
 
-fn pct(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+/// The record the Kafka baselines produce: an event of about 1 KiB, as our
+/// log's appends are.
+fn payload() -> Vec<u8> {
+    event(1, "x".repeat(PAYLOAD - 300))
 }
 
 fn event(thread: i64, body: String) -> Vec<u8> {
@@ -145,76 +142,16 @@ async fn log_latency(log: &dyn EventLog, n: usize) -> Vec<Duration> {
     samples
 }
 
-/// Baseline: rdkafka straight to the broker, same producer settings as ours.
-async fn kafka_baseline(brokers: &str, topic: &str, n: usize, in_flight: usize) -> f64 {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
-    let payload = event(1, "x".repeat(PAYLOAD - 300));
-    // Warm up (metadata, connections, idempotent producer id) as our log's
-    // producer already is, then measure.
-    let warm = FutureRecord::to(topic)
-        .partition(0)
-        .key("warm")
-        .payload(&payload);
-    producer
-        .send(warm, Duration::from_secs(30))
-        .await
-        .expect("warm-up delivery");
-    let started = Instant::now();
-    let mut pending = std::collections::VecDeque::new();
-    for i in 0..n {
-        let key = ((i % 64) + 1).to_string();
-        let partition =
-            imlog_events::partition_for_key(key.as_bytes(), Topic::Messages.partitions());
-        let record = FutureRecord::to(topic)
-            .partition(partition)
-            .key(&key)
-            .payload(&payload);
-        pending.push_back(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("enqueue"),
-        );
-        if pending.len() >= in_flight {
-            pending
-                .pop_front()
-                .unwrap()
-                .await
-                .unwrap()
-                .expect("delivered");
-        }
-    }
-    for d in pending {
-        d.await.unwrap().expect("delivered");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
 /// Baseline for the pipeline: rdkafka producing `n` records of the same
 /// size into a messages topic while a consumer of all its partitions reads
 /// them back; records per second from the first send to the last read.
 async fn kafka_pipeline_baseline(brokers: &str, n: usize) -> f64 {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::{Offset, TopicPartitionList};
-    let prefix = format!("pipe{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let log = KafkaLog::connect(KafkaSettings {
-        brokers: brokers.to_owned(),
-        topic_prefix: prefix.clone(),
-        replication_factor: 1,
-        linger_ms: 5,
-    })
-    .expect("kafka");
-    log.ensure_topics().await.expect("topics");
-    let topic = format!("{prefix}messages");
+    let topic = messages_topic(brokers, "pipe").await;
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{prefix}bench"))
+        .set("group.id", format!("{topic}.bench"))
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
@@ -234,7 +171,7 @@ async fn kafka_pipeline_baseline(brokers: &str, n: usize) -> f64 {
             }
         }
     });
-    kafka_baseline(brokers, &topic, n, 20_000).await;
+    produce(brokers, &topic, &payload(), n, 20_000, 5).await;
     reading.await.expect("consumer");
     n as f64 / started.elapsed().as_secs_f64()
 }
@@ -437,7 +374,8 @@ async fn main() {
             .expect("kafka"),
         );
         kafka.ensure_topics().await.expect("topics");
-        let baseline = kafka_baseline(&brokers, &format!("{prefix}messages"), 30_000, 20_000).await;
+        let topic = format!("{prefix}messages");
+        let baseline = produce(&brokers, &topic, &payload(), 30_000, 20_000, 5).await;
         let ours = log_throughput(kafka.clone(), 30_000, 2_000).await;
         rows.push(Row {
             what: "Kafka log (tansu): appends/s, 1 KiB, 2000 concurrent appenders".into(),

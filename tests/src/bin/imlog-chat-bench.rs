@@ -19,8 +19,8 @@ use imlog_domain::credentials::{new_token, token_digest};
 use imlog_events::{Envelope, EventMeta, SessionId, SessionStarted, UserRegistered};
 use imlog_log::{AppendRecord, SharedLog};
 use imlog_protocol::{Push, ThreadId, UserId};
+use imlog_tests::bench::{messages_topic, ms, pct, produce};
 use imlog_tests::Client;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,18 +57,6 @@ fn args() -> Load {
         "at least 700 clients"
     );
     load
-}
-
-fn pct(samples: &mut [Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.sort();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn record(event: impl Into<imlog_events::Event>) -> AppendRecord {
@@ -285,55 +273,10 @@ async fn run(backend: LogBackend, url: &str, dir: &std::path::Path, load: &Load)
 }
 
 /// Baseline: rdkafka producing 1 KiB records straight to the broker, to a
-/// messages topic of the same shape as ours (created the way we create it).
+/// messages topic of the same shape as ours.
 async fn kafka_baseline(brokers: &str, n: usize) -> f64 {
-    let prefix = format!(
-        "chatbase{}.",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let log = imlog_log::KafkaLog::connect(imlog_log::KafkaSettings {
-        brokers: brokers.to_owned(),
-        topic_prefix: prefix.clone(),
-        replication_factor: 1,
-        linger_ms: 1,
-    })
-    .expect("kafka");
-    imlog_log::EventLog::ensure_topics(&log)
-        .await
-        .expect("topics");
-    let topic = format!("{prefix}messages");
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "1")
-        .create()
-        .expect("producer");
-    let payload = vec![b'x'; 1024];
-    // Warm up (and let the broker create the topic).
-    let _ = producer
-        .send(
-            FutureRecord::to(&topic).key("w").payload(&payload),
-            Duration::from_secs(10),
-        )
-        .await;
-    let started = Instant::now();
-    let mut pending = futures::stream::FuturesUnordered::new();
-    for i in 0..n {
-        let key = (i % 64).to_string();
-        pending.push(
-            producer
-                .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
-                .expect("queued"),
-        );
-        if pending.len() >= 5_000 {
-            use futures::StreamExt;
-            let _ = pending.next().await;
-        }
-    }
-    use futures::StreamExt;
-    while pending.next().await.is_some() {}
-    n as f64 / started.elapsed().as_secs_f64()
+    let topic = messages_topic(brokers, "chatbase").await;
+    produce(brokers, &topic, &[b'x'; 1024], n, 5_000, 1).await
 }
 
 async fn commit_p50(url: &str) -> Duration {

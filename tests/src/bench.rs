@@ -1,0 +1,90 @@
+//! What the benchmark binaries share: percentiles, and rdkafka baselines
+//! against the broker imlog's Kafka log uses.
+
+use imlog_events::{partition_for_key, Topic};
+use imlog_log::{EventLog, KafkaLog, KafkaSettings};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::{Duration, Instant};
+
+/// The `p` quantile of `samples` (0 when there are none).
+pub fn pct(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A fresh messages topic (made the way imlog makes its own: same
+/// partitions); its name.
+pub async fn messages_topic(brokers: &str, tag: &str) -> String {
+    let prefix = format!("{tag}{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let log = KafkaLog::connect(KafkaSettings {
+        brokers: brokers.to_owned(),
+        topic_prefix: prefix.clone(),
+        replication_factor: 1,
+        linger_ms: 5,
+    })
+    .expect("kafka");
+    log.ensure_topics().await.expect("topics");
+    format!("{prefix}messages")
+}
+
+/// Baseline: rdkafka producing `n` copies of `payload` straight to `topic`
+/// (idempotent, `acks=all`, like imlog's producer), keyed over 64 threads,
+/// with up to `in_flight` unacknowledged; records per second.
+pub async fn produce(
+    brokers: &str,
+    topic: &str,
+    payload: &[u8],
+    n: usize,
+    in_flight: usize,
+    linger_ms: u32,
+) -> f64 {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .create()
+        .expect("producer");
+    // Warm up (metadata, connections, idempotent producer id) as imlog's
+    // producer already is, then measure.
+    let warm = FutureRecord::to(topic)
+        .partition(0)
+        .key("warm")
+        .payload(payload);
+    producer
+        .send(warm, Duration::from_secs(30))
+        .await
+        .expect("warm-up delivery");
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n {
+        let key = ((i % 64) + 1).to_string();
+        let partition = partition_for_key(key.as_bytes(), Topic::Messages.partitions());
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(payload);
+        pending.push_back(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+        if pending.len() >= in_flight {
+            if let Some(delivery) = pending.pop_front() {
+                delivery.await.expect("delivery").expect("delivered");
+            }
+        }
+    }
+    for delivery in pending {
+        delivery.await.expect("delivery").expect("delivered");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
