@@ -164,18 +164,27 @@ impl ReadModel {
             .collect())
     }
 
-    /// Up to `limit` presence rows on gateways other than `alive`.
+    /// Up to `limit` presence rows older than `older_than_secs` on gateways
+    /// other than `alive` (a row that new was written by a gateway that may
+    /// not have published its first heartbeat yet).
     pub async fn presence_elsewhere(
         &self,
         alive: &[String],
+        older_than_secs: f64,
         limit: usize,
     ) -> Result<Vec<(UserId, String)>, ReadError> {
         Ok(self
             .client()
             .await?
             .query_typed(
-                "SELECT user_id, gateway_id FROM presence WHERE NOT (gateway_id = ANY($1)) LIMIT $2",
-                &[(&alive, Type::TEXT_ARRAY), (&(limit as i64), Type::INT8)],
+                "SELECT user_id, gateway_id FROM presence
+                 WHERE NOT (gateway_id = ANY($1)) AND since < now() - make_interval(secs => $2)
+                 LIMIT $3",
+                &[
+                    (&alive, Type::TEXT_ARRAY),
+                    (&older_than_secs, Type::FLOAT8),
+                    (&(limit as i64), Type::INT8),
+                ],
             )
             .await?
             .iter()

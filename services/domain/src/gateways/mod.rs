@@ -78,7 +78,12 @@ impl Gateways {
             )
             .await
             .map_err(db)?;
-        // Each start is a new instance: dead ones are forgotten in time.
+        Ok(())
+    }
+
+    /// Deletes the rows of gateways gone an hour: each start of a gateway is
+    /// a new instance, so dead ones would otherwise pile up.
+    pub async fn forget_gone(&self) -> Result<(), GatewaysError> {
         let forget = FORGET_AFTER.as_secs_f64();
         self.pool
             .get()

@@ -6,12 +6,15 @@
 use crate::accounts::Session;
 use crate::gateways::Gateways;
 use crate::journal::{Journal, StoreError, Writes};
-use imlog_events::{PresenceChanged, PresenceReason, ProfileUpdated, Sex, Topic, UserId};
+use imlog_events::{
+    Envelope, EventMeta, PresenceChanged, PresenceReason, ProfileUpdated, Sex, Topic, UserId,
+};
 use imlog_projections::accounts::{PresenceRow, ProfileRow};
 use imlog_protocol::{AvatarRef, Description, Nick, Page, ProfileView, SearchQuery};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use uuid::Uuid;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProfilesError {
@@ -30,6 +33,10 @@ pub struct ProfileChange {
     /// `Some(None)` removes the avatar.
     pub avatar: Option<Option<AvatarRef>>,
 }
+
+/// Presence rows a reaping round ends at most, and rounds per reaping.
+const REAP_BATCH: usize = 1000;
+const REAP_ROUNDS: usize = 20;
 
 pub struct Profiles {
     journal: Arc<Journal>,
@@ -151,17 +158,39 @@ impl Profiles {
                 return Ok(0);
             }
         };
-        let stale = self
-            .journal
-            .read()
-            .presence_elsewhere(&alive, 1000)
-            .await
-            .map_err(StoreError::from)?;
-        for (user, gateway) in &stale {
-            self.presence_changed(*user, gateway, false, PresenceReason::Timeout)
-                .await?;
+        let mut ended = 0;
+        // A round at a time, each appended as one batch and projected before
+        // the next looks again (else it would find the same rows).
+        for _ in 0..REAP_ROUNDS {
+            let stale = self
+                .journal
+                .read()
+                .presence_elsewhere(&alive, after.as_secs_f64(), REAP_BATCH)
+                .await
+                .map_err(StoreError::from)?;
+            let offline: Vec<Envelope> = stale
+                .iter()
+                .map(|(user, gateway)| {
+                    let event = PresenceChanged {
+                        user_id: *user,
+                        gateway_id: gateway.clone(),
+                        online: false,
+                        reason: PresenceReason::Timeout,
+                    };
+                    Envelope::new(EventMeta::new(Some(*user), Uuid::now_v7()), event)
+                })
+                .collect();
+            let mut writes = Writes::default();
+            for result in self.journal.append_all(&mut writes, &offline).await {
+                result?;
+            }
+            ended += stale.len();
+            if stale.len() < REAP_BATCH {
+                break;
+            }
+            self.journal.settle(&mut writes, &[Topic::Sessions]).await?;
         }
-        Ok(stale.len())
+        Ok(ended)
     }
 
     /// Whether each of `users` is online (on a live gateway), and when last seen.
