@@ -162,16 +162,18 @@ async fn kafka_pipeline_baseline(brokers: &str, n: usize) -> f64 {
             .expect("partition");
     }
     consumer.assign(&partitions).expect("assign");
-    let started = Instant::now();
     let reading = tokio::spawn(async move {
         let mut read = 0;
-        while read < n {
+        // The producer's warm-up record comes first.
+        while read < n + 1 {
             if consumer.recv().await.is_ok() {
                 read += 1;
             }
         }
     });
-    produce(brokers, &topic, &payload(), n, 20_000, 5).await;
+    // From the first measured send (after the producer's set-up and
+    // warm-up) to the last record read.
+    let (_, started) = produce(brokers, &topic, &payload(), n, 20_000, 5).await;
     reading.await.expect("consumer");
     n as f64 / started.elapsed().as_secs_f64()
 }
@@ -239,17 +241,20 @@ async fn throughput(ws: &str, tag: &str) -> (f64, f64) {
     }
     let sent = (CLIENTS * BATCHES * 50) as f64;
     let acked = started.elapsed();
-    let (me, t) = senders.last_mut().unwrap();
-    loop {
-        let seen = me
-            .sync_all_messages(*t, MessageId::default())
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if seen >= BATCHES * 50 {
-            break;
+    // Projected: every sender's sync sees all of its messages (their threads
+    // are spread over the partitions, projected independently).
+    for (me, t) in senders.iter_mut() {
+        loop {
+            let seen = me
+                .sync_all_messages(*t, MessageId::default())
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if seen >= BATCHES * 50 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let projected = started.elapsed();
     (sent / acked.as_secs_f64(), sent / projected.as_secs_f64())
@@ -375,7 +380,7 @@ async fn main() {
         );
         kafka.ensure_topics().await.expect("topics");
         let topic = format!("{prefix}messages");
-        let baseline = produce(&brokers, &topic, &payload(), 30_000, 20_000, 5).await;
+        let (baseline, _) = produce(&brokers, &topic, &payload(), 30_000, 20_000, 5).await;
         let ours = log_throughput(kafka.clone(), 30_000, 2_000).await;
         rows.push(Row {
             what: "Kafka log (tansu): appends/s, 1 KiB, 2000 concurrent appenders".into(),

@@ -276,7 +276,7 @@ async fn run(backend: LogBackend, url: &str, dir: &std::path::Path, load: &Load)
 /// messages topic of the same shape as ours.
 async fn kafka_baseline(brokers: &str, n: usize) -> f64 {
     let topic = messages_topic(brokers, "chatbase").await;
-    produce(brokers, &topic, &[b'x'; 1024], n, 5_000, 1).await
+    produce(brokers, &topic, &[b'x'; 1024], n, 5_000, 1).await.0
 }
 
 async fn commit_p50(url: &str) -> Duration {
