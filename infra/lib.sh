@@ -124,8 +124,11 @@ start_s3() {
     >"$1/s3s-fs.log" 2>&1 &
   S3_PID=$!
   wait_for_port "$port" s3s-fs "$S3_PID"
+  # IMLOG_TEST_S3_DIR: where s3s-fs keeps objects and multipart parts, so
+  # that tests can check that nothing is left behind.
   export IMLOG_TEST_S3_ENDPOINT="http://127.0.0.1:$port" IMLOG_TEST_S3_BUCKET=imlog-test \
-    IMLOG_TEST_S3_ACCESS_KEY=imlogtest IMLOG_TEST_S3_SECRET_KEY=imlogtestsecret
+    IMLOG_TEST_S3_ACCESS_KEY=imlogtest IMLOG_TEST_S3_SECRET_KEY=imlogtestsecret \
+    IMLOG_TEST_S3_DIR="$dir"
   log "s3s-fs on 127.0.0.1:$port"
 }
 

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 mod envelope;
+pub mod files;
 pub mod groups;
 mod ids;
 pub mod messages;
@@ -18,6 +19,7 @@ mod topic;
 
 pub use accounts::*;
 pub use envelope::{DecodeError, Envelope, EventMeta};
+pub use files::*;
 pub use groups::*;
 pub use ids::{LogPosition, MessageId, SessionId, ThreadId, UserId};
 pub use messages::*;

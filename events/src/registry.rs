@@ -11,6 +11,7 @@
 use crate::accounts::{
     PresenceChanged, ProfileUpdated, SessionEnded, SessionStarted, UserRegistered,
 };
+use crate::files::{upload_key, UploadChunkAcked, UploadCompleted, UploadDeclared, UploadFailed};
 use crate::groups::{
     GroupCreated, GroupMemberMuted, GroupMemberRemoved, GroupMembersAdded,
     GroupOwnershipTransferred, GroupRenamed, GroupRoleChanged,
@@ -114,6 +115,11 @@ declare_events! {
     FriendRequested { name: "friend.requested", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
     FriendAccepted { name: "friend.accepted", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
     FriendRejected { name: "friend.rejected", version: 1, topic: Social, key: |e| pair_key(e.from, e.to) }
+    /// `files`, keyed by upload.
+    UploadDeclared { name: "upload.declared", version: 1, topic: Files, key: |e| upload_key(e.upload_id) }
+    UploadChunkAcked { name: "upload.chunk_acked", version: 1, topic: Files, key: |e| upload_key(e.upload_id) }
+    UploadCompleted { name: "upload.completed", version: 1, topic: Files, key: |e| upload_key(e.upload_id) }
+    UploadFailed { name: "upload.failed", version: 1, topic: Files, key: |e| upload_key(e.upload_id) }
 }
 
 #[derive(Debug, thiserror::Error)]

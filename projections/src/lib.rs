@@ -11,6 +11,7 @@
 //! schema.
 
 pub mod accounts;
+pub mod files;
 pub mod friends;
 pub mod messages;
 pub mod progress;
@@ -45,6 +46,7 @@ pub const FEATURES: &[Feature] = &[
     threads::FEATURE,
     messages::FEATURE,
     friends::FEATURE,
+    files::FEATURE,
 ];
 
 /// Version 1: the tables of the backbone, written before features had
@@ -94,7 +96,7 @@ pub fn projections_of(topic: Topic) -> Vec<&'static str> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    #[error(transparent)]
+    #[error("{}", describe_db_error(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -106,6 +108,14 @@ pub enum ProjectionError {
     Conflict { projection: &'static str },
     #[error("{0}")]
     Other(String),
+}
+
+/// tokio-postgres says only "db error"; the server's message says why.
+fn describe_db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("db error: {} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 #[async_trait]
@@ -159,6 +169,8 @@ mod tests {
             Topic::Sessions,
             Topic::Threads,
             Topic::Messages,
+            Topic::Social,
+            Topic::Files,
         ] {
             assert!(!projections_of(topic).is_empty(), "{topic} is projected");
         }

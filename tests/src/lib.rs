@@ -7,12 +7,13 @@
 //! - `IMLOG_TEST_POSTGRES_URL`: a superuser URL; each test creates its own database.
 //! - `IMLOG_TEST_KAFKA_BROKERS`: a Kafka-protocol broker. Without it Kafka
 //!   tests skip, unless `IMLOG_TEST_REQUIRE_KAFKA=1` (CI), where they fail.
-//! - `IMLOG_TEST_S3_ENDPOINT`, `..._ACCESS_KEY`, `..._SECRET_KEY`, `..._BUCKET`: an S3 server.
+//! - `IMLOG_TEST_S3_ENDPOINT`, `..._ACCESS_KEY`, `..._SECRET_KEY`, `..._BUCKET`: an S3 server;
+//!   `IMLOG_TEST_S3_DIR`: where that server (s3s-fs) keeps its files, if local.
 
 pub mod bench;
 
 use imlog::app::{Application, Roles};
-use imlog::config::{LogBackend, Secret, Settings};
+use imlog::config::{LogBackend, Secret, Settings, StorageBackend};
 use imlog_log::{KafkaLog, KafkaSettings, PgLog, SharedLog};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -184,8 +185,104 @@ pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
             s.gateway.strangers_may_chat.to_string(),
         ),
     ];
+    match s.storage.backend {
+        StorageBackend::Local => {
+            env.push(("IMLOG_STORAGE__BACKEND".into(), "local".into()));
+            let dir = s.object_location();
+            if let imlog::ObjectLocation::Local(dir) = dir {
+                env.push(("IMLOG_STORAGE__LOCAL_DIR".into(), dir.display().to_string()));
+            }
+        }
+        StorageBackend::S3 => {
+            let s3 = &s.storage.s3;
+            env.extend([
+                ("IMLOG_STORAGE__BACKEND".into(), "s3".into()),
+                (
+                    "IMLOG_STORAGE__S3__ENDPOINT".into(),
+                    s3.endpoint.clone().unwrap_or_default(),
+                ),
+                ("IMLOG_STORAGE__S3__BUCKET".into(), s3.bucket.clone()),
+                (
+                    "IMLOG_STORAGE__S3__ALLOW_HTTP".into(),
+                    s3.allow_http.to_string(),
+                ),
+                (
+                    "IMLOG_STORAGE__S3__ACCESS_KEY_ID".into(),
+                    s3.access_key_id.expose().to_owned(),
+                ),
+                (
+                    "IMLOG_STORAGE__S3__SECRET_ACCESS_KEY".into(),
+                    s3.secret_access_key.expose().to_owned(),
+                ),
+            ]);
+        }
+    }
+    let f = &s.files;
+    env.extend([
+        ("IMLOG_FILES__CHUNK_BYTES".into(), f.chunk_bytes.to_string()),
+        (
+            "IMLOG_FILES__MAX_FILE_BYTES".into(),
+            f.max_file_bytes.to_string(),
+        ),
+        (
+            "IMLOG_FILES__MAX_BYTES_IN_FLIGHT".into(),
+            f.max_bytes_in_flight.to_string(),
+        ),
+        (
+            "IMLOG_FILES__EXPIRE_AFTER_SECS".into(),
+            f.expire_after_secs.to_string(),
+        ),
+    ]);
     env.retain(|(_, v)| !v.is_empty());
     env
+}
+
+/// The S3 server to test against, or `None` to skip (panics instead when
+/// S3 is required).
+#[derive(Debug, Clone)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Where s3s-fs keeps its files (multipart parts at the top).
+    pub dir: Option<std::path::PathBuf>,
+}
+
+pub fn s3_env() -> Option<S3Env> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        get("IMLOG_TEST_S3_ENDPOINT"),
+        get("IMLOG_TEST_S3_BUCKET"),
+        get("IMLOG_TEST_S3_ACCESS_KEY"),
+        get("IMLOG_TEST_S3_SECRET_KEY"),
+    ) {
+        (Some(endpoint), Some(bucket), Some(access_key), Some(secret_key)) => Some(S3Env {
+            endpoint,
+            bucket,
+            access_key,
+            secret_key,
+            dir: get("IMLOG_TEST_S3_DIR").map(Into::into),
+        }),
+        _ => {
+            assert!(
+                std::env::var("IMLOG_TEST_REQUIRE_S3").as_deref() != Ok("1"),
+                "IMLOG_TEST_REQUIRE_S3=1 but no IMLOG_TEST_S3_* configured"
+            );
+            eprintln!("SKIP: no IMLOG_TEST_S3_ENDPOINT (run infra/test.sh)");
+            None
+        }
+    }
+}
+
+/// Points `s` at the S3 server.
+pub fn use_s3(s: &mut Settings, s3: &S3Env) {
+    s.storage.backend = StorageBackend::S3;
+    s.storage.s3.endpoint = Some(s3.endpoint.clone());
+    s.storage.s3.bucket = s3.bucket.clone();
+    s.storage.s3.allow_http = true;
+    s.storage.s3.access_key_id = Secret::from(s3.access_key.clone());
+    s.storage.s3.secret_access_key = Secret::from(s3.secret_key.clone());
 }
 
 /// A running application and what tests need to reach it.

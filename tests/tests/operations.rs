@@ -2,7 +2,7 @@
 //! swap, `log copy` between backends, and the S3 object store.
 
 use imlog::app::{Application, Roles};
-use imlog::config::{Secret, StorageBackend};
+use imlog::config::Secret;
 use imlog_projections::replay;
 use imlog_tests::{
     fresh_settings, http_get, kafka_brokers, open_log, send_numbered, Backend, Client, MessageId,
@@ -219,41 +219,16 @@ async fn log_copy_to_kafka_preserves_positions_and_ids() {
     app.stop().await;
 }
 
-fn s3_env() -> Option<(String, String, String, String)> {
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (
-        get("IMLOG_TEST_S3_ENDPOINT"),
-        get("IMLOG_TEST_S3_BUCKET"),
-        get("IMLOG_TEST_S3_ACCESS_KEY"),
-        get("IMLOG_TEST_S3_SECRET_KEY"),
-    ) {
-        (Some(e), Some(b), Some(a), Some(s)) => Some((e, b, a, s)),
-        _ => {
-            assert!(
-                std::env::var("IMLOG_TEST_REQUIRE_S3").as_deref() != Ok("1"),
-                "IMLOG_TEST_REQUIRE_S3=1 but no IMLOG_TEST_S3_* configured"
-            );
-            eprintln!("SKIP: no IMLOG_TEST_S3_ENDPOINT (run infra/test.sh)");
-            None
-        }
-    }
-}
-
 /// The gateway starts only with a working object store: against a real S3
 /// server it writes, reads and deletes a probe; with wrong keys it refuses
 /// to start and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_object_store_is_probed_at_start() {
-    let Some((endpoint, bucket, access, secret)) = s3_env() else {
+    let Some(s3) = imlog_tests::s3_env() else {
         return;
     };
     let (mut s, _dir) = fresh_settings(Backend::Postgres).await;
-    s.storage.backend = StorageBackend::S3;
-    s.storage.s3.endpoint = Some(endpoint);
-    s.storage.s3.bucket = bucket;
-    s.storage.s3.allow_http = true;
-    s.storage.s3.access_key_id = Secret::from(access);
-    s.storage.s3.secret_access_key = Secret::from(secret);
+    imlog_tests::use_s3(&mut s, &s3);
     let app = Application::build(s.clone(), Roles::ALL)
         .await
         .expect("starts against S3");

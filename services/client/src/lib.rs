@@ -4,6 +4,10 @@
 //! views, pushes as [`Push`]es. Replies are matched to requests by `req`;
 //! pushes that arrive meanwhile are queued.
 
+pub mod files;
+
+pub use files::{sha256_hex, Downloaded, FilesClient};
+
 use futures::{SinkExt, StreamExt};
 use imlog_protocol::{
     Alias, Authenticated, Before, Befriended, Cursor, Device, Direction, ErrorCode, FriendApplied,

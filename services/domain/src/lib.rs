@@ -11,10 +11,12 @@
 //! - [`friends`]: requests, acceptance (a process), friend lists.
 //! - [`groups`]: group threads, the permission table, system lines (a process).
 //! - [`messages`]: posting, message sync, the wire view of a message.
+//! - [`files`]: resumable uploads, their completion (a process), downloads.
 //! - [`processes`]: process managers — multi-step commands driven by the log.
 
 pub mod accounts;
 pub mod credentials;
+pub mod files;
 pub mod friends;
 pub mod gateways;
 pub mod groups;
@@ -50,8 +52,7 @@ pub struct Domain {
     pub groups: groups::Groups,
     pub profiles: Arc<profiles::Profiles>,
     pub gateways: gateways::Gateways,
-    /// Object storage, for the features that keep files.
-    pub objects: imlog_objects::Objects,
+    pub files: files::Files,
 }
 
 impl Domain {
@@ -62,6 +63,7 @@ impl Domain {
         messages: messages::MessagesSettings,
         gateways: gateways::Gateways,
         objects: imlog_objects::Objects,
+        files: files::FilesSettings,
     ) -> Domain {
         let threads = Arc::new(threads::Threads::new(journal.clone(), threads));
         Domain {
@@ -71,9 +73,9 @@ impl Domain {
             groups: groups::Groups::new(journal.clone()),
             profiles: Arc::new(profiles::Profiles::new(journal.clone(), gateways.clone())),
             gateways,
+            files: files::Files::new(journal.clone(), objects, files),
             threads,
             journal,
-            objects,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! stable code and a sentence) here and nowhere else.
 
 use imlog_domain::accounts::AccountsError;
+use imlog_domain::files::FilesError;
 use imlog_domain::friends::FriendsError;
 use imlog_domain::groups::GroupsError;
 use imlog_domain::messages::MessagesError;
@@ -153,5 +154,31 @@ impl From<ProfilesError> for ApiError {
             ProfilesError::NoSuchUser(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
             ProfilesError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<FilesError> for ApiError {
+    fn from(e: FilesError) -> Self {
+        let code = match &e {
+            FilesError::Empty | FilesError::NoSuchChunk { .. } | FilesError::ChunkSize { .. } => {
+                ErrorCode::BadRequest
+            }
+            FilesError::TooLarge { .. } | FilesError::TooMuchInFlight { .. } => {
+                ErrorCode::QuotaExceeded
+            }
+            FilesError::NoSuchUpload(_) => ErrorCode::NotFound,
+            FilesError::NotYours(_) | FilesError::NotAllowed(_) => ErrorCode::Forbidden,
+            FilesError::Ended(..) | FilesError::NotUploaded(_) => ErrorCode::Conflict,
+            FilesError::ChunkChecksum { .. } => ErrorCode::BadChecksum,
+            FilesError::Objects(cause) => {
+                tracing::warn!(error = %cause, "object store request failed");
+                return ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the object store is unavailable; retry shortly",
+                );
+            }
+            FilesError::Store(s) => return s.clone().into(),
+        };
+        ApiError::new(code, e.to_string())
     }
 }

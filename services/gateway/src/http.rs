@@ -31,8 +31,8 @@ pub struct Surface {
 }
 
 #[derive(Clone)]
-struct AppState {
-    gateway: Arc<Gateway>,
+pub(crate) struct AppState {
+    pub(crate) gateway: Arc<Gateway>,
 }
 
 /// Health and metrics only, for roles without a gateway (the projector).
@@ -49,6 +49,7 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
     let mut app = Router::new();
     if surface.chat {
         app = app.route("/ws", get(upgrade));
+        app = crate::files::routes(app, &gateway.domain.files);
     }
     if surface.chat || surface.queries {
         app = app.route("/v1/gateway", get(least_loaded));
@@ -140,7 +141,7 @@ async fn least_loaded(State(state): State<AppState>) -> Response {
     }
 }
 
-struct HttpError(ApiError);
+pub(crate) struct HttpError(pub(crate) ApiError);
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
@@ -154,6 +155,8 @@ impl IntoResponse for HttpError {
                 StatusCode::UNAUTHORIZED
             }
             ErrorCode::Forbidden | ErrorCode::TooLate => StatusCode::FORBIDDEN,
+            ErrorCode::BadChecksum => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NameTaken | ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::Unavailable | ErrorCode::ProjectionLagging => {
@@ -172,7 +175,7 @@ impl<E: Into<ApiError>> From<E> for HttpError {
     }
 }
 
-async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Session, HttpError> {
+pub(crate) async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Session, HttpError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

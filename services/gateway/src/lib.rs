@@ -10,6 +10,7 @@
 pub mod connection;
 pub mod error;
 pub mod fanout;
+pub mod files;
 pub mod http;
 pub mod hub;
 pub mod load;

@@ -133,6 +133,27 @@ async fn open_objects(settings: &Settings, probe: bool) -> anyhow::Result<Object
     Ok(objects)
 }
 
+/// Ends abandoned uploads, in one projector at a time.
+async fn expire_uploads(
+    journal: Arc<Journal>,
+    files: imlog_domain::files::FilesSettings,
+    lease_url: String,
+    shutdown: CancellationToken,
+) {
+    let worker = imlog_postgres::Worker {
+        kind: "process",
+        name: "upload_expiry",
+    };
+    imlog_postgres::run_leased(
+        &lease_url,
+        "imlog.process.upload_expiry",
+        worker,
+        &shutdown,
+        || imlog_domain::files::expiry::run(&journal, &files, &shutdown),
+    )
+    .await;
+}
+
 /// One metrics recorder per process (tests start several applications).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -197,7 +218,13 @@ impl Application {
                 journal.clone(),
                 state,
                 url.clone(),
-                processes::all(),
+                processes::all(&objects),
+                shutdown.clone(),
+            ));
+            tasks.spawn(expire_uploads(
+                journal.clone(),
+                settings.files.settings(),
+                url.clone(),
                 shutdown.clone(),
             ));
         }
@@ -221,6 +248,7 @@ impl Application {
                     },
                     Gateways::new(connect_pool(&url, 2, Some(gateways::SCHEMA))?),
                     objects,
+                    settings.files.settings(),
                 ),
                 hub: Default::default(),
                 settings: GatewaySettings {

@@ -41,6 +41,47 @@ pub struct Settings {
     pub log: LogSettings,
     pub storage: StorageSettings,
     pub gateway: GatewayConfig,
+    pub files: FilesConfig,
+}
+
+/// Uploads: how they are cut, how large they may be, when they expire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilesConfig {
+    /// The chunk size uploads are cut into; at least 5 MiB (S3's minimum
+    /// part), and larger for files that would need over 10,000 chunks.
+    pub chunk_bytes: u64,
+    /// The largest file a user may upload.
+    pub max_file_bytes: u64,
+    /// Bytes one user may have in uploads not yet completed.
+    pub max_bytes_in_flight: u64,
+    /// An upload with no new chunk for this long is ended and its stored
+    /// chunks deleted.
+    pub expire_after_secs: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        let d = imlog_domain::files::FilesSettings::default();
+        FilesConfig {
+            chunk_bytes: d.chunk_size,
+            max_file_bytes: d.max_file_size,
+            max_bytes_in_flight: d.max_bytes_in_flight,
+            expire_after_secs: d.expire_after.as_secs(),
+        }
+    }
+}
+
+impl FilesConfig {
+    pub fn settings(&self) -> imlog_domain::files::FilesSettings {
+        imlog_domain::files::FilesSettings {
+            chunk_size: self.chunk_bytes.max(imlog_domain::files::MIN_CHUNK),
+            max_file_size: self.max_file_bytes,
+            max_bytes_in_flight: self.max_bytes_in_flight,
+            // At least a second: 0 would end every upload at once.
+            expire_after: std::time::Duration::from_secs(self.expire_after_secs.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +206,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             storage: StorageSettings::default(),
             gateway: GatewayConfig::default(),
+            files: FilesConfig::default(),
         }
     }
 }

@@ -6,3 +6,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod logcopy;
+
+/// Where objects live (what `Settings::object_location` answers).
+pub use imlog_objects::Location as ObjectLocation;

@@ -4,6 +4,10 @@
 //! filesystem does not), and [`ObjectKey`]s that only the server makes —
 //! a client string never becomes an object path.
 
+mod uploads;
+
+pub use uploads::{Assembled, Parts, Read, StoreResult};
+
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -171,7 +175,7 @@ pub enum Namespace {
 }
 
 impl Namespace {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Namespace::Probe => "_imlog/probe",
             Namespace::Uploads => "uploads",

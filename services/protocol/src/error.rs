@@ -32,6 +32,12 @@ pub enum ErrorCode {
     TooLong,
     /// The time allowed for it has passed (recalling a message).
     TooLate,
+    /// Bytes did not match the SHA-256 sent with them (a chunk, or a whole
+    /// upload); nothing was stored.
+    BadChecksum,
+    /// A file larger than the server accepts, or more bytes in flight than
+    /// a user may have.
+    QuotaExceeded,
     /// The log or the database is unreachable, or the server is busy; retry later.
     Unavailable,
     /// The read model has not caught up with this connection's writes in time; retry.
@@ -60,6 +66,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::TooLong => "too_long",
             ErrorCode::TooLate => "too_late",
+            ErrorCode::BadChecksum => "bad_checksum",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ProjectionLagging => "projection_lagging",
             ErrorCode::Internal => "internal",

@@ -12,6 +12,7 @@
 //! Domain rules do not live here; this crate only says what may cross the wire.
 
 mod error;
+mod files;
 mod frame;
 mod push;
 mod request;
@@ -19,6 +20,10 @@ mod values;
 mod views;
 
 pub use error::{ErrorCode, WireError};
+pub use files::{
+    ChunkAckView, ContentType, DeclareUpload, FileName, Sha256Hex, UploadStateView, UploadView,
+    CHUNK_SHA256_HEADER,
+};
 pub use frame::{error_reply, ok_reply, parse, Reply};
 pub use push::Push;
 pub use request::PageSize;
@@ -37,4 +42,6 @@ pub use views::{
 };
 
 /// The ids a client names, re-exported so that a client needs this crate only.
-pub use imlog_events::{GroupRole, MessageId, MessageKind, SessionId, Sex, ThreadId, UserId};
+pub use imlog_events::{
+    GroupRole, MessageId, MessageKind, SessionId, Sex, ThreadId, UploadId, UploadKind, UserId,
+};

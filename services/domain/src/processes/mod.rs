@@ -68,10 +68,14 @@ pub fn failpoint(name: &str) {
 }
 
 /// Every process manager; the projector role runs them.
-pub fn all() -> Vec<&'static dyn ProcessManager> {
+pub fn all(objects: &imlog_objects::Objects) -> Vec<std::sync::Arc<dyn ProcessManager>> {
+    use std::sync::Arc;
     vec![
-        &crate::friends::acceptance::FriendAcceptance,
-        &crate::groups::lines::GroupLines,
+        Arc::new(crate::friends::acceptance::FriendAcceptance),
+        Arc::new(crate::groups::lines::GroupLines),
+        Arc::new(crate::files::completion::UploadCompletion {
+            objects: objects.clone(),
+        }),
     ]
 }
 

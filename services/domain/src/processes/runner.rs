@@ -37,7 +37,7 @@ pub async fn run_all(
     journal: Arc<Journal>,
     state: Pool,
     lease_url: String,
-    managers: Vec<&'static dyn ProcessManager>,
+    managers: Vec<Arc<dyn ProcessManager>>,
     shutdown: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
@@ -55,7 +55,7 @@ pub async fn run_all(
             };
             let key = format!("imlog.process.{}", manager.name());
             run_leased(&lease_url, &key, worker, &shutdown, || {
-                run(&journal, &state, manager, &shutdown)
+                run(&journal, &state, &*manager, &shutdown)
             })
             .await;
         });

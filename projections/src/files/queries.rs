@@ -1,0 +1,188 @@
+//! Reads of uploads and their chunks.
+
+use crate::{ReadError, ReadModel};
+use chrono::{DateTime, Utc};
+use imlog_events::{UploadFailure, UploadId, UploadKind, UserId};
+use tokio_postgres::types::Type;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadState {
+    Uploading,
+    Completed,
+    Failed(UploadFailure),
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadRow {
+    pub upload_id: UploadId,
+    pub owner: UserId,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    pub kind: UploadKind,
+    pub object_key: String,
+    pub chunk_size: u64,
+    pub chunks: u32,
+    pub multipart_id: Option<String>,
+    pub state: UploadState,
+    pub failure_detail: Option<String>,
+    pub acked_chunks: u32,
+    pub acked_bytes: u64,
+    /// The offset of the ack that made the chunks whole, once one did.
+    pub completing_offset: Option<i64>,
+    pub declared_at: DateTime<Utc>,
+    pub active_at: DateTime<Utc>,
+}
+
+impl UploadRow {
+    /// The size chunk `index` must have.
+    pub fn chunk_len(&self, index: u32) -> u64 {
+        let start = u64::from(index) * self.chunk_size;
+        self.chunk_size.min(self.size.saturating_sub(start))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub index: u32,
+    pub size: u64,
+    pub part: String,
+}
+
+const COLUMNS: &str = "upload_id, owner, name, size, content_type, sha256, kind, object_key, chunk_size,
+    chunks, multipart_id, state, failure, failure_detail, acked_chunks, acked_bytes, completing_offset,
+    declared_at, active_at";
+
+fn upload_row(r: &tokio_postgres::Row) -> UploadRow {
+    let failure = r
+        .get::<_, Option<&str>>(12)
+        .and_then(UploadFailure::from_name);
+    UploadRow {
+        upload_id: UploadId::new(r.get(0)),
+        owner: UserId::new(r.get(1)),
+        name: r.get(2),
+        size: r.get::<_, i64>(3) as u64,
+        content_type: r.get(4),
+        sha256: r.get(5),
+        kind: UploadKind::from_name(r.get(6)).unwrap_or(UploadKind::File),
+        object_key: r.get(7),
+        chunk_size: r.get::<_, i64>(8) as u64,
+        chunks: r.get::<_, i32>(9) as u32,
+        multipart_id: r.get(10),
+        state: match r.get::<_, &str>(11) {
+            "completed" => UploadState::Completed,
+            "failed" => UploadState::Failed(failure.unwrap_or(UploadFailure::Cancelled)),
+            _ => UploadState::Uploading,
+        },
+        failure_detail: r.get(13),
+        acked_chunks: r.get::<_, i32>(14) as u32,
+        acked_bytes: r.get::<_, i64>(15) as u64,
+        completing_offset: r.get(16),
+        declared_at: r.get(17),
+        active_at: r.get(18),
+    }
+}
+
+impl ReadModel {
+    pub async fn upload(&self, upload_id: UploadId) -> Result<Option<UploadRow>, ReadError> {
+        let client = self.client().await?;
+        let row = client
+            .query_typed(
+                &format!("SELECT {COLUMNS} FROM uploads WHERE upload_id = $1"),
+                &[(&upload_id.get(), Type::UUID)],
+            )
+            .await?;
+        Ok(row.first().map(upload_row))
+    }
+
+    /// The acknowledged chunks of an upload in flight, by index.
+    pub async fn upload_chunks(&self, upload_id: UploadId) -> Result<Vec<ChunkRow>, ReadError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(
+                "SELECT index, size, part FROM upload_chunks WHERE upload_id = $1 ORDER BY index",
+                &[(&upload_id.get(), Type::UUID)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ChunkRow {
+                index: r.get::<_, i32>(0) as u32,
+                size: r.get::<_, i64>(1) as u64,
+                part: r.get(2),
+            })
+            .collect())
+    }
+
+    /// Whether chunk `index` of an upload is acknowledged.
+    pub async fn upload_chunk(
+        &self,
+        upload_id: UploadId,
+        index: u32,
+    ) -> Result<Option<ChunkRow>, ReadError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(
+                "SELECT index, size, part FROM upload_chunks WHERE upload_id = $1 AND index = $2",
+                &[
+                    (&upload_id.get(), Type::UUID),
+                    (&(index as i32), Type::INT4),
+                ],
+            )
+            .await?;
+        Ok(rows.first().map(|r| ChunkRow {
+            index: r.get::<_, i32>(0) as u32,
+            size: r.get::<_, i64>(1) as u64,
+            part: r.get(2),
+        }))
+    }
+
+    /// The bytes a user has declared and not yet completed (or failed).
+    pub async fn bytes_in_flight(&self, owner: UserId) -> Result<u64, ReadError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(
+                "SELECT coalesce(sum(size), 0)::bigint FROM uploads WHERE owner = $1 AND state = 'uploading'",
+                &[(&owner.get(), Type::INT8)],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+
+    /// Uploads in flight with no chunk acknowledged since `idle_since`, and
+    /// not yet whole (a whole one is the completion process's), oldest first.
+    pub async fn idle_uploads(
+        &self,
+        idle_since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<UploadRow>, ReadError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(
+                &format!(
+                    "SELECT {COLUMNS} FROM uploads
+                     WHERE state = 'uploading' AND active_at < $1 AND completing_offset IS NULL
+                     ORDER BY active_at LIMIT $2"
+                ),
+                &[(&idle_since, Type::TIMESTAMPTZ), (&limit, Type::INT8)],
+            )
+            .await?;
+        Ok(rows.iter().map(upload_row).collect())
+    }
+
+    /// Whether `user`, not the owner, may read a completed upload: it is
+    /// its owner's current avatar.
+    pub async fn may_download(&self, upload_id: UploadId, user: UserId) -> Result<bool, ReadError> {
+        let _ = user;
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(
+                "SELECT EXISTS (SELECT 1 FROM uploads u JOIN users p ON p.user_id = u.owner
+                                WHERE u.upload_id = $1 AND p.avatar = u.upload_id::text)",
+                &[(&upload_id.get(), Type::UUID)],
+            )
+            .await?;
+        Ok(rows.first().is_some_and(|r| r.get(0)))
+    }
+}

@@ -1,0 +1,515 @@
+//! Files: resumable uploads into a real object store (the local filesystem
+//! and a real S3 server, s3s-fs), through the HTTP endpoints, on both log
+//! backends; ranged downloads, authorisation on every request, expiry.
+
+use bytes::Bytes;
+use imlog::config::{Settings, StorageBackend};
+use imlog_client::{sha256_hex, FilesClient};
+use imlog_protocol::{
+    ContentType, DeclareUpload, ErrorCode, FileName, Sha256Hex, UploadId, UploadKind,
+    UploadStateView,
+};
+use imlog_tests::{fresh_settings, s3_env, settings_env, use_s3, Backend, Proc, S3Env, TestApp};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
+const MIB: usize = 1024 * 1024;
+/// 5 + 5 + 1 MiB: three chunks at the smallest chunk size.
+const SIZE: usize = 11 * MIB;
+
+fn data(len: usize, seed: u32) -> Bytes {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn declaration(name: &str, bytes: &[u8]) -> DeclareUpload {
+    DeclareUpload {
+        name: FileName::parse(name).unwrap(),
+        size: bytes.len() as u64,
+        content_type: ContentType::parse("image/png").unwrap(),
+        sha256: Sha256Hex::parse(sha256_hex(bytes)).unwrap(),
+        kind: UploadKind::Image,
+    }
+}
+
+fn chunk(bytes: &Bytes, index: usize) -> Bytes {
+    let start = index * 5 * MIB;
+    bytes.slice(start..(start + 5 * MIB).min(bytes.len()))
+}
+
+#[derive(Clone)]
+enum Store {
+    Local,
+    S3(S3Env),
+}
+
+impl Store {
+    fn s3() -> Option<Store> {
+        s3_env().map(Store::S3)
+    }
+}
+
+/// Fresh settings over `store` with the smallest chunks, the local store
+/// in the data directory.
+async fn settings_on(store: &Store, backend: Backend) -> (Settings, tempfile::TempDir) {
+    let (mut s, dir) = fresh_settings(backend).await;
+    s.files.chunk_bytes = 1; // raised to S3's 5 MiB minimum
+    match store {
+        Store::Local => {
+            s.storage.backend = StorageBackend::Local;
+            s.storage.local_dir = Some(dir.path().join("objects"));
+        }
+        Store::S3(s3) => use_s3(&mut s, s3),
+    }
+    (s, dir)
+}
+
+async fn files_client(app: &TestApp, name: &str) -> FilesClient {
+    let (_, _, token) = app.user(name).await;
+    FilesClient::new(&app.http_url, &token)
+}
+
+fn code(e: imlog_client::ClientError) -> ErrorCode {
+    e.error_code()
+        .unwrap_or_else(|| panic!("not a server error: {e}"))
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The multipart upload id the declaration recorded (S3 only).
+async fn multipart_id(app: &TestApp, upload_id: UploadId) -> String {
+    let (db, conn) = tokio_postgres::connect(&app.postgres_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = db
+        .query_one(
+            "SELECT multipart_id FROM imlog.uploads WHERE upload_id = $1",
+            &[&upload_id.get()],
+        )
+        .await
+        .unwrap();
+    row.get::<_, Option<String>>(0)
+        .expect("a multipart id on S3")
+}
+
+/// The parts s3s-fs holds of a multipart upload, with their sizes.
+fn s3_parts(s3: &S3Env, multipart_id: &str) -> Vec<(String, u64)> {
+    let dir = s3
+        .dir
+        .as_ref()
+        .expect("IMLOG_TEST_S3_DIR names the s3s-fs directory");
+    let prefix = format!(".upload_id-{multipart_id}.part-");
+    let mut parts: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let part = name.strip_prefix(&prefix)?.to_owned();
+            Some((part, e.metadata().ok()?.len()))
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// The server is killed (-9) with two of three chunks stored, out of order;
+/// after a restart the progress query lists exactly those, the client sends
+/// only the missing one, and the download is the file, whole and by range.
+async fn resume_after_kill9(store: Store, backend: Backend) {
+    let (s, dir) = settings_on(&store, backend).await;
+    let env = settings_env(&s);
+    let data_dir = dir.path().join("data");
+    let args = [
+        "serve",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let serve = Proc::spawn(BIN, &args, &env).await;
+    let mut c = imlog_client::Client::connect(&serve.ws_url())
+        .await
+        .unwrap();
+    c.register("alice", "password-123").await.unwrap();
+    let token = c.login("alice", "password-123").await.unwrap().token;
+    let files = FilesClient::new(&format!("http://{}", serve.addr), &token);
+
+    let bytes = data(SIZE, 1);
+    let upload = files
+        .declare(&declaration("photo.png", &bytes))
+        .await
+        .unwrap();
+    assert_eq!(upload.chunk_size, 5 * MIB as u64, "S3's minimum part size");
+    assert_eq!(upload.chunks, 3);
+    let id = upload.upload_id;
+    files.put_chunk(id, 2, chunk(&bytes, 2)).await.unwrap();
+    files.put_chunk(id, 0, chunk(&bytes, 0)).await.unwrap();
+    serve.kill9().await;
+
+    let serve = Proc::spawn(BIN, &args, &env).await;
+    let files = FilesClient::new(&format!("http://{}", serve.addr), &token);
+    let progress = files.progress(id).await.expect("progress after the crash");
+    assert_eq!(progress.state, UploadStateView::Uploading);
+    assert_eq!(
+        progress.acked,
+        vec![0, 2],
+        "what was acked before the crash"
+    );
+    assert_eq!(progress.acked_bytes, (5 * MIB + MIB) as u64);
+    files.send_missing(&progress, &bytes, 4).await.unwrap();
+    let done = files.wait_ended(id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(done.state, UploadStateView::Completed, "{:?}", done.failure);
+
+    let whole = files.download(id, None).await.unwrap();
+    assert_eq!(whole.status, 200);
+    assert_eq!(sha256_hex(&whole.body), sha256_hex(&bytes));
+    assert_eq!(whole.sha256.as_deref(), Some(sha256_hex(&bytes).as_str()));
+    assert_eq!(whole.etag, Some(format!("\"{}\"", sha256_hex(&bytes))));
+    let part = files
+        .download(id, Some("bytes=5242000-5243999"))
+        .await
+        .unwrap();
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.content_range.as_deref(),
+        Some(format!("bytes 5242000-5243999/{SIZE}").as_str())
+    );
+    assert_eq!(part.body, bytes.slice(5_242_000..5_244_000));
+    let tail = files.download(id, Some("bytes=-100")).await.unwrap();
+    assert_eq!(tail.body, bytes.slice(SIZE - 100..));
+    serve.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_uploads_on_the_local_store() {
+    resume_after_kill9(Store::Local, Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_uploads_on_s3() {
+    if let Some(store) = Store::s3() {
+        resume_after_kill9(store, Backend::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_uploads_on_kafka() {
+    if imlog_tests::available(Backend::Kafka) {
+        resume_after_kill9(Store::Local, Backend::Kafka).await;
+    }
+}
+
+/// A chunk whose bytes do not match its digest, of the wrong size, past
+/// the end, or from someone else is refused and nothing is stored; a
+/// repeated chunk is acknowledged again; two uploads at once complete.
+async fn bad_chunks_are_refused(store: Store) {
+    let (s, dir) = settings_on(&store, Backend::Postgres).await;
+    let app = TestApp::spawn_with(s, imlog::app::Roles::ALL).await;
+    let alice = files_client(&app, "alice").await;
+    let mallory = files_client(&app, "mallory").await;
+    let bytes = data(SIZE, 2);
+    let upload = alice.declare(&declaration("a.png", &bytes)).await.unwrap();
+    let id = upload.upload_id;
+
+    let corrupted = {
+        let mut v = chunk(&bytes, 0).to_vec();
+        v[12345] ^= 1;
+        Bytes::from(v)
+    };
+    let claimed = sha256_hex(&chunk(&bytes, 0));
+    let e = alice
+        .put_chunk_claiming(id, 0, corrupted, &claimed)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::BadChecksum);
+    let short = chunk(&bytes, 0).slice(..MIB);
+    let e = alice.put_chunk(id, 0, short).await.unwrap_err();
+    assert_eq!(
+        code(e),
+        ErrorCode::BadRequest,
+        "a part under 5 MiB that is not the last"
+    );
+    let e = alice.put_chunk(id, 3, chunk(&bytes, 2)).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::BadRequest, "no chunk 3");
+    let e = mallory
+        .put_chunk(id, 0, chunk(&bytes, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::Forbidden);
+    let e = mallory.progress(id).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::Forbidden);
+    let e = FilesClient::new(&app.http_url, "not-a-token")
+        .progress(id)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::BadToken);
+    let e = alice.progress(UploadId::random()).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::NotFound);
+    let progress = alice.progress(id).await.unwrap();
+    assert!(
+        progress.acked.is_empty(),
+        "nothing was stored: {:?}",
+        progress.acked
+    );
+    match &store {
+        Store::Local => {
+            let stored = files_under(&dir.path().join("objects"));
+            assert!(stored.is_empty(), "refused chunks left {stored:?}");
+        }
+        Store::S3(s3) => {
+            let parts = s3_parts(s3, &multipart_id(&app, id).await);
+            assert!(parts.is_empty(), "refused chunks reached S3: {parts:?}");
+        }
+    }
+
+    // Two uploads at once, windows of chunks in flight, one chunk twice.
+    let other = data(7 * MIB, 3);
+    let second = alice.declare(&declaration("b.png", &other)).await.unwrap();
+    alice.put_chunk(id, 1, chunk(&bytes, 1)).await.unwrap();
+    let again = alice.put_chunk(id, 1, chunk(&bytes, 1)).await.unwrap();
+    assert_eq!(again.index, 1);
+    if let Store::S3(s3) = &store {
+        // Every part S3 holds is a whole chunk, or the last.
+        alice.put_chunk(id, 2, chunk(&bytes, 2)).await.unwrap();
+        let parts = s3_parts(s3, &multipart_id(&app, id).await);
+        let sizes: Vec<u64> = parts.iter().map(|(_, size)| *size).collect();
+        assert_eq!(sizes, vec![5 * MIB as u64, MIB as u64], "{parts:?}");
+    }
+    let first = alice.progress(id).await.unwrap();
+    let (a, b) = tokio::join!(
+        alice.send_missing(&first, &bytes, 3),
+        alice.send_missing(&second, &other, 3)
+    );
+    a.unwrap();
+    b.unwrap();
+    for (upload_id, bytes) in [(id, &bytes), (second.upload_id, &other)] {
+        let done = alice
+            .wait_ended(upload_id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(done.state, UploadStateView::Completed, "{:?}", done.failure);
+        assert_eq!(done.acked, vec![0, 1, 2][..done.chunks as usize].to_vec());
+        let got = alice.download(upload_id, None).await.unwrap();
+        assert_eq!(sha256_hex(&got.body), sha256_hex(bytes));
+    }
+    let e = alice.put_chunk(id, 0, chunk(&bytes, 0)).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::Conflict, "the upload has ended");
+    if let Store::Local = store {
+        let staged = files_under(&dir.path().join("objects/staging"));
+        assert!(
+            staged.is_empty(),
+            "staged chunks outlived completion: {staged:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_chunks_are_refused_on_the_local_store() {
+    bad_chunks_are_refused(Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_chunks_are_refused_on_s3() {
+    if let Some(store) = Store::s3() {
+        bad_chunks_are_refused(store).await;
+    }
+}
+
+/// Bytes that do not hash to the declared digest fail the upload with a
+/// reason, and no object is left; a name full of `..` is only a name.
+async fn whole_file_checks(store: Store) {
+    let (s, dir) = settings_on(&store, Backend::Postgres).await;
+    let app = TestApp::spawn_with(s, imlog::app::Roles::ALL).await;
+    let alice = files_client(&app, "alice").await;
+
+    let bytes = data(6 * MIB, 4);
+    let mut lying = declaration("lie.png", &bytes);
+    lying.sha256 = Sha256Hex::parse(sha256_hex(b"something else")).unwrap();
+    let upload = alice.declare(&lying).await.unwrap();
+    alice.send_missing(&upload, &bytes, 2).await.unwrap();
+    let failed = alice
+        .wait_ended(upload.upload_id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(failed.state, UploadStateView::Failed);
+    let reason = failed.failure.unwrap_or_default();
+    assert!(reason.starts_with("checksum_mismatch"), "{reason}");
+    assert!(
+        reason.contains(&sha256_hex(&bytes)),
+        "says what was found: {reason}"
+    );
+    let e = alice.download(upload.upload_id, None).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::Conflict);
+
+    let evil = "../../etc/passwd";
+    let upload = alice
+        .upload(&declaration(evil, &bytes), bytes.clone(), 2)
+        .await
+        .unwrap();
+    assert_eq!(upload.state, UploadStateView::Completed);
+    assert_eq!(upload.name, evil, "the name is kept, to be shown");
+    if let Store::Local = store {
+        let objects = dir.path().join("objects");
+        let stored = files_under(&objects);
+        assert_eq!(stored.len(), 1, "one object, the good upload: {stored:?}");
+        let path = stored[0].to_string_lossy().into_owned();
+        let (namespace, name) = path.split_once('/').unwrap();
+        assert_eq!(namespace, "uploads");
+        assert!(
+            name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}"
+        );
+        assert!(!objects.join(evil).exists() && !objects.join("../etc").exists());
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_files_are_verified_on_the_local_store() {
+    whole_file_checks(Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_files_are_verified_on_s3() {
+    if let Some(store) = Store::s3() {
+        whole_file_checks(store).await;
+    }
+}
+
+/// Only those allowed read a file, checked on every request: a stranger is
+/// refused every range, not just the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_download_any_range() {
+    let (s, _dir) = settings_on(&Store::Local, Backend::Postgres).await;
+    let app = TestApp::spawn_with(s, imlog::app::Roles::ALL).await;
+    let alice = files_client(&app, "alice").await;
+    let bob = files_client(&app, "bob").await;
+    let bytes = data(MIB, 5);
+    let upload = alice
+        .upload(&declaration("secret.png", &bytes), bytes.clone(), 1)
+        .await
+        .unwrap();
+    let id = upload.upload_id;
+    for range in [
+        None,
+        Some("bytes=0-"),
+        Some("bytes=1000-2000"),
+        Some("bytes=-10"),
+    ] {
+        let e = bob.download(id, range).await.unwrap_err();
+        assert_eq!(code(e), ErrorCode::Forbidden, "{range:?}");
+    }
+    let e = alice
+        .download(id, Some(&format!("bytes={}-", MIB)))
+        .await
+        .unwrap();
+    assert_eq!(e.status, 416);
+    assert_eq!(e.content_range, Some(format!("bytes */{MIB}")));
+    let mine = alice.download(id, Some("bytes=10-19")).await.unwrap();
+    assert_eq!((mine.status, mine.body.clone()), (206, bytes.slice(10..20)));
+    app.stop().await;
+}
+
+/// An upload nobody finishes expires: it is recorded as failed and the
+/// chunks it had stored are deleted from the store.
+async fn abandoned_uploads_expire(store: Store) {
+    let (mut s, dir) = settings_on(&store, Backend::Postgres).await;
+    s.files.expire_after_secs = 1;
+    let app = TestApp::spawn_with(s, imlog::app::Roles::ALL).await;
+    let alice = files_client(&app, "alice").await;
+    let bytes = data(SIZE, 6);
+    let upload = alice
+        .declare(&declaration("gone.png", &bytes))
+        .await
+        .unwrap();
+    let id = upload.upload_id;
+    alice.put_chunk(id, 0, chunk(&bytes, 0)).await.unwrap();
+    alice.put_chunk(id, 2, chunk(&bytes, 2)).await.unwrap();
+    let ended = alice.wait_ended(id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(ended.state, UploadStateView::Failed);
+    assert!(ended.failure.unwrap_or_default().starts_with("expired"));
+    let e = alice.put_chunk(id, 1, chunk(&bytes, 1)).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::Conflict);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = match &store {
+            Store::Local => files_under(&dir.path().join("objects")).len(),
+            Store::S3(s3) => s3_parts(s3, &multipart_id(&app, id).await).len(),
+        };
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} parts left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_expire_on_the_local_store() {
+    abandoned_uploads_expire(Store::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_expire_on_s3() {
+    if let Some(store) = Store::s3() {
+        abandoned_uploads_expire(store).await;
+    }
+}
+
+/// The largest file and the bytes in flight per user are limited; a
+/// cancelled upload frees its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_limit_file_size_and_bytes_in_flight() {
+    let (mut s, _dir) = settings_on(&Store::Local, Backend::Postgres).await;
+    s.files.max_file_bytes = 8 * MIB as u64;
+    s.files.max_bytes_in_flight = 10 * MIB as u64;
+    let app = TestApp::spawn_with(s, imlog::app::Roles::ALL).await;
+    let alice = files_client(&app, "alice").await;
+    let e = alice
+        .declare(&declaration("big", &data(9 * MIB, 7)))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::QuotaExceeded);
+    let six = data(6 * MIB, 8);
+    let first = alice.declare(&declaration("one", &six)).await.unwrap();
+    let e = alice.declare(&declaration("two", &six)).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::QuotaExceeded);
+    alice.cancel(first.upload_id).await.unwrap();
+    let cancelled = alice.progress(first.upload_id).await.unwrap();
+    assert_eq!(cancelled.state, UploadStateView::Failed);
+    alice
+        .declare(&declaration("two", &six))
+        .await
+        .expect("room again");
+    app.stop().await;
+}
