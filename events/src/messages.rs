@@ -1,7 +1,7 @@
 //! Messages: posted (and, later, read and recalled), keyed by thread so that
 //! one thread is in one partition.
 
-use crate::{MessageId, ThreadId, UserId};
+use crate::{MessageId, ThreadId, UploadId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// The partitioning key of a thread's messages: one thread, one partition.
@@ -63,6 +63,63 @@ pub struct MessagePosted {
     /// applied when the sender was checked. The fan-out pushes to the
     /// members as of at least that point, so a member removed before the
     /// send is not pushed it. Since v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_as_of: Option<i64>,
+    /// An image, file or video message: the upload it shows. Since v3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaAttachment>,
+}
+
+/// Where a media message's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaState {
+    /// Not all bytes are stored yet.
+    Uploading,
+    /// The upload completed: the bytes can be downloaded.
+    Uploaded,
+    /// The upload failed or expired: they never will be.
+    Failed,
+}
+
+impl MediaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaState::Uploading => "uploading",
+            MediaState::Uploaded => "uploaded",
+            MediaState::Failed => "failed",
+        }
+    }
+}
+
+/// What a media message carries of its upload: the stored object's name,
+/// size and checksum, a small preview, and whether the bytes are there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaAttachment {
+    pub upload_id: UploadId,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    /// A `data:image/...;base64,` URL from the sender (a thumbnail, a
+    /// video's first frame), shown before the download; may be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub preview: String,
+    /// As of posting: `uploaded` if the upload had completed.
+    pub state: MediaState,
+}
+
+/// A media message's upload ended: its bytes are there (`uploaded`) or
+/// never will be (`failed`). Both sides are pushed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageMediaSettled {
+    pub thread_id: ThreadId,
+    pub message_id: MessageId,
+    pub upload_id: UploadId,
+    pub state: MediaState,
+    /// Who is pushed (a private thread's two members), or (empty) the
+    /// group's members as of `members_as_of`, sender included.
+    pub recipients: Vec<UserId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members_as_of: Option<i64>,
 }

@@ -16,7 +16,9 @@ use crate::groups::{
     GroupCreated, GroupMemberMuted, GroupMemberRemoved, GroupMembersAdded,
     GroupOwnershipTransferred, GroupRenamed, GroupRoleChanged,
 };
-use crate::messages::{messages_key, MessagePosted, MessageRecalled, MessagesRead};
+use crate::messages::{
+    messages_key, MessageMediaSettled, MessagePosted, MessageRecalled, MessagesRead,
+};
 use crate::social::{pair_key, FriendAccepted, FriendRejected, FriendRequested};
 use crate::threads::PrivateThreadCreated;
 use crate::Topic;
@@ -107,8 +109,9 @@ declare_events! {
     GroupMemberMuted { name: "group.member_muted", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
     GroupRoleChanged { name: "group.role_changed", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
     GroupOwnershipTransferred { name: "group.ownership_transferred", version: 1, topic: Threads, key: |e| e.thread_id.to_string() }
-    /// `messages`, keyed by thread. v2: `kind` may be `system`.
-    MessagePosted { name: "message.posted", version: 2, topic: Messages, key: |e| messages_key(e.thread_id) }
+    /// `messages`, keyed by thread. v2: `kind` may be `system`; v3: `media`.
+    MessagePosted { name: "message.posted", version: 3, topic: Messages, key: |e| messages_key(e.thread_id) }
+    MessageMediaSettled { name: "message.media_settled", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
     MessagesRead { name: "messages.read", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
     MessageRecalled { name: "message.recalled", version: 1, topic: Messages, key: |e| messages_key(e.thread_id) }
     /// `social`, keyed by the ordered pair.

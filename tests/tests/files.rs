@@ -513,3 +513,316 @@ async fn quotas_limit_file_size_and_bytes_in_flight() {
         .expect("room again");
     app.stop().await;
 }
+
+const PREVIEW: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// Posts one media message showing `upload_id`; returns its id.
+async fn send_media(
+    client: &mut imlog_tests::Client,
+    thread: imlog_tests::ThreadId,
+    unique_id: &str,
+    upload_id: UploadId,
+) -> Result<imlog_tests::MessageId, imlog_protocol::WireError> {
+    let sent: imlog_protocol::Sent = client
+        .call(&imlog_protocol::Request::SendMessages {
+            thread_id: thread,
+            items: vec![imlog_protocol::OutgoingItem::media(
+                unique_id,
+                UploadKind::Image,
+                upload_id,
+                "look",
+                Some(PREVIEW.to_owned()),
+            )],
+            retry: false,
+        })
+        .await
+        .map_err(|e| match e {
+            imlog_client::ClientError::Server(w) => w,
+            other => panic!("{other}"),
+        })?;
+    let item = sent.items.into_iter().next().unwrap();
+    match (item.message_id, item.error) {
+        (Some(id), None) => Ok(id),
+        (_, Some(e)) => Err(e),
+        _ => panic!("neither id nor error"),
+    }
+}
+
+/// The media settlements pushed to `client` within `wait`.
+async fn settlements(
+    client: &mut imlog_tests::Client,
+    wait: Duration,
+) -> Vec<(imlog_tests::MessageId, imlog_protocol::MediaState)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+        match client.next_push(left).await.expect("push") {
+            Some(imlog_tests::Push::MediaSettled {
+                message_id, state, ..
+            }) => seen.push((message_id, state)),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    seen
+}
+
+/// An image message goes out before its bytes: both sides see it
+/// "uploading" with its preview, then are pushed "uploaded" once; members
+/// may download it, others not; one posted after the upload is "uploaded"
+/// at once; a recall takes the members' access away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_messages_turn_uploaded_and_reach_both_sides() {
+    use imlog_protocol::MediaState;
+    let (s, _dir) = settings_on(&Store::Local, Backend::Postgres).await;
+    let app = TestApp::spawn_with(s, imlog::app::Roles::ALL).await;
+    let (mut alice, _, alice_token) = app.user("alice").await;
+    let (mut bob, bob_id, bob_token) = app.user("bob").await;
+    let (_, _, carol_token) = app.user("carol").await;
+    let thread = alice.open_private_thread(bob_id).await.unwrap();
+    let alice_files = FilesClient::new(&app.http_url, &alice_token);
+    let bob_files = FilesClient::new(&app.http_url, &bob_token);
+    let carol_files = FilesClient::new(&app.http_url, &carol_token);
+
+    let bytes = data(6 * MIB, 9);
+    let upload = alice_files
+        .declare(&declaration("cat.png", &bytes))
+        .await
+        .unwrap();
+    let id = upload.upload_id;
+    let message_id = send_media(&mut alice, thread, "m-1", id).await.unwrap();
+    let pushed =
+        imlog_tests::push_matching(&mut bob, |p| matches!(p, imlog_tests::Push::Message(_))).await;
+    let imlog_tests::Push::Message(view) = pushed else {
+        unreachable!()
+    };
+    let media = view.media.expect("a media message");
+    assert_eq!(
+        (view.message_id, view.kind),
+        (message_id, imlog_protocol::MessageKind::Image)
+    );
+    assert_eq!(
+        (media.state, media.preview.as_str(), media.size),
+        (MediaState::Uploading, PREVIEW, bytes.len() as u64)
+    );
+    assert_eq!(media.sha256, sha256_hex(&bytes));
+    let e = bob_files.download(id, None).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::Conflict, "not uploaded yet");
+
+    alice_files.send_missing(&upload, &bytes, 2).await.unwrap();
+    let at_alice = settlements(&mut alice, Duration::from_secs(5)).await;
+    let at_bob = settlements(&mut bob, Duration::from_secs(1)).await;
+    assert_eq!(
+        at_alice,
+        vec![(message_id, MediaState::Uploaded)],
+        "the sender, once"
+    );
+    assert_eq!(
+        at_bob,
+        vec![(message_id, MediaState::Uploaded)],
+        "the receiver, once"
+    );
+    let got = bob_files.download(id, Some("bytes=0-99")).await.unwrap();
+    assert_eq!((got.status, got.body.clone()), (206, bytes.slice(..100)));
+    let e = carol_files.download(id, None).await.unwrap_err();
+    assert_eq!(code(e), ErrorCode::Forbidden);
+    let synced = bob
+        .sync_all_messages(thread, imlog_tests::MessageId::default())
+        .await
+        .unwrap();
+    let stored = synced.iter().find(|m| m.message_id == message_id).unwrap();
+    assert_eq!(
+        stored.media.as_ref().map(|m| m.state),
+        Some(MediaState::Uploaded)
+    );
+
+    // Uploaded first, posted after: "uploaded" at once, nothing to settle.
+    let second = alice_files
+        .upload(&declaration("dog.png", &bytes), bytes.clone(), 2)
+        .await
+        .unwrap();
+    let later = send_media(&mut alice, thread, "m-2", second.upload_id)
+        .await
+        .unwrap();
+    let pushed = imlog_tests::push_matching(
+        &mut bob,
+        |p| matches!(p, imlog_tests::Push::Message(m) if m.message_id == later),
+    )
+    .await;
+    let imlog_tests::Push::Message(view) = pushed else {
+        unreachable!()
+    };
+    assert_eq!(view.media.map(|m| m.state), Some(MediaState::Uploaded));
+    assert!(settlements(&mut bob, Duration::from_millis(500))
+        .await
+        .is_empty());
+    bob_files
+        .download(second.upload_id, None)
+        .await
+        .expect("a member reads it");
+    alice
+        .call::<serde_json::Value>(&imlog_protocol::Request::Recall {
+            thread_id: thread,
+            message_id: later,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match bob_files.download(second.upload_id, None).await {
+            Err(e) if e.error_code() == Some(ErrorCode::Forbidden) => break,
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the recall did not take access away"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Refused items: someone else's upload, the wrong kind, a bad preview.
+    let (mut carol, _, _) = app.user("carol2").await;
+    let carol_thread = carol.open_private_thread(bob_id).await.unwrap();
+    let e = send_media(&mut carol, carol_thread, "x", id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    let file = alice_files
+        .declare(&DeclareUpload {
+            kind: UploadKind::File,
+            ..declaration("f.bin", &bytes)
+        })
+        .await
+        .unwrap();
+    let e = send_media(&mut alice, thread, "y", file.upload_id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+    let r = alice
+        .request_raw(&format!(
+            r#"{{"req":9,"op":"send_messages","thread_id":{},"items":[{{"unique_id":"z","kind":"image","upload_id":"{id}","preview":"javascript:alert(1)"}}]}}"#,
+            thread.get()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r["data"]["items"][0]["error"]["code"], "bad_request", "{r}");
+    app.stop().await;
+}
+
+/// An avatar goes through the upload path: only a completed image of your
+/// own; then friends are pushed the profile and anyone may read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avatars_are_uploads_anyone_may_read() {
+    use imlog_protocol::{AvatarRef, ProfileView, Request};
+    let (s, _dir) = settings_on(&Store::Local, Backend::Postgres).await;
+    let app = TestApp::spawn_with(s, imlog::app::Roles::ALL).await;
+    let (mut alice, alice_id, alice_token) = app.user("alice").await;
+    let (mut bob, bob_id, _) = app.user("bob").await;
+    let (_, _, carol_token) = app.user("carol").await;
+    alice.friend_apply(bob_id, "", "").await.unwrap();
+    bob.friend_accept(alice_id, "").await.unwrap();
+    let alice_files = FilesClient::new(&app.http_url, &alice_token);
+    let carol_files = FilesClient::new(&app.http_url, &carol_token);
+    let bytes = data(200_000, 10);
+    let upload = alice_files
+        .upload(&declaration("me.png", &bytes), bytes.clone(), 1)
+        .await
+        .unwrap();
+    let e = carol_files
+        .download(upload.upload_id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::Forbidden, "not yet an avatar");
+    let set = |avatar: &str| Request::UpdateProfile {
+        nick: None,
+        description: None,
+        sex: None,
+        avatar: Some(AvatarRef::parse(avatar).unwrap()),
+    };
+    let e = bob
+        .call::<ProfileView>(&set(&upload.upload_id.to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("forbidden"), "someone else's upload");
+    let profile: ProfileView = alice
+        .call(&set(&upload.upload_id.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(profile.avatar, Some(upload.upload_id.to_string()));
+    let pushed = imlog_tests::push_matching(&mut bob, |p| {
+        matches!(p, imlog_tests::Push::ProfileUpdated { .. })
+    })
+    .await;
+    let imlog_tests::Push::ProfileUpdated { avatar, .. } = pushed else {
+        unreachable!()
+    };
+    assert_eq!(avatar, Some(upload.upload_id.to_string()));
+    let got = carol_files.download(upload.upload_id, None).await.unwrap();
+    assert_eq!(sha256_hex(&got.body), sha256_hex(&bytes));
+    let r = alice
+        .request_raw(r#"{"req":3,"op":"update_profile","avatar":"uploads/../../x"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], "bad_request");
+    app.stop().await;
+}
+
+/// The "uploaded" push reaches both sides exactly once when the process
+/// that completes uploads is killed right after completing (before the
+/// message is updated), and again when it is killed right after updating
+/// the message (before recording that it did).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploaded_push_is_exactly_once_across_crashes() {
+    use imlog_protocol::MediaState;
+    let (s, _dir) = settings_on(&Store::Local, Backend::Postgres).await;
+    let gateway_only = imlog::app::Roles {
+        gateway: true,
+        queries: true,
+        projector: false,
+    };
+    let gw = TestApp::spawn_with(s.clone(), gateway_only).await;
+    let env = settings_env(&s);
+    let with_failpoint = |point: &str| {
+        let mut env = env.clone();
+        env.push(("IMLOG_FAILPOINT".into(), point.into()));
+        env
+    };
+    let args = ["projector", "--listen", "127.0.0.1:0"];
+    let setup = Proc::spawn(BIN, &args, &env).await;
+    let (mut alice, _, alice_token) = gw.user("alice").await;
+    let (mut bob, bob_id, _) = gw.user("bob").await;
+    let thread = alice.open_private_thread(bob_id).await.unwrap();
+    let files = FilesClient::new(&gw.http_url, &alice_token);
+    setup.kill9().await;
+
+    for (round, point) in ["upload_completion.ended", "media_delivery.settled"]
+        .iter()
+        .enumerate()
+    {
+        let projector = Proc::spawn(BIN, &args, &with_failpoint(point)).await;
+        let bytes = data(6 * MIB, 20 + round as u32);
+        let upload = files.declare(&declaration("p.png", &bytes)).await.unwrap();
+        let message_id = send_media(
+            &mut alice,
+            thread,
+            &format!("crash-{round}"),
+            upload.upload_id,
+        )
+        .await
+        .unwrap();
+        files.send_missing(&upload, &bytes, 2).await.unwrap();
+        projector.wait_exit(Duration::from_secs(60)).await;
+        let projector = Proc::spawn(BIN, &args, &env).await;
+        let done = files
+            .wait_ended(upload.upload_id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(done.state, UploadStateView::Completed);
+        let at_alice = settlements(&mut alice, Duration::from_secs(8)).await;
+        let at_bob = settlements(&mut bob, Duration::from_secs(1)).await;
+        let want = vec![(message_id, MediaState::Uploaded)];
+        assert_eq!(at_alice, want, "{point}: the sender, exactly once");
+        assert_eq!(at_bob, want, "{point}: the receiver, exactly once");
+        projector.kill9().await;
+    }
+    gw.stop().await;
+}

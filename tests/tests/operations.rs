@@ -266,6 +266,7 @@ async fn poison_records_are_skipped_and_future_records_wait() {
             body: "nul \0 inside".into(),
             recipients: vec![],
             members_as_of: None,
+            media: None,
         },
     );
     log.append(Topic::Messages, &thread.to_string(), poison.encode())

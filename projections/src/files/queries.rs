@@ -171,16 +171,23 @@ impl ReadModel {
         Ok(rows.iter().map(upload_row).collect())
     }
 
-    /// Whether `user`, not the owner, may read a completed upload: it is
-    /// its owner's current avatar.
+    /// Whether `user`, not the owner, may read an upload: it was sent to a
+    /// thread `user` is in (and not recalled), or it is its owner's current
+    /// avatar.
     pub async fn may_download(&self, upload_id: UploadId, user: UserId) -> Result<bool, ReadError> {
-        let _ = user;
         let client = self.client().await?;
         let rows = client
             .query_typed(
-                "SELECT EXISTS (SELECT 1 FROM uploads u JOIN users p ON p.user_id = u.owner
-                                WHERE u.upload_id = $1 AND p.avatar = u.upload_id::text)",
-                &[(&upload_id.get(), Type::UUID)],
+                "SELECT EXISTS (SELECT 1 FROM messages m
+                                JOIN thread_members tm ON tm.thread_id = m.thread_id AND tm.user_id = $3
+                                WHERE m.media IS NOT NULL AND m.media->>'upload_id' = $2)
+                     OR EXISTS (SELECT 1 FROM uploads u JOIN users p ON p.user_id = u.owner
+                                WHERE u.upload_id = $1 AND p.avatar = $2)",
+                &[
+                    (&upload_id.get(), Type::UUID),
+                    (&upload_id.to_string(), Type::TEXT),
+                    (&user.get(), Type::INT8),
+                ],
             )
             .await?;
         Ok(rows.first().is_some_and(|r| r.get(0)))

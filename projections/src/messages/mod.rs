@@ -15,16 +15,23 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
 
 pub(crate) use queries::COLUMNS;
-pub use queries::{MessageRow, ReceiptRow};
+pub use queries::{MediaMessageRow, MessageRow, ReceiptRow};
 
 pub(crate) const FEATURE: Feature = Feature {
     projection: &Messages,
     tables: &["messages", "thread_seqs", "thread_reads"],
-    migrations: &[Migration {
-        version: 4,
-        name: "read markers and recalls",
-        sql: include_str!("receipts.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 4,
+            name: "read markers and recalls",
+            sql: include_str!("receipts.sql"),
+        },
+        Migration {
+            version: 8,
+            name: "media messages",
+            sql: include_str!("media.sql"),
+        },
+    ],
 };
 
 pub struct Messages;
@@ -68,6 +75,10 @@ impl Projection for Messages {
                 Event::MessageRecalled(r) => {
                     post(tx, std::mem::take(&mut run)).await?;
                     receipts::recall(tx, r, at).await?;
+                }
+                Event::MessageMediaSettled(m) => {
+                    post(tx, std::mem::take(&mut run)).await?;
+                    settle_media(tx, m).await?;
                 }
                 _ => {}
             }
@@ -156,12 +167,14 @@ async fn post(
         rows.kind.push(m.kind.as_str());
         rows.body.push(&m.body);
         rows.created_at.push(envelope.meta.occurred_at);
+        rows.media
+            .push(m.media.as_ref().and_then(|a| serde_json::to_value(a).ok()));
         *seq += 1;
     }
     tx.query_typed(
-            "INSERT INTO messages (message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at)
+            "INSERT INTO messages (message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at, media)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
-                                  $6::text[], $7::text[], $8::timestamptz[])",
+                                  $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[])",
             &[
                 (&rows.message_id, Type::INT8_ARRAY),
                 (&rows.thread_id, Type::INT8_ARRAY),
@@ -171,6 +184,7 @@ async fn post(
                 (&rows.kind, Type::TEXT_ARRAY),
                 (&rows.body, Type::TEXT_ARRAY),
                 (&rows.created_at, Type::TIMESTAMPTZ_ARRAY),
+                (&rows.media, Type::JSONB_ARRAY),
             ],
         )
         .await?;
@@ -196,4 +210,24 @@ struct MessageRows<'a> {
     kind: Vec<&'a str>,
     body: Vec<&'a str>,
     created_at: Vec<DateTime<Utc>>,
+    media: Vec<Option<serde_json::Value>>,
+}
+
+/// A media message's upload ended: the first settlement counts (a message
+/// still `uploading`), so a repeated one changes nothing.
+async fn settle_media(
+    tx: &Transaction<'_>,
+    m: &imlog_events::MessageMediaSettled,
+) -> Result<(), ProjectionError> {
+    tx.query_typed(
+        "UPDATE messages SET media = jsonb_set(media, '{state}', to_jsonb($3::text))
+         WHERE message_id = $1 AND thread_id = $2 AND media->>'state' = 'uploading'",
+        &[
+            (&m.message_id.get(), Type::INT8),
+            (&m.thread_id.get(), Type::INT8),
+            (&m.state.as_str(), Type::TEXT),
+        ],
+    )
+    .await?;
+    Ok(())
 }

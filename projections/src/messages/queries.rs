@@ -3,7 +3,9 @@
 use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
-use imlog_events::{MessageId, MessageKind, ThreadId, UserId};
+use imlog_events::{
+    MediaAttachment, MediaState, MessageId, MessageKind, ThreadId, UploadId, UserId,
+};
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
@@ -19,6 +21,17 @@ pub struct MessageRow {
     pub created_at: DateTime<Utc>,
     /// The sender withdrew it; `body` is empty.
     pub recalled: bool,
+    /// An image, file or video message's upload (none once recalled).
+    pub media: Option<MediaAttachment>,
+}
+
+/// A media message showing an upload.
+#[derive(Debug, Clone)]
+pub struct MediaMessageRow {
+    pub thread_id: ThreadId,
+    pub message_id: MessageId,
+    pub sender_id: UserId,
+    pub state: MediaState,
 }
 
 /// One member's read marker.
@@ -30,7 +43,7 @@ pub struct ReceiptRow {
 }
 
 pub(crate) const COLUMNS: &str =
-    "message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at, recalled_at IS NOT NULL";
+    "message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at, recalled_at IS NOT NULL, media";
 
 impl MessageRow {
     /// From the columns of [`COLUMNS`], starting at `at`.
@@ -46,6 +59,9 @@ impl MessageRow {
             body: r.get(at + 6),
             created_at: r.get(at + 7),
             recalled: r.get(at + 8),
+            media: r
+                .get::<_, Option<serde_json::Value>>(at + 9)
+                .and_then(|m| serde_json::from_value(m).ok()),
         }
     }
 
@@ -55,6 +71,35 @@ impl MessageRow {
 }
 
 impl ReadModel {
+    /// The (unrecalled) media messages that show `upload_id`.
+    pub async fn media_messages(
+        &self,
+        upload_id: UploadId,
+    ) -> Result<Vec<MediaMessageRow>, ReadError> {
+        let rows = self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT thread_id, message_id, sender_id, media->>'state' FROM messages
+                 WHERE media IS NOT NULL AND media->>'upload_id' = $1 ORDER BY message_id",
+                &[(&upload_id.to_string(), Type::TEXT)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MediaMessageRow {
+                thread_id: ThreadId::new(r.get(0)),
+                message_id: MessageId::new(r.get(1)),
+                sender_id: UserId::new(r.get(2)),
+                state: match r.get::<_, &str>(3) {
+                    "uploaded" => MediaState::Uploaded,
+                    "failed" => MediaState::Failed,
+                    _ => MediaState::Uploading,
+                },
+            })
+            .collect())
+    }
+
     /// A thread's messages with `message_id > since`, ascending.
     pub async fn messages_page(
         &self,

@@ -41,7 +41,7 @@ pub(super) async fn recall(
     at: DateTime<Utc>,
 ) -> Result<(), ProjectionError> {
     tx.query_typed(
-        "UPDATE messages SET body = '', recalled_at = $4
+        "UPDATE messages SET body = '', media = NULL, recalled_at = $4
          WHERE message_id = $1 AND thread_id = $2 AND sender_id = $3 AND recalled_at IS NULL",
         &[
             (&e.message_id.get(), Type::INT8),

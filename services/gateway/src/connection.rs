@@ -13,7 +13,7 @@ use imlog_domain::profiles::ProfileChange;
 use imlog_domain::Writes;
 use imlog_protocol::{
     error_reply, ok_reply, Befriended, Direction, ErrorCode, GroupCreatedView, OutgoingItem,
-    OutgoingText, Push, Request, Sent, SentItem, WireError, DEFAULT_MESSAGE_PAGE,
+    OutgoingMessage, Push, Request, Sent, SentItem, WireError, DEFAULT_MESSAGE_PAGE,
     DEFAULT_THREAD_PAGE, MAX_PAGE,
 };
 use serde_json::{json, Value};
@@ -506,7 +506,7 @@ impl Connection {
 }
 
 /// The wire answer of a posted batch.
-fn sent(posted: Posted, parsed: Vec<Result<OutgoingText, (String, WireError)>>) -> Sent {
+fn sent(posted: Posted, parsed: Vec<Result<OutgoingMessage, (String, WireError)>>) -> Sent {
     let mut outcomes = posted.items.into_iter();
     let items = parsed
         .into_iter()

@@ -114,6 +114,7 @@ impl From<MessagesError> for ApiError {
             MessagesError::RecallWindowPassed(_) => {
                 ApiError::new(ErrorCode::TooLate, e.to_string())
             }
+            MessagesError::Upload(f) => f.into(),
             MessagesError::Store(s) => s.into(),
         }
     }
@@ -152,6 +153,10 @@ impl From<ProfilesError> for ApiError {
     fn from(e: ProfilesError) -> Self {
         match e {
             ProfilesError::NoSuchUser(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            ProfilesError::Avatar(ref f) => {
+                let code = ApiError::from(f.clone()).code();
+                ApiError::new(code, e.to_string())
+            }
             ProfilesError::Store(s) => s.into(),
         }
     }
@@ -160,9 +165,10 @@ impl From<ProfilesError> for ApiError {
 impl From<FilesError> for ApiError {
     fn from(e: FilesError) -> Self {
         let code = match &e {
-            FilesError::Empty | FilesError::NoSuchChunk { .. } | FilesError::ChunkSize { .. } => {
-                ErrorCode::BadRequest
-            }
+            FilesError::Empty
+            | FilesError::NoSuchChunk { .. }
+            | FilesError::ChunkSize { .. }
+            | FilesError::KindMismatch { .. } => ErrorCode::BadRequest,
             FilesError::TooLarge { .. } | FilesError::TooMuchInFlight { .. } => {
                 ErrorCode::QuotaExceeded
             }

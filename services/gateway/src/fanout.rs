@@ -14,8 +14,9 @@ use imlog_domain::profiles::Profiles;
 use imlog_domain::{Journal, Writes};
 use imlog_events::{
     Envelope, Event, FriendAccepted, FriendRequested, GroupCreated, GroupMemberRemoved,
-    GroupMembersAdded, LogPosition, MessagePosted, MessageRecalled, MessagesRead, PresenceChanged,
-    PrivateThreadCreated, ProfileUpdated, SessionEnded, SessionStarted, ThreadId, Topic, UserId,
+    GroupMembersAdded, LogPosition, MessageMediaSettled, MessagePosted, MessageRecalled,
+    MessagesRead, PresenceChanged, PrivateThreadCreated, ProfileUpdated, SessionEnded,
+    SessionStarted, ThreadId, Topic, UserId,
 };
 use imlog_log::{read_from_end, Record};
 use imlog_protocol::{Push, ThreadKind};
@@ -51,6 +52,11 @@ pub const ROUTES: &[Route] = &[
         event: MessageRecalled::TYPE_NAME,
         topic: MessageRecalled::TOPIC,
         deliver: |f, r, e| Box::pin(push_recalled(f, r, e)),
+    },
+    Route {
+        event: MessageMediaSettled::TYPE_NAME,
+        topic: MessageMediaSettled::TOPIC,
+        deliver: |f, r, e| Box::pin(push_media_settled(f, r, e)),
     },
     Route {
         event: SessionStarted::TYPE_NAME,
@@ -300,6 +306,24 @@ async fn push_recalled(f: &Fanout, _record: &Record, envelope: &Envelope) {
     }
     .frame();
     f.to_thread(r.thread_id, r.by, &r.recipients, r.members_as_of, &frame)
+        .await;
+}
+
+/// A media message's upload ended: both sides are told, sender included.
+async fn push_media_settled(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    let Event::MessageMediaSettled(m) = &envelope.event else {
+        return;
+    };
+    let frame = Push::MediaSettled {
+        thread_id: m.thread_id,
+        message_id: m.message_id,
+        upload_id: m.upload_id,
+        state: m.state,
+    }
+    .frame();
+    // No user has id 0: every member is pushed.
+    let nobody = UserId::new(0);
+    f.to_thread(m.thread_id, nobody, &m.recipients, m.members_as_of, &frame)
         .await;
 }
 

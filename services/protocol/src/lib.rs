@@ -28,20 +28,22 @@ pub use frame::{error_reply, ok_reply, parse, Reply};
 pub use push::Push;
 pub use request::PageSize;
 pub use request::{
-    Before, Cursor, Direction, MemberId, OutgoingItem, Request, MAX_MEMBERS_PER_REQUEST,
+    Before, Cursor, Direction, MemberId, OutgoingItem, OutgoingMedia, OutgoingMessage, Preview,
+    Request, MAX_MEMBERS_PER_REQUEST, MAX_PREVIEW_BYTES,
 };
 pub use values::{
     Alias, AvatarRef, Description, Device, Greeting, GroupName, MessageBody, NewPassword, Nick,
-    OutgoingText, Password, SearchQuery, UniqueId, UserName, DEFAULT_MESSAGE_PAGE,
-    DEFAULT_THREAD_PAGE, MAX_BATCH_ITEMS, MAX_PAGE, MAX_TEXT_CHARS,
+    Password, SearchQuery, UniqueId, UserName, DEFAULT_MESSAGE_PAGE, DEFAULT_THREAD_PAGE,
+    MAX_BATCH_ITEMS, MAX_PAGE, MAX_TEXT_CHARS,
 };
 pub use views::{
     Authenticated, Befriended, FriendApplied, FriendRequestView, FriendView, GatewayView,
-    GroupCreatedView, LoggedIn, MemberView, MessageView, OpenedThread, Page, ProfileView,
-    ReceiptView, Registered, Sent, SentItem, ThreadKind, ThreadView, UserView,
+    GroupCreatedView, LoggedIn, MediaView, MemberView, MessageView, OpenedThread, Page,
+    ProfileView, ReceiptView, Registered, Sent, SentItem, ThreadKind, ThreadView, UserView,
 };
 
 /// The ids a client names, re-exported so that a client needs this crate only.
 pub use imlog_events::{
-    GroupRole, MessageId, MessageKind, SessionId, Sex, ThreadId, UploadId, UploadKind, UserId,
+    GroupRole, MediaState, MessageId, MessageKind, SessionId, Sex, ThreadId, UploadId, UploadKind,
+    UserId,
 };

@@ -34,6 +34,14 @@ pub enum Push {
         message_id: MessageId,
         by: UserId,
     },
+    /// A media message's upload ended: download it (`uploaded`) or show
+    /// it failed. Both sides of the thread are pushed it.
+    MediaSettled {
+        thread_id: ThreadId,
+        message_id: MessageId,
+        upload_id: imlog_events::UploadId,
+        state: imlog_events::MediaState,
+    },
     /// A friend came online or went offline.
     Presence {
         user_id: UserId,

@@ -4,11 +4,11 @@
 
 use crate::values::{
     Alias, AvatarRef, Description, Device, Greeting, GroupName, MessageBody, NewPassword, Nick,
-    OutgoingText, Password, SearchQuery, UniqueId, UserName, MAX_BATCH_ITEMS, MAX_PAGE,
+    Password, SearchQuery, UniqueId, UserName, MAX_BATCH_ITEMS, MAX_PAGE,
 };
-use crate::WireError;
+use crate::{ErrorCode, WireError};
 use chrono::{DateTime, Utc};
-use imlog_events::{GroupRole, MessageId, Sex, ThreadId, UserId};
+use imlog_events::{GroupRole, MessageId, Sex, ThreadId, UploadId, UploadKind, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -351,12 +351,21 @@ impl TryFrom<usize> for PageSize {
     }
 }
 
-/// One text item of `send_messages` as sent; [`OutgoingItem::parse`]
-/// validates it.
+/// One item of `send_messages` as sent; [`OutgoingItem::parse`] validates
+/// it. A text has a `body`; an image, file or video names its `upload_id`
+/// (and may have a `body` caption and a `preview`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutgoingItem {
     pub unique_id: String,
+    #[serde(default)]
     pub body: String,
+    /// `text` (the default), `image`, `file` or `video`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 impl OutgoingItem {
@@ -364,19 +373,136 @@ impl OutgoingItem {
         OutgoingItem {
             unique_id: unique_id.into(),
             body: body.into(),
+            kind: None,
+            upload_id: None,
+            preview: None,
         }
     }
 
-    /// The validated text, or the item's `unique_id` (as sent) and why not.
-    pub fn parse(self) -> Result<OutgoingText, (String, WireError)> {
+    /// An image, file or video message showing `upload_id`.
+    pub fn media(
+        unique_id: impl Into<String>,
+        kind: UploadKind,
+        upload_id: UploadId,
+        caption: impl Into<String>,
+        preview: Option<String>,
+    ) -> Self {
+        OutgoingItem {
+            unique_id: unique_id.into(),
+            body: caption.into(),
+            kind: Some(kind.as_str().to_owned()),
+            upload_id: Some(upload_id.to_string()),
+            preview,
+        }
+    }
+
+    /// The validated message, or the item's `unique_id` (as sent) and why not.
+    pub fn parse(self) -> Result<OutgoingMessage, (String, WireError)> {
         let unique_id = match UniqueId::parse(self.unique_id.clone()) {
             Ok(u) => u,
             Err(e) => return Err((self.unique_id, e)),
         };
-        match MessageBody::parse(self.body) {
-            Ok(body) => Ok(OutgoingText { unique_id, body }),
-            Err(e) => Err((self.unique_id, e)),
+        let fail = |e| Err((self.unique_id.clone(), e));
+        let kind = self.kind.as_deref().unwrap_or("text");
+        if kind == "text" {
+            if self.upload_id.is_some() || self.preview.is_some() {
+                return fail(WireError::bad_request(
+                    "a text has no upload_id or preview; give kind image, file or video",
+                ));
+            }
+            return match MessageBody::parse(self.body) {
+                Ok(body) => Ok(OutgoingMessage {
+                    unique_id,
+                    body: body.into_string(),
+                    media: None,
+                }),
+                Err(e) => fail(e),
+            };
         }
+        let Some(kind) = UploadKind::from_name(kind) else {
+            return fail(WireError::bad_request(
+                "kind must be text, image, file or video",
+            ));
+        };
+        let Some(upload_id) = self.upload_id.as_deref().and_then(UploadId::parse) else {
+            return fail(WireError::bad_request(
+                "a media message needs the upload_id (a UUID) of your upload",
+            ));
+        };
+        let preview = match self.preview.map(Preview::parse).transpose() {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => return fail(e),
+        };
+        let body = if self.body.is_empty() {
+            String::new()
+        } else {
+            match MessageBody::parse(self.body) {
+                Ok(caption) => caption.into_string(),
+                Err(e) => return fail(e),
+            }
+        };
+        Ok(OutgoingMessage {
+            unique_id,
+            body,
+            media: Some(OutgoingMedia {
+                kind,
+                upload_id,
+                preview,
+            }),
+        })
+    }
+}
+
+/// A validated item of `send_messages`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMessage {
+    pub unique_id: UniqueId,
+    /// The text, or a media message's caption (may be empty).
+    pub body: String,
+    pub media: Option<OutgoingMedia>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMedia {
+    pub kind: UploadKind,
+    pub upload_id: UploadId,
+    pub preview: Preview,
+}
+
+/// The most a preview may be (a thumbnail, not the picture).
+pub const MAX_PREVIEW_BYTES: usize = 16 * 1024;
+
+/// A media message's preview: a `data:image/{png,jpeg,gif,webp};base64,`
+/// URL of at most [`MAX_PREVIEW_BYTES`] — something a browser can only
+/// show, never run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preview(String);
+
+impl Preview {
+    pub fn parse(raw: String) -> Result<Preview, WireError> {
+        if raw.len() > MAX_PREVIEW_BYTES {
+            return Err(WireError::new(
+                ErrorCode::TooLong,
+                format!("a preview may be at most {MAX_PREVIEW_BYTES} bytes"),
+            ));
+        }
+        let data = ["png", "jpeg", "gif", "webp"]
+            .iter()
+            .find_map(|t| raw.strip_prefix(&format!("data:image/{t};base64,")));
+        let base64 = |d: &str| {
+            d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        };
+        match data {
+            Some(d) if base64(d) => Ok(Preview(raw)),
+            _ => Err(WireError::bad_request(
+                "preview must be a data:image/(png|jpeg|gif|webp);base64, URL",
+            )),
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 

@@ -293,10 +293,10 @@ impl Description {
     }
 }
 
-/// A reference to an avatar image (an upload's id): up to 128 characters
-/// of letters, digits, `-`, `_`, `.`, `/`, relative, without `.` or `..`
-/// segments; empty removes the avatar. It is only ever looked up, never
-/// used as a path.
+/// An avatar: the id (a UUID) of a completed image upload of your own;
+/// empty removes the avatar. Download it from
+/// `GET /v1/uploads/{id}/content` (anyone logged in may read a current
+/// avatar).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvatarRef(String);
 string_value!(AvatarRef);
@@ -304,21 +304,20 @@ string_value!(AvatarRef);
 impl AvatarRef {
     pub fn parse(raw: impl Into<String>) -> Result<AvatarRef, WireError> {
         let raw = raw.into();
-        let ok = raw.len() <= 128
-            && raw
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-            && !raw.starts_with('/')
-            && !raw
-                .split('/')
-                .any(|segment| segment == ".." || segment == ".");
-        if ok {
-            Ok(AvatarRef(raw))
-        } else {
-            Err(WireError::bad_request(
-                "avatar must be at most 128 characters of a-z, A-Z, 0-9, '-', '_', '.', '/'",
-            ))
+        if raw.is_empty() {
+            return Ok(AvatarRef(raw));
         }
+        match imlog_events::UploadId::parse(&raw) {
+            Some(id) => Ok(AvatarRef(id.to_string())),
+            None => Err(WireError::bad_request(
+                "avatar must be the upload_id of one of your image uploads, or empty",
+            )),
+        }
+    }
+
+    /// The upload it names; `None` removes the avatar.
+    pub fn upload_id(&self) -> Option<imlog_events::UploadId> {
+        imlog_events::UploadId::parse(&self.0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -351,13 +350,6 @@ impl SearchQuery {
             None
         }
     }
-}
-
-/// One text message to post, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingText {
-    pub unique_id: UniqueId,
-    pub body: MessageBody,
 }
 
 #[cfg(test)]

@@ -124,6 +124,39 @@ pub struct MessageView {
     /// The sender withdrew it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recalled: bool,
+    /// An image, file or video message's upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaView>,
+}
+
+/// A media message's upload: download it from
+/// `GET /v1/uploads/{upload_id}/content` once `state` is `uploaded`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaView {
+    pub upload_id: imlog_events::UploadId,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    /// The sender's `data:image/...;base64,` thumbnail; may be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub preview: String,
+    /// `uploading`, `uploaded` or `failed`.
+    pub state: imlog_events::MediaState,
+}
+
+impl From<imlog_events::MediaAttachment> for MediaView {
+    fn from(m: imlog_events::MediaAttachment) -> Self {
+        MediaView {
+            upload_id: m.upload_id,
+            name: m.name,
+            size: m.size,
+            content_type: m.content_type,
+            sha256: m.sha256,
+            preview: m.preview,
+            state: m.state,
+        }
+    }
 }
 
 /// How far one member has read a thread.

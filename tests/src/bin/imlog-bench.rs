@@ -39,6 +39,7 @@ fn event(thread: i64, body: String) -> Vec<u8> {
         body,
         recipients: vec![UserId::new(2)],
         members_as_of: None,
+        media: None,
     };
     Envelope::new(
         EventMeta::new(Some(UserId::new(1)), uuid::Uuid::new_v4()),

@@ -13,11 +13,12 @@ use crate::accounts::Session;
 use crate::journal::{Journal, StoreError, Writes};
 use bytes::Bytes;
 use imlog_events::{
-    upload_key, Topic, UploadChunkAcked, UploadDeclared, UploadFailed, UploadFailure, UploadId,
+    upload_key, MediaAttachment, MediaState, Topic, UploadChunkAcked, UploadDeclared, UploadFailed,
+    UploadFailure, UploadId, UserId,
 };
 use imlog_objects::{ObjectKey, Objects, Parts, Read};
 use imlog_projections::files::{UploadRow, UploadState};
-use imlog_protocol::{ChunkAckView, DeclareUpload, UploadStateView, UploadView};
+use imlog_protocol::{ChunkAckView, DeclareUpload, OutgoingMedia, UploadStateView, UploadView};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::sync::Arc;
@@ -93,6 +94,11 @@ pub enum FilesError {
     ChunkChecksum { index: u32, found: String },
     #[error("upload {0} is not complete yet")]
     NotUploaded(UploadId),
+    #[error("upload {upload_id} was declared a {declared}; send it as one")]
+    KindMismatch {
+        upload_id: UploadId,
+        declared: &'static str,
+    },
     #[error("you may not read upload {0}")]
     NotAllowed(UploadId),
     #[error("object store: {0}")]
@@ -365,25 +371,12 @@ impl Files {
         self.objects.read(&key, range).await.map_err(objects_error)
     }
 
-    /// The upload, once its declaration is projected (it may have been
-    /// declared a moment ago on another instance).
     async fn find(
         &self,
         writes: &mut Writes,
         upload_id: UploadId,
     ) -> Result<UploadRow, FilesError> {
-        self.journal.settle(writes, &[Topic::Files]).await?;
-        let read = self.journal.read();
-        if let Some(upload) = read.upload(upload_id).await.map_err(StoreError::from)? {
-            return Ok(upload);
-        }
-        self.journal
-            .settle_partition(Topic::Files, &upload_key(upload_id))
-            .await?;
-        read.upload(upload_id)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(FilesError::NoSuchUpload(upload_id))
+        find_upload(&self.journal, writes, upload_id).await
     }
 
     async fn own_upload(
@@ -398,6 +391,86 @@ impl Files {
         }
         Ok(upload)
     }
+}
+
+/// The upload, once its declaration is projected (it may have been
+/// declared a moment ago on another instance).
+async fn find_upload(
+    journal: &Journal,
+    writes: &mut Writes,
+    upload_id: UploadId,
+) -> Result<UploadRow, FilesError> {
+    journal.settle(writes, &[Topic::Files]).await?;
+    let read = journal.read();
+    if let Some(upload) = read.upload(upload_id).await.map_err(StoreError::from)? {
+        return Ok(upload);
+    }
+    journal
+        .settle_partition(Topic::Files, &upload_key(upload_id))
+        .await?;
+    read.upload(upload_id)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(FilesError::NoSuchUpload(upload_id))
+}
+
+/// What a media message of `sender` carries of `media`'s upload: it must
+/// be the sender's, of the message's kind, and not failed.
+pub(crate) async fn attachment(
+    journal: &Journal,
+    writes: &mut Writes,
+    sender: UserId,
+    media: OutgoingMedia,
+) -> Result<MediaAttachment, FilesError> {
+    let upload = find_upload(journal, writes, media.upload_id).await?;
+    if upload.owner != sender {
+        return Err(FilesError::NotYours(upload.upload_id));
+    }
+    if upload.kind != media.kind {
+        return Err(FilesError::KindMismatch {
+            upload_id: upload.upload_id,
+            declared: upload.kind.as_str(),
+        });
+    }
+    let state = match upload.state {
+        UploadState::Uploading => MediaState::Uploading,
+        UploadState::Completed => MediaState::Uploaded,
+        UploadState::Failed(why) => return Err(FilesError::Ended(upload.upload_id, why.as_str())),
+    };
+    Ok(MediaAttachment {
+        upload_id: upload.upload_id,
+        name: upload.name,
+        size: upload.size,
+        content_type: upload.content_type,
+        sha256: upload.sha256,
+        preview: media.preview.into_string(),
+        state,
+    })
+}
+
+/// Checks that `upload_id` can be `owner`'s avatar: their own, a completed
+/// image.
+pub(crate) async fn avatar(
+    journal: &Journal,
+    writes: &mut Writes,
+    owner: UserId,
+    upload_id: UploadId,
+) -> Result<(), FilesError> {
+    let upload = find_upload(journal, writes, upload_id).await?;
+    if upload.owner != owner {
+        return Err(FilesError::NotYours(upload_id));
+    }
+    if upload.kind != imlog_events::UploadKind::Image || !upload.content_type.starts_with("image/")
+    {
+        return Err(FilesError::KindMismatch {
+            upload_id,
+            declared: upload.kind.as_str(),
+        });
+    }
+    if upload.state != UploadState::Completed {
+        return Err(FilesError::NotUploaded(upload_id));
+    }
+    Ok(())
 }
 
 /// How an upload's chunks are kept, as its declaration recorded.

@@ -86,6 +86,7 @@ impl ProcessManager for FriendAcceptance {
             // Both see these in their thread at once.
             recipients: vec![from, to],
             members_as_of: None,
+            media: None,
         };
         if !greeting.is_empty() {
             let text = MessageKind::Text;

@@ -56,6 +56,7 @@ impl ProcessManager for GroupLines {
             // Every member but the one who made the change, as of this change.
             recipients: vec![],
             members_as_of: Some(trigger.record.offset + 1),
+            media: None,
         };
         for result in journal
             .append_all(&mut writes, &[trigger.step("line", line)])

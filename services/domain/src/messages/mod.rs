@@ -1,6 +1,9 @@
 //! Messages: posting batches (exactly one message per client `unique_id`,
 //! also across retries), message sync, and the one mapping from stored or
-//! logged messages to the wire's [`MessageView`].
+//! logged messages to the wire's [`MessageView`]. Media messages turn
+//! "uploaded" through the [`media`] process.
+
+pub mod media;
 
 use crate::accounts::Session;
 use crate::journal::{Journal, StoreError, Writes};
@@ -11,7 +14,7 @@ use imlog_events::{
     MessageRecalled, MessagesRead, ThreadId, Topic, UserId,
 };
 use imlog_projections::messages::MessageRow;
-use imlog_protocol::{MessageView, OutgoingText, Page, ReceiptView};
+use imlog_protocol::{MessageView, OutgoingMessage, Page, ReceiptView};
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -28,6 +31,8 @@ pub enum MessagesError {
     NotSender,
     #[error("a message can be recalled within {0:?} of sending")]
     RecallWindowPassed(std::time::Duration),
+    #[error(transparent)]
+    Upload(#[from] crate::files::FilesError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -77,8 +82,9 @@ impl Messages {
         }
     }
 
-    /// Posts a batch of texts (validated by the caller; the answers come in
-    /// the same order). A `unique_id` already posted by the sender in this
+    /// Posts a batch of texts and media messages (validated by the caller;
+    /// the answers come in the same order). A media message must show an
+    /// upload of the sender's of its kind that has not failed. A `unique_id` already posted by the sender in this
     /// thread (a retry after a lost reply), or repeated in the batch, is
     /// answered with the first message's id and posts nothing.
     #[tracing::instrument(skip_all, fields(user_id = %session.user_id, thread_id = %thread_id))]
@@ -87,7 +93,7 @@ impl Messages {
         writes: &mut Writes,
         session: &Session,
         thread_id: ThreadId,
-        texts: Vec<OutgoingText>,
+        texts: Vec<OutgoingMessage>,
         retry: bool,
     ) -> Result<Posted, MessagesError> {
         let me = session.user_id;
@@ -146,14 +152,22 @@ impl Messages {
             }
             in_batch.insert(unique_id.clone(), settles.len());
             settles.push(vec![index]);
+            let (kind, media) = match text.media {
+                None => (MessageKind::Text, None),
+                Some(media) => (
+                    media_kind(media.kind),
+                    Some(crate::files::attachment(&self.journal, writes, me, media).await?),
+                ),
+            };
             let event = MessagePosted {
                 thread_id,
                 sender_id: me,
                 unique_id,
-                kind: MessageKind::Text,
-                body: text.body.into_string(),
+                kind,
+                body: text.body,
                 recipients: recipients.clone(),
                 members_as_of,
+                media,
             };
             envelopes.push(Envelope::new(
                 EventMeta::new(Some(me), correlation_id),
@@ -320,6 +334,15 @@ impl Messages {
     }
 }
 
+/// The message kind of an upload's kind.
+fn media_kind(kind: imlog_events::UploadKind) -> MessageKind {
+    match kind {
+        imlog_events::UploadKind::Image => MessageKind::Image,
+        imlog_events::UploadKind::File => MessageKind::File,
+        imlog_events::UploadKind::Video => MessageKind::Video,
+    }
+}
+
 /// A stored message as the wire shows it.
 pub fn stored_view(row: MessageRow) -> MessageView {
     MessageView {
@@ -332,6 +355,7 @@ pub fn stored_view(row: MessageRow) -> MessageView {
         body: row.body,
         created_at: row.created_at,
         recalled: row.recalled,
+        media: row.media.map(Into::into),
     }
 }
 
@@ -352,6 +376,7 @@ pub fn logged_view(
         body: m.body.clone(),
         created_at: occurred_at,
         recalled: false,
+        media: m.media.clone().map(Into::into),
     }
 }
 

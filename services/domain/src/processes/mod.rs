@@ -76,6 +76,7 @@ pub fn all(objects: &imlog_objects::Objects) -> Vec<std::sync::Arc<dyn ProcessMa
         Arc::new(crate::files::completion::UploadCompletion {
             objects: objects.clone(),
         }),
+        Arc::new(crate::messages::media::MediaDelivery),
     ]
 }
 

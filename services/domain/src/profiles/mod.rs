@@ -20,6 +20,8 @@ use uuid::Uuid;
 pub enum ProfilesError {
     #[error("no user {0}")]
     NoSuchUser(UserId),
+    #[error("an avatar must be a completed image upload of yours: {0}")]
+    Avatar(crate::files::FilesError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,6 +62,11 @@ impl Profiles {
         // latest one this caller wrote.
         self.journal.settle(writes, &[Topic::Users]).await?;
         let current = self.row(me).await?;
+        if let Some(upload_id) = change.avatar.as_ref().and_then(|a| a.as_ref()?.upload_id()) {
+            crate::files::avatar(&self.journal, writes, me, upload_id)
+                .await
+                .map_err(ProfilesError::Avatar)?;
+        }
         let updated = ProfileUpdated {
             user_id: me,
             nick: change.nick.map_or(current.nick, |n| n.as_str().to_owned()),
