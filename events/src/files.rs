@@ -158,3 +158,156 @@ pub struct UploadFailed {
     /// Said to people (e.g. the digest that was found instead).
     pub detail: String,
 }
+
+/// A file transfer task (TeamTalk's online or offline transfer), named by
+/// the server when it is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(uuid::Uuid);
+
+impl TaskId {
+    pub fn random() -> TaskId {
+        TaskId(uuid::Uuid::new_v4())
+    }
+
+    pub const fn new(raw: uuid::Uuid) -> TaskId {
+        TaskId(raw)
+    }
+
+    pub const fn get(self) -> uuid::Uuid {
+        self.0
+    }
+
+    pub fn parse(raw: &str) -> Option<TaskId> {
+        uuid::Uuid::parse_str(raw).ok().map(TaskId)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The partitioning key of a transfer's events.
+pub fn task_key(task_id: TaskId) -> String {
+    task_id.to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMode {
+    /// Relayed between the two while both are connected; nothing stored.
+    Online,
+    /// Uploaded by the sender, fetched by the receiver whenever.
+    Offline,
+}
+
+impl TransferMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferMode::Online => "online",
+            TransferMode::Offline => "offline",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TransferMode> {
+        [TransferMode::Online, TransferMode::Offline]
+            .into_iter()
+            .find(|m| m.as_str() == name)
+    }
+}
+
+/// TeamTalk's transfer states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    /// Offered; nobody has joined the relay yet.
+    Ready,
+    /// The receiver joined first.
+    WaitingSender,
+    /// The sender joined first.
+    WaitingReceiver,
+    /// Both joined; no block pulled yet.
+    WaitingTransfer,
+    Transferring,
+    Done,
+    Refused,
+    Cancelled,
+    Error,
+}
+
+impl TransferState {
+    pub const ALL: [TransferState; 9] = [
+        TransferState::Ready,
+        TransferState::WaitingSender,
+        TransferState::WaitingReceiver,
+        TransferState::WaitingTransfer,
+        TransferState::Transferring,
+        TransferState::Done,
+        TransferState::Refused,
+        TransferState::Cancelled,
+        TransferState::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferState::Ready => "ready",
+            TransferState::WaitingSender => "waiting_sender",
+            TransferState::WaitingReceiver => "waiting_receiver",
+            TransferState::WaitingTransfer => "waiting_transfer",
+            TransferState::Transferring => "transferring",
+            TransferState::Done => "done",
+            TransferState::Refused => "refused",
+            TransferState::Cancelled => "cancelled",
+            TransferState::Error => "error",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TransferState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Done, refused, cancelled or failed: nothing follows.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TransferState::Done
+                | TransferState::Refused
+                | TransferState::Cancelled
+                | TransferState::Error
+        )
+    }
+}
+
+/// `from` offers `to` a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferOffered {
+    pub task_id: TaskId,
+    pub from: UserId,
+    pub to: UserId,
+    pub name: String,
+    pub size: u64,
+    pub mode: TransferMode,
+    /// Online: the gateway run that relays it, and where to connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_url: Option<String>,
+    /// Offline: the completed upload the receiver fetches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<UploadId>,
+}
+
+/// A transfer moved to `state` (the first final state counts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferStateChanged {
+    pub task_id: TaskId,
+    /// The two parties, who are both told.
+    pub from: UserId,
+    pub to: UserId,
+    pub state: TransferState,
+    /// Why, said to people (who cancelled, what failed); may be empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}

@@ -11,7 +11,10 @@
 use crate::accounts::{
     PresenceChanged, ProfileUpdated, SessionEnded, SessionStarted, UserRegistered,
 };
-use crate::files::{upload_key, UploadChunkAcked, UploadCompleted, UploadDeclared, UploadFailed};
+use crate::files::{
+    task_key, upload_key, TransferOffered, TransferStateChanged, UploadChunkAcked, UploadCompleted,
+    UploadDeclared, UploadFailed,
+};
 use crate::groups::{
     GroupCreated, GroupMemberMuted, GroupMemberRemoved, GroupMembersAdded,
     GroupOwnershipTransferred, GroupRenamed, GroupRoleChanged,
@@ -123,6 +126,9 @@ declare_events! {
     UploadChunkAcked { name: "upload.chunk_acked", version: 1, topic: Files, key: |e| upload_key(e.upload_id) }
     UploadCompleted { name: "upload.completed", version: 1, topic: Files, key: |e| upload_key(e.upload_id) }
     UploadFailed { name: "upload.failed", version: 1, topic: Files, key: |e| upload_key(e.upload_id) }
+    /// `files` too, keyed by transfer task.
+    TransferOffered { name: "transfer.offered", version: 1, topic: Files, key: |e| task_key(e.task_id) }
+    TransferStateChanged { name: "transfer.state_changed", version: 1, topic: Files, key: |e| task_key(e.task_id) }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -232,6 +232,14 @@ pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
             "IMLOG_FILES__EXPIRE_AFTER_SECS".into(),
             f.expire_after_secs.to_string(),
         ),
+        (
+            "IMLOG_FILES__TRANSFER_TIMEOUT_SECS".into(),
+            f.transfer_timeout_secs.to_string(),
+        ),
+        (
+            "IMLOG_FILES__OFFLINE_EXPIRE_SECS".into(),
+            f.offline_expire_secs.to_string(),
+        ),
     ]);
     env.retain(|(_, v)| !v.is_empty());
     env

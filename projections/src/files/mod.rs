@@ -11,16 +11,23 @@ use imlog_log::Record;
 use imlog_postgres::Migration;
 use tokio_postgres::Transaction;
 
-pub use queries::{ChunkRow, UploadRow, UploadState};
+pub use queries::{ChunkRow, TransferRow, UploadRow, UploadState};
 
 pub(crate) const FEATURE: Feature = Feature {
     projection: &Files,
-    tables: &["uploads", "upload_chunks"],
-    migrations: &[Migration {
-        version: 7,
-        name: "uploads",
-        sql: include_str!("schema.sql"),
-    }],
+    tables: &["uploads", "upload_chunks", "transfers"],
+    migrations: &[
+        Migration {
+            version: 7,
+            name: "uploads",
+            sql: include_str!("schema.sql"),
+        },
+        Migration {
+            version: 9,
+            name: "file transfers",
+            sql: include_str!("transfers.sql"),
+        },
+    ],
 };
 
 pub struct Files;
@@ -117,6 +124,36 @@ impl Projection for Files {
                 tx.execute(
                     "DELETE FROM upload_chunks WHERE upload_id = $1",
                     &[&e.upload_id.get()],
+                )
+                .await?;
+            }
+            Event::TransferOffered(e) => {
+                tx.execute(
+                    "INSERT INTO transfers (task_id, from_id, to_id, name, size, mode, relay, relay_url,
+                        upload_id, state, offered_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10)
+                     ON CONFLICT (task_id) DO NOTHING",
+                    &[
+                        &e.task_id.get(),
+                        &e.from.get(),
+                        &e.to.get(),
+                        &e.name,
+                        &(e.size as i64),
+                        &e.mode.as_str(),
+                        &e.relay,
+                        &e.relay_url,
+                        &e.upload_id.map(|u| u.get()),
+                        &at,
+                    ],
+                )
+                .await?;
+            }
+            Event::TransferStateChanged(e) => {
+                // Nothing follows a final state: the first one counts.
+                tx.execute(
+                    "UPDATE transfers SET state = $2, reason = $3, updated_at = $4
+                     WHERE task_id = $1 AND state NOT IN ('done', 'refused', 'cancelled', 'error')",
+                    &[&e.task_id.get(), &e.state.as_str(), &e.reason, &at],
                 )
                 .await?;
             }

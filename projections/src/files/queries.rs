@@ -2,7 +2,9 @@
 
 use crate::{ReadError, ReadModel};
 use chrono::{DateTime, Utc};
-use imlog_events::{UploadFailure, UploadId, UploadKind, UserId};
+use imlog_events::{
+    TaskId, TransferMode, TransferState, UploadFailure, UploadId, UploadKind, UserId,
+};
 use tokio_postgres::types::Type;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,46 @@ impl UploadRow {
     pub fn chunk_len(&self, index: u32) -> u64 {
         let start = u64::from(index) * self.chunk_size;
         self.chunk_size.min(self.size.saturating_sub(start))
+    }
+}
+
+/// A file transfer task.
+#[derive(Debug, Clone)]
+pub struct TransferRow {
+    pub task_id: TaskId,
+    pub from: UserId,
+    pub to: UserId,
+    pub name: String,
+    pub size: u64,
+    pub mode: TransferMode,
+    pub relay: Option<String>,
+    pub relay_url: Option<String>,
+    pub upload_id: Option<UploadId>,
+    pub state: TransferState,
+    pub reason: String,
+    pub offered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const TRANSFER_COLUMNS: &str =
+    "task_id, from_id, to_id, name, size, mode, relay, relay_url, upload_id,
+    state, reason, offered_at, updated_at";
+
+fn transfer_row(r: &tokio_postgres::Row) -> TransferRow {
+    TransferRow {
+        task_id: TaskId::new(r.get(0)),
+        from: UserId::new(r.get(1)),
+        to: UserId::new(r.get(2)),
+        name: r.get(3),
+        size: r.get::<_, i64>(4) as u64,
+        mode: TransferMode::from_name(r.get(5)).unwrap_or(TransferMode::Online),
+        relay: r.get(6),
+        relay_url: r.get(7),
+        upload_id: r.get::<_, Option<uuid::Uuid>>(8).map(UploadId::new),
+        state: TransferState::from_name(r.get(9)).unwrap_or(TransferState::Error),
+        reason: r.get(10),
+        offered_at: r.get(11),
+        updated_at: r.get(12),
     }
 }
 
@@ -172,8 +214,8 @@ impl ReadModel {
     }
 
     /// Whether `user`, not the owner, may read an upload: it was sent to a
-    /// thread `user` is in (and not recalled), or it is its owner's current
-    /// avatar.
+    /// thread `user` is in (and not recalled), it is its owner's current
+    /// avatar, or it is an offline file offered to `user` and not yet fetched.
     pub async fn may_download(&self, upload_id: UploadId, user: UserId) -> Result<bool, ReadError> {
         let client = self.client().await?;
         let rows = client
@@ -182,7 +224,10 @@ impl ReadModel {
                                 JOIN thread_members tm ON tm.thread_id = m.thread_id AND tm.user_id = $3
                                 WHERE m.media IS NOT NULL AND m.media->>'upload_id' = $2)
                      OR EXISTS (SELECT 1 FROM uploads u JOIN users p ON p.user_id = u.owner
-                                WHERE u.upload_id = $1 AND p.avatar = $2)",
+                                WHERE u.upload_id = $1 AND p.avatar = $2)
+                     OR EXISTS (SELECT 1 FROM transfers t
+                                WHERE t.upload_id = $1 AND t.to_id = $3 AND t.mode = 'offline'
+                                  AND t.state NOT IN ('done', 'refused', 'cancelled', 'error'))",
                 &[
                     (&upload_id.get(), Type::UUID),
                     (&upload_id.to_string(), Type::TEXT),
@@ -191,5 +236,65 @@ impl ReadModel {
             )
             .await?;
         Ok(rows.first().is_some_and(|r| r.get(0)))
+    }
+
+    pub async fn transfer(&self, task_id: TaskId) -> Result<Option<TransferRow>, ReadError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(
+                &format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE task_id = $1"),
+                &[(&task_id.get(), Type::UUID)],
+            )
+            .await?;
+        Ok(rows.first().map(transfer_row))
+    }
+
+    /// Offline files offered to `user` and not yet fetched, oldest first.
+    pub async fn pending_offline_files(
+        &self,
+        user: UserId,
+        limit: i64,
+    ) -> Result<Vec<TransferRow>, ReadError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_typed(
+                &format!(
+                    "SELECT {TRANSFER_COLUMNS} FROM transfers
+                     WHERE to_id = $1 AND mode = 'offline'
+                       AND state NOT IN ('done', 'refused', 'cancelled', 'error')
+                     ORDER BY offered_at, task_id LIMIT $2"
+                ),
+                &[(&user.get(), Type::INT8), (&limit, Type::INT8)],
+            )
+            .await?;
+        Ok(rows.iter().map(transfer_row).collect())
+    }
+
+    /// Open transfers of `mode` not changed since `before`.
+    pub async fn stale_transfers(
+        &self,
+        mode: TransferMode,
+        states: &[TransferState],
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<TransferRow>, ReadError> {
+        let client = self.client().await?;
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let rows = client
+            .query_typed(
+                &format!(
+                    "SELECT {TRANSFER_COLUMNS} FROM transfers
+                     WHERE state = ANY($1) AND mode = $2 AND updated_at < $3
+                     ORDER BY updated_at LIMIT $4"
+                ),
+                &[
+                    (&states, Type::TEXT_ARRAY),
+                    (&mode.as_str(), Type::TEXT),
+                    (&before, Type::TIMESTAMPTZ),
+                    (&limit, Type::INT8),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(transfer_row).collect())
     }
 }

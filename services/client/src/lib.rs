@@ -5,8 +5,10 @@
 //! pushes that arrive meanwhile are queued.
 
 pub mod files;
+pub mod transfers;
 
 pub use files::{sha256_hex, Downloaded, FilesClient};
+pub use transfers::{RelayClient, RelayFrame};
 
 use futures::{SinkExt, StreamExt};
 use imlog_protocol::{

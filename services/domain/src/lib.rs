@@ -53,6 +53,7 @@ pub struct Domain {
     pub profiles: Arc<profiles::Profiles>,
     pub gateways: gateways::Gateways,
     pub files: files::Files,
+    pub transfers: files::transfers::Transfers,
 }
 
 impl Domain {
@@ -74,6 +75,7 @@ impl Domain {
             profiles: Arc::new(profiles::Profiles::new(journal.clone(), gateways.clone())),
             gateways,
             files: files::Files::new(journal.clone(), objects, files),
+            transfers: files::transfers::Transfers::new(journal.clone()),
             threads,
             journal,
         }

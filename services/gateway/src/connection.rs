@@ -8,6 +8,7 @@ use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use imlog_domain::accounts::{Accounts, Session};
+use imlog_domain::files::transfers::Offer;
 use imlog_domain::messages::Posted;
 use imlog_domain::profiles::ProfileChange;
 use imlog_domain::Writes;
@@ -467,6 +468,42 @@ impl Connection {
                         .members(w, &session, thread_id, after, limit)
                         .await?,
                 )
+            }
+            Request::OfferFile {
+                user_id,
+                name,
+                size,
+                upload_id,
+                ..
+            } => {
+                // `checked` made sure the mode's fields are there.
+                let offer = match (name, size, upload_id) {
+                    (_, _, Some(upload_id)) => Offer::Offline { upload_id },
+                    (Some(name), Some(size), None) => Offer::Online { name, size },
+                    _ => return Err(ApiError::bad_request("name and size, or upload_id")),
+                };
+                let relay = self.gateway.relay();
+                to_value(
+                    domain
+                        .transfers
+                        .offer(w, &session, user_id, offer, &relay)
+                        .await?,
+                )
+            }
+            Request::RefuseFile { task_id } => {
+                domain.transfers.refuse(w, &session, task_id).await?;
+                Ok(json!({}))
+            }
+            Request::CancelFile { task_id } => {
+                domain.transfers.cancel(w, &session, task_id).await?;
+                Ok(json!({}))
+            }
+            Request::OfflineFiles {} => {
+                to_value(domain.transfers.offline_files(w, &session).await?)
+            }
+            Request::AckOfflineFile { task_id } => {
+                domain.transfers.ack_offline(w, &session, task_id).await?;
+                Ok(json!({}))
             }
             Request::Ping {}
             | Request::Register { .. }

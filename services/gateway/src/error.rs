@@ -2,6 +2,7 @@
 //! stable code and a sentence) here and nowhere else.
 
 use imlog_domain::accounts::AccountsError;
+use imlog_domain::files::transfers::TransfersError;
 use imlog_domain::files::FilesError;
 use imlog_domain::friends::FriendsError;
 use imlog_domain::groups::GroupsError;
@@ -184,6 +185,22 @@ impl From<FilesError> for ApiError {
                 );
             }
             FilesError::Store(s) => return s.clone().into(),
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<TransfersError> for ApiError {
+    fn from(e: TransfersError) -> Self {
+        let code = match &e {
+            TransfersError::Yourself | TransfersError::WrongMode(..) => ErrorCode::BadRequest,
+            TransfersError::NotFriends(_)
+            | TransfersError::NotParty(_)
+            | TransfersError::WrongRole(_) => ErrorCode::Forbidden,
+            TransfersError::NoSuchTask(_) => ErrorCode::NotFound,
+            TransfersError::Ended(..) | TransfersError::Started(_) => ErrorCode::Conflict,
+            TransfersError::Upload(f) => return f.clone().into(),
+            TransfersError::Store(s) => return s.clone().into(),
         };
         ApiError::new(code, e.to_string())
     }

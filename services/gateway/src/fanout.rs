@@ -16,7 +16,7 @@ use imlog_events::{
     Envelope, Event, FriendAccepted, FriendRequested, GroupCreated, GroupMemberRemoved,
     GroupMembersAdded, LogPosition, MessageMediaSettled, MessagePosted, MessageRecalled,
     MessagesRead, PresenceChanged, PrivateThreadCreated, ProfileUpdated, SessionEnded,
-    SessionStarted, ThreadId, Topic, UserId,
+    SessionStarted, ThreadId, Topic, TransferOffered, TransferState, TransferStateChanged, UserId,
 };
 use imlog_log::{read_from_end, Record};
 use imlog_protocol::{Push, ThreadKind};
@@ -57,6 +57,16 @@ pub const ROUTES: &[Route] = &[
         event: MessageMediaSettled::TYPE_NAME,
         topic: MessageMediaSettled::TOPIC,
         deliver: |f, r, e| Box::pin(push_media_settled(f, r, e)),
+    },
+    Route {
+        event: TransferOffered::TYPE_NAME,
+        topic: TransferOffered::TOPIC,
+        deliver: |f, r, e| Box::pin(push_file_offer(f, r, e)),
+    },
+    Route {
+        event: TransferStateChanged::TYPE_NAME,
+        topic: TransferStateChanged::TOPIC,
+        deliver: |f, r, e| Box::pin(push_transfer_state(f, r, e)),
     },
     Route {
         event: SessionStarted::TYPE_NAME,
@@ -327,6 +337,40 @@ async fn push_media_settled(f: &Fanout, _record: &Record, envelope: &Envelope) {
         .await;
 }
 
+/// A file offer goes to its receiver.
+async fn push_file_offer(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    let Event::TransferOffered(o) = &envelope.event else {
+        return;
+    };
+    let offer = Push::FileOffer(imlog_protocol::TransferView {
+        task_id: o.task_id,
+        from: o.from,
+        to: o.to,
+        name: o.name.clone(),
+        size: o.size,
+        mode: o.mode,
+        state: TransferState::Ready,
+        reason: String::new(),
+        relay_url: o.relay_url.clone(),
+        upload_id: o.upload_id,
+        offered_at: envelope.meta.occurred_at,
+    });
+    f.hub.deliver_all([o.to], &offer.frame());
+}
+
+/// A transfer's state goes to both parties.
+async fn push_transfer_state(f: &Fanout, _record: &Record, envelope: &Envelope) {
+    let Event::TransferStateChanged(t) = &envelope.event else {
+        return;
+    };
+    let push = Push::Transfer {
+        task_id: t.task_id,
+        state: t.state,
+        reason: t.reason.clone(),
+    };
+    f.hub.deliver_all([t.from, t.to], &push.frame());
+}
+
 /// A new login anywhere kicks the user's older sessions held here.
 async fn kick_older_sessions(f: &Fanout, record: &Record, envelope: &Envelope) {
     if let Event::SessionStarted(s) = &envelope.event {
@@ -579,7 +623,8 @@ mod tests {
                 Topic::Sessions,
                 Topic::Threads,
                 Topic::Messages,
-                Topic::Social
+                Topic::Social,
+                Topic::Files
             ]
         );
     }

@@ -50,6 +50,7 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
     if surface.chat {
         app = app.route("/ws", get(upgrade));
         app = crate::files::routes(app, &gateway.domain.files);
+        app = crate::transfers::routes(app);
     }
     if surface.chat || surface.queries {
         app = app.route("/v1/gateway", get(least_loaded));

@@ -15,6 +15,7 @@ pub mod http;
 pub mod hub;
 pub mod load;
 pub mod presence;
+pub mod transfers;
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -49,12 +50,23 @@ pub struct Gateway {
     pub domain: imlog_domain::Domain,
     pub hub: std::sync::Arc<hub::Hub>,
     pub presence: presence::PresenceGate,
+    /// The online transfers this gateway relays.
+    pub relays: transfers::Relays,
     pub settings: GatewaySettings,
     pub connections: ConnectionLimit,
     pub shutdown: CancellationToken,
 }
 
 impl Gateway {
+    /// Where this gateway run relays the online transfers it offers.
+    pub fn relay(&self) -> imlog_domain::files::transfers::Relay {
+        let ws = &self.settings.public_ws_url;
+        imlog_domain::files::transfers::Relay {
+            instance_id: self.settings.instance_id.clone(),
+            ws_base: ws.strip_suffix("/ws").unwrap_or(ws).to_owned(),
+        }
+    }
+
     /// The WebSocket connections open here now.
     pub fn connection_count(&self) -> usize {
         self.settings

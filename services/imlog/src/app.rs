@@ -269,6 +269,7 @@ impl Application {
                     max_connections: g.max_connections,
                 },
                 presence: Default::default(),
+                relays: Default::default(),
                 connections: Arc::new(tokio::sync::Semaphore::new(g.max_connections)),
                 shutdown: shutdown.clone(),
             });

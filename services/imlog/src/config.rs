@@ -58,6 +58,10 @@ pub struct FilesConfig {
     /// An upload with no new chunk for this long is ended and its stored
     /// chunks deleted.
     pub expire_after_secs: u64,
+    /// An online transfer nobody started within this long ends (`error`).
+    pub transfer_timeout_secs: u64,
+    /// An offline file nobody fetched within this long expires.
+    pub offline_expire_secs: u64,
 }
 
 impl Default for FilesConfig {
@@ -68,6 +72,8 @@ impl Default for FilesConfig {
             max_file_bytes: d.max_file_size,
             max_bytes_in_flight: d.max_bytes_in_flight,
             expire_after_secs: d.expire_after.as_secs(),
+            transfer_timeout_secs: d.transfers.online_idle.as_secs(),
+            offline_expire_secs: d.transfers.offline.as_secs(),
         }
     }
 }
@@ -80,6 +86,11 @@ impl FilesConfig {
             max_bytes_in_flight: self.max_bytes_in_flight,
             // At least a second: 0 would end every upload at once.
             expire_after: std::time::Duration::from_secs(self.expire_after_secs.max(1)),
+            transfers: imlog_domain::files::transfers::TransferTimeouts {
+                online_idle: std::time::Duration::from_secs(self.transfer_timeout_secs.max(1)),
+                online_transferring: std::time::Duration::from_secs(24 * 3600),
+                offline: std::time::Duration::from_secs(self.offline_expire_secs.max(1)),
+            },
         }
     }
 }

@@ -3,7 +3,8 @@
 //! JSON: they are raw HTTP bodies (docs/PROTOCOL.md, "Files").
 
 use crate::WireError;
-use imlog_events::{UploadId, UploadKind};
+use chrono::{DateTime, Utc};
+use imlog_events::{TaskId, TransferMode, TransferState, UploadId, UploadKind, UserId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The header carrying a chunk's SHA-256 (lower-case or upper-case hex).
@@ -60,6 +61,27 @@ pub struct ChunkAckView {
     pub size: u64,
     /// Chunks acknowledged so far (this one included).
     pub acked_chunks: u32,
+}
+
+/// A file transfer task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferView {
+    pub task_id: TaskId,
+    pub from: UserId,
+    pub to: UserId,
+    pub name: String,
+    pub size: u64,
+    pub mode: TransferMode,
+    pub state: TransferState,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Online: the WebSocket URL both join (`.../v1/transfers/{task_id}/ws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_url: Option<String>,
+    /// Offline: download it from `GET /v1/uploads/{upload_id}/content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<UploadId>,
+    pub offered_at: DateTime<Utc>,
 }
 
 macro_rules! string_value {

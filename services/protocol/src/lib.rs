@@ -21,8 +21,8 @@ mod views;
 
 pub use error::{ErrorCode, WireError};
 pub use files::{
-    ChunkAckView, ContentType, DeclareUpload, FileName, Sha256Hex, UploadStateView, UploadView,
-    CHUNK_SHA256_HEADER,
+    ChunkAckView, ContentType, DeclareUpload, FileName, Sha256Hex, TransferView, UploadStateView,
+    UploadView, CHUNK_SHA256_HEADER,
 };
 pub use frame::{error_reply, ok_reply, parse, Reply};
 pub use push::Push;
@@ -44,6 +44,6 @@ pub use views::{
 
 /// The ids a client names, re-exported so that a client needs this crate only.
 pub use imlog_events::{
-    GroupRole, MediaState, MessageId, MessageKind, SessionId, Sex, ThreadId, UploadId, UploadKind,
-    UserId,
+    GroupRole, MediaState, MessageId, MessageKind, SessionId, Sex, TaskId, ThreadId, TransferMode,
+    TransferState, UploadId, UploadKind, UserId,
 };

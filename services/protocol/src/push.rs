@@ -42,6 +42,17 @@ pub enum Push {
         upload_id: imlog_events::UploadId,
         state: imlog_events::MediaState,
     },
+    /// A friend offers you a file (online: join its relay; offline: it is
+    /// in `offline_files`).
+    FileOffer(crate::TransferView),
+    /// A transfer you are party to changed state (`done`, `refused`,
+    /// `cancelled`, `error`, or a relay state).
+    Transfer {
+        task_id: imlog_events::TaskId,
+        state: imlog_events::TransferState,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
     /// A friend came online or went offline.
     Presence {
         user_id: UserId,

@@ -8,7 +8,9 @@ use crate::values::{
 };
 use crate::{ErrorCode, WireError};
 use chrono::{DateTime, Utc};
-use imlog_events::{GroupRole, MessageId, Sex, ThreadId, UploadId, UploadKind, UserId};
+use imlog_events::{
+    GroupRole, MessageId, Sex, TaskId, ThreadId, TransferMode, UploadId, UploadKind, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,6 +209,34 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<PageSize>,
     },
+    /// Offer a friend a file. `online`: give `name` and `size`; both then
+    /// join the relay at `relay_url`. `offline`: give the `upload_id` of a
+    /// completed upload of yours; they fetch it when they like.
+    OfferFile {
+        #[serde(with = "id::positive")]
+        user_id: UserId,
+        mode: TransferMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<crate::FileName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_id: Option<UploadId>,
+    },
+    /// The receiver declines a transfer before it starts.
+    RefuseFile {
+        task_id: TaskId,
+    },
+    /// Either party gives up a transfer that has not ended.
+    CancelFile {
+        task_id: TaskId,
+    },
+    /// Offline files offered to you and not yet fetched, oldest first.
+    OfflineFiles {},
+    /// You have fetched an offline file: its record goes.
+    AckOfflineFile {
+        task_id: TaskId,
+    },
 }
 
 /// A paging cursor that is not an id (a position): 0 and below are the start.
@@ -281,6 +311,11 @@ impl Request {
             Request::SetRole { .. } => "set_role",
             Request::TransferOwnership { .. } => "transfer_ownership",
             Request::Members { .. } => "members",
+            Request::OfferFile { .. } => "offer_file",
+            Request::RefuseFile { .. } => "refuse_file",
+            Request::CancelFile { .. } => "cancel_file",
+            Request::OfflineFiles {} => "offline_files",
+            Request::AckOfflineFile { .. } => "ack_offline_file",
         }
     }
 
@@ -300,6 +335,28 @@ impl Request {
                 Err(WireError::bad_request(format!(
                     "at most {MAX_MEMBERS_PER_REQUEST} members per request"
                 )))
+            }
+            Request::OfferFile {
+                mode: TransferMode::Online,
+                name,
+                size,
+                upload_id,
+                ..
+            } if name.is_none() || size.is_none_or(|s| s == 0) || upload_id.is_some() => {
+                Err(WireError::bad_request(
+                    "an online offer names the file (name) and its size (from 1), and no upload_id",
+                ))
+            }
+            Request::OfferFile {
+                mode: TransferMode::Offline,
+                name,
+                size,
+                upload_id,
+                ..
+            } if upload_id.is_none() || name.is_some() || size.is_some() => {
+                Err(WireError::bad_request(
+                    "an offline offer names the upload_id of a completed upload of yours (its name and size come from it)",
+                ))
             }
             Request::AddMembers { members, .. } if members.is_empty() => Err(
                 WireError::bad_request("members must name at least one user"),

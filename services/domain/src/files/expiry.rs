@@ -1,7 +1,8 @@
 //! Expiry: an upload that received no chunk for `files.expire_after` (and
 //! is not whole: a whole one is the completion process's) is recorded as
-//! failed; the completion process then deletes what it had stored. Runs in
-//! the projector role, in one process at a time (a lease).
+//! failed; the completion process then deletes what it had stored. Stale
+//! file transfers end too. Runs in the projector role, in one process at a
+//! time (a lease).
 
 use super::FilesSettings;
 use crate::journal::{Journal, StoreError, Writes};
@@ -19,9 +20,18 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> Result<(), StoreError> {
     // Often enough that an upload outlives its limit by at most a tenth.
-    let every = (settings.expire_after / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let shortest = [
+        settings.expire_after,
+        settings.transfers.online_idle,
+        settings.transfers.offline,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(settings.expire_after);
+    let every = (shortest / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         expire_idle(journal, settings.expire_after).await?;
+        super::transfers::expire_stale(journal, &settings.transfers).await?;
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(every) => {}

@@ -8,6 +8,7 @@
 
 pub mod completion;
 pub mod expiry;
+pub mod transfers;
 
 use crate::accounts::Session;
 use crate::journal::{Journal, StoreError, Writes};
@@ -39,6 +40,8 @@ pub struct FilesSettings {
     pub max_bytes_in_flight: u64,
     /// An upload with no chunk for this long is ended and its parts deleted.
     pub expire_after: Duration,
+    /// How long file transfer tasks may wait.
+    pub transfers: transfers::TransferTimeouts,
 }
 
 impl Default for FilesSettings {
@@ -48,6 +51,11 @@ impl Default for FilesSettings {
             max_file_size: 4 << 30,
             max_bytes_in_flight: 8 << 30,
             expire_after: Duration::from_secs(24 * 3600),
+            transfers: transfers::TransferTimeouts {
+                online_idle: Duration::from_secs(600),
+                online_transferring: Duration::from_secs(24 * 3600),
+                offline: Duration::from_secs(7 * 24 * 3600),
+            },
         }
     }
 }
@@ -395,7 +403,7 @@ impl Files {
 
 /// The upload, once its declaration is projected (it may have been
 /// declared a moment ago on another instance).
-async fn find_upload(
+pub(crate) async fn find_upload(
     journal: &Journal,
     writes: &mut Writes,
     upload_id: UploadId,

@@ -1,0 +1,551 @@
+//! The online transfer relay (TeamTalk's file server, docs/PROTOCOL.md
+//! "Online transfer"): both parties of a task join
+//! `/v1/transfers/{task_id}/ws` on the gateway that offered it, the sender
+//! as `sender`, the receiver as `receiver`. The receiver pulls blocks
+//! (`offset`, `size`); each pull is passed to the sender, whose next binary
+//! frame is the block, passed back as a binary frame. Pulls are answered in
+//! order. Nothing is stored; at most [`MAX_PULLS`] pulls are outstanding and
+//! the receiver's queue is bounded, so a slow receiver slows the sender.
+//! Every state change is recorded as an event before both are told.
+
+use crate::http::AppState;
+use crate::Gateway;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use imlog_domain::accounts::Session;
+use imlog_domain::Writes;
+use imlog_events::{TaskId, TransferMode, TransferState};
+use imlog_projections::files::TransferRow;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// The largest block one pull may ask for.
+pub const MAX_BLOCK: u64 = 1024 * 1024;
+/// Pulls a receiver may have outstanding.
+pub const MAX_PULLS: usize = 4;
+/// Frames queued for one side (blocks, for the receiver).
+const OUTBOX: usize = MAX_PULLS;
+
+pub(crate) fn routes(app: Router<AppState>) -> Router<AppState> {
+    app.route("/v1/transfers/{task_id}/ws", get(upgrade))
+}
+
+/// What one side of a relay is sent.
+enum Out {
+    Text(String),
+    Block(Bytes),
+    /// The transfer ended: close with this reason.
+    Close(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Role {
+    Sender,
+    Receiver,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+}
+
+/// The relays this gateway runs, by task.
+#[derive(Default)]
+pub struct Relays {
+    rooms: Mutex<HashMap<TaskId, Room>>,
+}
+
+#[derive(Default)]
+struct Room {
+    sender: Option<mpsc::Sender<Out>>,
+    receiver: Option<mpsc::Sender<Out>>,
+    /// Pulls passed to the sender and not yet answered, oldest first.
+    pending: VecDeque<u64>,
+    transferring: bool,
+    ended: bool,
+}
+
+impl Room {
+    fn slot(&mut self, role: Role) -> &mut Option<mpsc::Sender<Out>> {
+        match role {
+            Role::Sender => &mut self.sender,
+            Role::Receiver => &mut self.receiver,
+        }
+    }
+
+    fn both(&self) -> Vec<mpsc::Sender<Out>> {
+        self.sender
+            .iter()
+            .chain(self.receiver.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+impl Relays {
+    fn with_room<T>(&self, task: TaskId, f: impl FnOnce(&mut Room) -> T) -> T {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        f(rooms.entry(task).or_default())
+    }
+
+    /// `role` left; the room goes once both have and the transfer ended.
+    fn leave(&self, task: TaskId, role: Role) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(room) = rooms.get_mut(&task) {
+            *room.slot(role) = None;
+            if room.sender.is_none() && room.receiver.is_none() {
+                rooms.remove(&task);
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Request {
+    Join { token: String, role: Role },
+    Pull { offset: u64, size: u64 },
+    Done {},
+    Refuse {},
+    Cancel {},
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    Path(task): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let gateway = state.gateway.clone();
+    ws.max_message_size(MAX_BLOCK as usize + 1024)
+        .max_frame_size(MAX_BLOCK as usize + 1024)
+        .on_upgrade(move |socket| async move {
+            let task = TaskId::parse(&task);
+            serve(socket, gateway, task).await;
+        })
+        .into_response()
+}
+
+fn event(name: &str, data: serde_json::Value) -> String {
+    let mut frame = json!({ "event": name });
+    if let (Some(frame), Some(data)) = (frame.as_object_mut(), data.as_object()) {
+        frame.extend(data.clone());
+    }
+    frame.to_string()
+}
+
+fn error(code: &str, message: impl Into<String>) -> String {
+    event(
+        "error",
+        json!({ "error": { "code": code, "message": message.into() } }),
+    )
+}
+
+fn state_event(state: TransferState, reason: &str) -> String {
+    event(
+        "state",
+        json!({ "state": state.as_str(), "reason": reason }),
+    )
+}
+
+/// A joined side: who, for which task.
+struct Joined {
+    session: Session,
+    task: TransferRow,
+    role: Role,
+}
+
+async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
+    let (mut sink, mut stream) = socket.split();
+    let joined = match join(&gateway, &mut stream, task).await {
+        Ok(joined) => joined,
+        Err(refusal) => {
+            let _ = sink.send(Message::Text(refusal.into())).await;
+            let frame = CloseFrame {
+                code: 4003,
+                reason: "not joined".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            return;
+        }
+    };
+    let Joined {
+        session,
+        task,
+        role,
+    } = joined;
+    let task_id = task.task_id;
+    let (tx, mut outbox) = mpsc::channel::<Out>(OUTBOX);
+    let relays = &gateway.relays;
+    let refused = relays.with_room(task_id, |room| {
+        if room.ended {
+            return Some("the transfer has ended".to_owned());
+        }
+        if room.slot(role).is_some() {
+            return Some(format!("the {} has joined already", role.name()));
+        }
+        *room.slot(role) = Some(tx.clone());
+        None
+    });
+    if let Some(why) = refused {
+        let _ = sink
+            .send(Message::Text(error("conflict", why).into()))
+            .await;
+        return;
+    }
+    let both = relays.with_room(task_id, |room| {
+        room.sender.is_some() && room.receiver.is_some()
+    });
+    let state = match (both, role) {
+        (true, _) => TransferState::WaitingTransfer,
+        (false, Role::Sender) => TransferState::WaitingReceiver,
+        (false, Role::Receiver) => TransferState::WaitingSender,
+    };
+    let relay = Relay {
+        gateway: &gateway,
+        session: &session,
+        task: &task,
+        role,
+    };
+    relay.announce(state, "").await;
+
+    let shutdown = gateway.shutdown.clone();
+    let ended = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    _ => break None,
+                };
+                match message {
+                    Message::Text(text) => {
+                        if let Some(end) = relay.on_request(text.as_str(), &tx).await {
+                            break Some(end);
+                        }
+                    }
+                    Message::Binary(block) => {
+                        if let Some(end) = relay.on_block(block).await {
+                            break Some(end);
+                        }
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            out = outbox.recv() => {
+                let message = match out {
+                    Some(Out::Text(text)) => Message::Text(text.into()),
+                    Some(Out::Block(bytes)) => Message::Binary(bytes),
+                    Some(Out::Close(reason)) => break Some(reason),
+                    None => break None,
+                };
+                if sink.send(message).await.is_err() {
+                    break None;
+                }
+            }
+            _ = shutdown.cancelled() => break None,
+        }
+    };
+    match ended {
+        Some(reason) => {
+            // Whatever the outbox still holds (the final state) goes first.
+            while let Ok(out) = outbox.try_recv() {
+                if let Out::Text(text) = out {
+                    let _ = sink.send(Message::Text(text.into())).await;
+                }
+            }
+            let frame = CloseFrame {
+                code: 1000,
+                reason: reason.into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        None => {
+            // This side left (or the gateway stops) before the end.
+            let reason = format!("the {} left", role.name());
+            relay.end(TransferState::Cancelled, &reason).await;
+        }
+    }
+    relays.leave(task_id, role);
+}
+
+/// Reads the `join` frame and checks it: a live token of a party to an
+/// online task relayed here that has not ended, in that party's role.
+async fn join(
+    gateway: &Gateway,
+    stream: &mut futures::stream::SplitStream<WebSocket>,
+    task: Option<TaskId>,
+) -> Result<Joined, String> {
+    let task_id = task.ok_or_else(|| error("bad_request", "the task id must be a UUID"))?;
+    let first = tokio::time::timeout(gateway.settings.login_timeout, stream.next())
+        .await
+        .map_err(|_| error("unauthenticated", "send join sooner after connecting"))?;
+    let Some(Ok(Message::Text(text))) = first else {
+        return Err(error("bad_request", "the first frame must be a join"));
+    };
+    let (token, role) = match serde_json::from_str::<Request>(text.as_str()) {
+        Ok(Request::Join { token, role }) => (token, role),
+        _ => {
+            return Err(error(
+                "bad_request",
+                r#"the first frame must be {"op":"join","token":...,"role":"sender"|"receiver"}"#,
+            ))
+        }
+    };
+    let session = gateway
+        .domain
+        .accounts
+        .authenticate(token.trim())
+        .await
+        .map_err(|e| {
+            let e = crate::error::ApiError::from(e);
+            error(e.code().as_str(), e.0.message)
+        })?;
+    let task = gateway
+        .domain
+        .transfers
+        .task(&mut Writes::default(), task_id)
+        .await
+        .map_err(|e| {
+            let e = crate::error::ApiError::from(e);
+            error(e.code().as_str(), e.0.message)
+        })?;
+    let party = match role {
+        Role::Sender => task.from,
+        Role::Receiver => task.to,
+    };
+    if session.user_id != party {
+        return Err(error(
+            "forbidden",
+            format!("you are not this transfer's {}", role.name()),
+        ));
+    }
+    if task.mode != TransferMode::Online {
+        return Err(error(
+            "bad_request",
+            "an offline transfer is downloaded, not relayed",
+        ));
+    }
+    if task.state.is_final() {
+        return Err(error(
+            "conflict",
+            format!("the transfer has ended ({})", task.state.as_str()),
+        ));
+    }
+    if task.relay.as_deref() != Some(gateway.settings.instance_id.as_str()) {
+        return Err(error(
+            "not_found",
+            format!(
+                "this transfer is relayed at {}",
+                task.relay_url
+                    .as_deref()
+                    .unwrap_or("another gateway, which is gone")
+            ),
+        ));
+    }
+    Ok(Joined {
+        session,
+        task,
+        role,
+    })
+}
+
+/// One side's view of the relay.
+struct Relay<'a> {
+    gateway: &'a Gateway,
+    session: &'a Session,
+    task: &'a TransferRow,
+    role: Role,
+}
+
+impl Relay<'_> {
+    fn relays(&self) -> &Relays {
+        &self.gateway.relays
+    }
+
+    /// Records `state`, then tells both sides.
+    async fn announce(&self, state: TransferState, reason: &str) {
+        let recorded = self
+            .gateway
+            .domain
+            .transfers
+            .record(
+                &mut Writes::default(),
+                Some(self.session.user_id),
+                self.task,
+                state,
+                reason,
+            )
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(task_id = %self.task.task_id, error = %e, "cannot record a transfer state");
+        }
+        let frame = state_event(state, reason);
+        for side in self
+            .relays()
+            .with_room(self.task.task_id, |room| room.both())
+        {
+            let _ = side.send(Out::Text(frame.clone())).await;
+        }
+    }
+
+    /// Ends the transfer (once): records it, tells both, closes both.
+    async fn end(&self, state: TransferState, reason: &str) -> String {
+        let first = self.relays().with_room(self.task.task_id, |room| {
+            !std::mem::replace(&mut room.ended, true)
+        });
+        if first {
+            self.announce(state, reason).await;
+            let sides = self
+                .relays()
+                .with_room(self.task.task_id, |room| room.both());
+            for side in sides {
+                let _ = side.try_send(Out::Close(reason.to_owned()));
+            }
+        }
+        reason.to_owned()
+    }
+
+    /// A text frame; `Some` when the transfer ended.
+    async fn on_request(&self, text: &str, me: &mpsc::Sender<Out>) -> Option<String> {
+        let reply = |frame: String| async move {
+            let _ = me.send(Out::Text(frame)).await;
+        };
+        let request = match serde_json::from_str::<Request>(text) {
+            Ok(request) => request,
+            Err(e) => {
+                reply(error("bad_request", format!("not a relay request: {e}"))).await;
+                return None;
+            }
+        };
+        match (request, self.role) {
+            (Request::Pull { offset, size }, Role::Receiver) => {
+                self.on_pull(offset, size, me).await;
+                None
+            }
+            (Request::Done {}, Role::Receiver) => Some(self.end(TransferState::Done, "").await),
+            (Request::Refuse {}, Role::Receiver) => {
+                let started = self
+                    .relays()
+                    .with_room(self.task.task_id, |room| room.transferring);
+                if started {
+                    reply(error(
+                        "conflict",
+                        "the transfer has started; cancel it instead",
+                    ))
+                    .await;
+                    return None;
+                }
+                Some(
+                    self.end(TransferState::Refused, "the receiver refused")
+                        .await,
+                )
+            }
+            (Request::Cancel {}, role) => {
+                let reason = format!("the {} cancelled", role.name());
+                Some(self.end(TransferState::Cancelled, &reason).await)
+            }
+            (Request::Join { .. }, _) => {
+                reply(error("conflict", "joined already")).await;
+                None
+            }
+            (_, role) => {
+                reply(error(
+                    "forbidden",
+                    format!("the {} cannot do that", role.name()),
+                ))
+                .await;
+                None
+            }
+        }
+    }
+
+    async fn on_pull(&self, offset: u64, size: u64, me: &mpsc::Sender<Out>) {
+        let file = self.task.size;
+        let fits = (1..=MAX_BLOCK).contains(&size)
+            && offset.checked_add(size).is_some_and(|end| end <= file);
+        if !fits {
+            let message = format!("pull 1-{MAX_BLOCK} bytes within the file's {file}: offset {offset} size {size} is not");
+            let _ = me.send(Out::Text(error("bad_request", message))).await;
+            return;
+        }
+        let (sender, first) = self.relays().with_room(self.task.task_id, |room| {
+            let Some(sender) = room.sender.clone() else {
+                return (Err("the sender has not joined"), false);
+            };
+            if room.pending.len() >= MAX_PULLS {
+                return (Err("too many pulls outstanding; wait for a block"), false);
+            }
+            room.pending.push_back(size);
+            let first = !std::mem::replace(&mut room.transferring, true);
+            (Ok(sender), first)
+        });
+        let sender = match sender {
+            Ok(sender) => sender,
+            Err(why) => {
+                let _ = me.send(Out::Text(error("conflict", why))).await;
+                return;
+            }
+        };
+        if first {
+            self.announce(TransferState::Transferring, "").await;
+        }
+        let pull = event("pull", json!({ "offset": offset, "size": size }));
+        let _ = sender.send(Out::Text(pull)).await;
+    }
+
+    /// A block from the sender: the answer to the oldest pull.
+    async fn on_block(&self, block: Bytes) -> Option<String> {
+        if self.role != Role::Sender {
+            return Some(
+                self.end(TransferState::Error, "the receiver sent data")
+                    .await,
+            );
+        }
+        let (expected, receiver) = self.relays().with_room(self.task.task_id, |room| {
+            (room.pending.pop_front(), room.receiver.clone())
+        });
+        let Some(expected) = expected else {
+            return Some(
+                self.end(
+                    TransferState::Error,
+                    "the sender sent a block nobody pulled",
+                )
+                .await,
+            );
+        };
+        if block.len() as u64 != expected {
+            let reason = format!(
+                "the sender sent {} bytes for a pull of {expected}",
+                block.len()
+            );
+            return Some(self.end(TransferState::Error, &reason).await);
+        }
+        match receiver {
+            // Waits while the receiver's queue is full: the sender's frames
+            // are not read meanwhile, so it slows down too.
+            Some(receiver) => {
+                metrics::counter!("imlog_transfer_relayed_bytes_total")
+                    .increment(block.len() as u64);
+                let _ = receiver.send(Out::Block(block)).await;
+                None
+            }
+            None => Some(
+                self.end(TransferState::Cancelled, "the receiver left")
+                    .await,
+            ),
+        }
+    }
+}
