@@ -102,6 +102,11 @@ pub struct UploadChunkAcked {
     /// What completion needs of this chunk: the part's ETag in a native
     /// multipart upload, or the key of the staged object.
     pub part: String,
+    /// The SHA-256 of every chunk as stored, when the gateway that stored
+    /// this one hashed them all in order (then completion need not read
+    /// the object back to verify it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_sha256: Option<String>,
 }
 
 /// Every chunk was assembled into the object and the whole file matched its

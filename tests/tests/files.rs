@@ -167,7 +167,10 @@ async fn resume_after_kill9(store: Store, backend: Backend) {
     assert_eq!(upload.chunk_size, 5 * MIB as u64, "S3's minimum part size");
     assert_eq!(upload.chunks, 3);
     let id = upload.upload_id;
-    files.put_chunk(id, 2, chunk(&bytes, 2)).await.unwrap();
+    files
+        .put_chunk_sha256(id, 2, chunk(&bytes, 2))
+        .await
+        .unwrap();
     files.put_chunk(id, 0, chunk(&bytes, 0)).await.unwrap();
     serve.kill9().await;
 
@@ -241,12 +244,18 @@ async fn bad_chunks_are_refused(store: Store) {
         v[12345] ^= 1;
         Bytes::from(v)
     };
-    let claimed = sha256_hex(&chunk(&bytes, 0));
+    let claimed = imlog_protocol::ChunkChecksum::Sha256(sha256_hex(&chunk(&bytes, 0)));
+    let e = alice
+        .put_chunk_claiming(id, 0, corrupted.clone(), &claimed)
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), ErrorCode::BadChecksum);
+    let claimed = imlog_protocol::ChunkChecksum::Crc32c(0x1234_5678);
     let e = alice
         .put_chunk_claiming(id, 0, corrupted, &claimed)
         .await
         .unwrap_err();
-    assert_eq!(code(e), ErrorCode::BadChecksum);
+    assert_eq!(code(e), ErrorCode::BadChecksum, "CRC-32C too");
     let short = chunk(&bytes, 0).slice(..MIB);
     let e = alice.put_chunk(id, 0, short).await.unwrap_err();
     assert_eq!(
@@ -278,8 +287,17 @@ async fn bad_chunks_are_refused(store: Store) {
     );
     match &store {
         Store::Local => {
-            let stored = files_under(&dir.path().join("objects"));
-            assert!(stored.is_empty(), "refused chunks left {stored:?}");
+            // Only the upload's staging file, made at declaration, with
+            // nothing written into it (sparse: no blocks).
+            use std::os::unix::fs::MetadataExt;
+            let objects = dir.path().join("objects");
+            let stored = files_under(&objects);
+            assert_eq!(stored.len(), 1, "{stored:?}");
+            assert!(stored[0].starts_with("staging"), "{stored:?}");
+            let blocks = std::fs::metadata(objects.join(&stored[0]))
+                .unwrap()
+                .blocks();
+            assert_eq!(blocks, 0, "refused chunks were written");
         }
         Store::S3(s3) => {
             let parts = s3_parts(s3, &multipart_id(&app, id).await);

@@ -370,6 +370,70 @@ async fn online_transfers_end_every_other_way() {
     let ended = sender.wait_state("cancelled", WAIT).await.unwrap();
     assert_eq!(ended["reason"], "the receiver left");
 
+    // The receiver leaves with blocks queued for it: the sender is told.
+    let offer = offer_online(&mut p.alice, p.bob_id, 4 * 1024 * 1024).await;
+    let url = offer.relay_url.clone().unwrap();
+    let mut sender = RelayClient::join(&url, &p.alice_token, "sender")
+        .await
+        .unwrap();
+    let mut receiver = RelayClient::join(&url, &p.bob_token, "receiver")
+        .await
+        .unwrap();
+    receiver.wait_state("waiting_transfer", WAIT).await.unwrap();
+    let mib = 1024 * 1024;
+    for i in 0..4u64 {
+        receiver.pull(i * mib, mib).await.unwrap();
+    }
+    let mut answered = 0;
+    while answered < 4 {
+        if let RelayFrame::Event(e) = sender.next(WAIT).await.unwrap() {
+            if e["event"] == "pull" {
+                sender.send_block(vec![7u8; mib as usize]).await.unwrap();
+                answered += 1;
+            }
+        }
+    }
+    receiver.close().await;
+    let ended = sender.wait_state("cancelled", WAIT).await.unwrap();
+    assert_eq!(ended["reason"], "the receiver left");
+
+    // Cancelled by op on the chat connection while both are on the relay:
+    // the relay closes both.
+    let offer = offer_online(&mut p.alice, p.bob_id, size).await;
+    let url = offer.relay_url.clone().unwrap();
+    let mut sender = RelayClient::join(&url, &p.alice_token, "sender")
+        .await
+        .unwrap();
+    let mut receiver = RelayClient::join(&url, &p.bob_token, "receiver")
+        .await
+        .unwrap();
+    receiver.wait_state("waiting_transfer", WAIT).await.unwrap();
+    p.alice
+        .call::<Value>(&Request::CancelFile {
+            task_id: offer.task_id,
+        })
+        .await
+        .unwrap();
+    let ended = receiver.wait_state("cancelled", WAIT).await.unwrap();
+    assert_eq!(ended["reason"], "the sender cancelled");
+    assert!(matches!(
+        receiver.next(WAIT).await.unwrap(),
+        RelayFrame::Closed(_)
+    ));
+    sender.wait_state("cancelled", WAIT).await.unwrap();
+    let states = states_until_final(&mut p.bob, offer.task_id).await;
+    assert_eq!(states.last(), Some(&TransferState::Cancelled));
+    assert!(
+        p.bob
+            .next_push(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none_or(
+                |push| !matches!(push, Push::Transfer { task_id, .. } if task_id == offer.task_id)
+            ),
+        "nothing after the final state"
+    );
+
     // Nobody joins: the task times out.
     let offer = offer_online(&mut p.alice, p.bob_id, size).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -90,6 +90,22 @@ impl Projection for Files {
                         ],
                     )
                     .await?;
+                if fresh == 0 {
+                    // Stored twice: the digest hashed on arrival may not be
+                    // of the copy the store kept.
+                    tx.execute(
+                        "UPDATE uploads SET received_sha256 = NULL, digest_blocked = true WHERE upload_id = $1",
+                        &[&e.upload_id.get()],
+                    )
+                    .await?;
+                } else if let Some(digest) = &e.received_sha256 {
+                    tx.execute(
+                        "UPDATE uploads SET received_sha256 = $2
+                         WHERE upload_id = $1 AND state = 'uploading' AND NOT digest_blocked",
+                        &[&e.upload_id.get(), digest],
+                    )
+                    .await?;
+                }
                 if fresh == 1 {
                     tx.execute(
                         "UPDATE uploads SET acked_chunks = acked_chunks + 1, acked_bytes = acked_bytes + $2,

@@ -33,6 +33,8 @@ pub struct UploadRow {
     pub acked_bytes: u64,
     /// The offset of the ack that made the chunks whole, once one did.
     pub completing_offset: Option<i64>,
+    /// The digest of all chunks as stored, if a gateway hashed them in order.
+    pub received_sha256: Option<String>,
     pub declared_at: DateTime<Utc>,
     pub active_at: DateTime<Utc>,
 }
@@ -94,7 +96,7 @@ pub struct ChunkRow {
 
 const COLUMNS: &str = "upload_id, owner, name, size, content_type, sha256, kind, object_key, chunk_size,
     chunks, multipart_id, state, failure, failure_detail, acked_chunks, acked_bytes, completing_offset,
-    declared_at, active_at";
+    declared_at, active_at, received_sha256";
 
 fn upload_row(r: &tokio_postgres::Row) -> UploadRow {
     let failure = r
@@ -123,6 +125,7 @@ fn upload_row(r: &tokio_postgres::Row) -> UploadRow {
         completing_offset: r.get(16),
         declared_at: r.get(17),
         active_at: r.get(18),
+        received_sha256: r.get(19),
     }
 }
 

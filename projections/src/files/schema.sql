@@ -20,6 +20,11 @@ CREATE TABLE uploads (
     -- The offset (in the upload's partition) of the ack that made the set
     -- of chunks whole: the completion process acts for that one only.
     completing_offset bigint,
+    -- The digest of all chunks as stored, if a gateway hashed them in order;
+    -- never trusted once any chunk was acknowledged twice (the store may
+    -- hold the second copy).
+    received_sha256 text,
+    digest_blocked boolean NOT NULL DEFAULT false,
     declared_at timestamptz NOT NULL,
     -- The last declare or ack: what expiry measures idleness from.
     active_at timestamptz NOT NULL,

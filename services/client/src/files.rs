@@ -6,8 +6,8 @@ use crate::{protocol, transport, ClientError, Result};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use imlog_protocol::{
-    ChunkAckView, DeclareUpload, UploadId, UploadStateView, UploadView, WireError,
-    CHUNK_SHA256_HEADER,
+    ChunkAckView, ChunkChecksum, DeclareUpload, UploadId, UploadStateView, UploadView, WireError,
+    CHUNK_CRC32C_HEADER, CHUNK_SHA256_HEADER,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -46,6 +46,11 @@ impl FilesClient {
         }
     }
 
+    /// The same user's handle on another address of the server (a proxy).
+    pub fn with_base(&self, base: &str) -> FilesClient {
+        FilesClient::new(base, &self.token)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -75,30 +80,46 @@ impl FilesClient {
         Self::answer(response).await
     }
 
-    /// Sends chunk `index` with its SHA-256.
+    /// Sends chunk `index` with its CRC-32C (cheap; the whole file's SHA-256
+    /// is checked at completion).
     pub async fn put_chunk(
         &self,
         upload_id: UploadId,
         index: u32,
         bytes: Bytes,
     ) -> Result<ChunkAckView> {
-        let sha = sha256_hex(&bytes);
+        let crc = ChunkChecksum::Crc32c(crc32c::crc32c(&bytes));
+        self.put_chunk_claiming(upload_id, index, bytes, &crc).await
+    }
+
+    /// Sends chunk `index` with its SHA-256.
+    pub async fn put_chunk_sha256(
+        &self,
+        upload_id: UploadId,
+        index: u32,
+        bytes: Bytes,
+    ) -> Result<ChunkAckView> {
+        let sha = ChunkChecksum::Sha256(sha256_hex(&bytes));
         self.put_chunk_claiming(upload_id, index, bytes, &sha).await
     }
 
-    /// Sends chunk `index` claiming the digest `sha256` (tests send wrong ones).
+    /// Sends chunk `index` claiming `checksum` (tests send wrong ones).
     pub async fn put_chunk_claiming(
         &self,
         upload_id: UploadId,
         index: u32,
         bytes: Bytes,
-        sha256: &str,
+        checksum: &ChunkChecksum,
     ) -> Result<ChunkAckView> {
+        let (name, value) = match checksum {
+            ChunkChecksum::Sha256(hex) => (CHUNK_SHA256_HEADER, hex.clone()),
+            ChunkChecksum::Crc32c(crc) => (CHUNK_CRC32C_HEADER, format!("{crc:08x}")),
+        };
         let response = self
             .http
             .put(self.url(&format!("/v1/uploads/{upload_id}/chunks/{index}")))
             .bearer_auth(&self.token)
-            .header(CHUNK_SHA256_HEADER, sha256)
+            .header(name, value)
             .body(bytes)
             .send()
             .await

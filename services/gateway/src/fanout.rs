@@ -125,15 +125,22 @@ pub struct Fanout {
     hub: Arc<Hub>,
     journal: Arc<Journal>,
     profiles: Arc<Profiles>,
+    relays: Arc<crate::transfers::Relays>,
     members: Members,
 }
 
 impl Fanout {
-    pub fn new(hub: Arc<Hub>, journal: Arc<Journal>, profiles: Arc<Profiles>) -> Fanout {
+    pub fn new(
+        hub: Arc<Hub>,
+        journal: Arc<Journal>,
+        profiles: Arc<Profiles>,
+        relays: Arc<crate::transfers::Relays>,
+    ) -> Fanout {
         Fanout {
             hub,
             journal,
             profiles,
+            relays,
             members: Members::default(),
         }
     }
@@ -358,11 +365,15 @@ async fn push_file_offer(f: &Fanout, _record: &Record, envelope: &Envelope) {
     f.hub.deliver_all([o.to], &offer.frame());
 }
 
-/// A transfer's state goes to both parties.
+/// A transfer's state goes to both parties; a final one also closes its
+/// relay, if this gateway holds it (a cancel or an expiry elsewhere).
 async fn push_transfer_state(f: &Fanout, _record: &Record, envelope: &Envelope) {
     let Event::TransferStateChanged(t) = &envelope.event else {
         return;
     };
+    if t.state.is_final() {
+        f.relays.close(t.task_id, t.state, &t.reason);
+    }
     let push = Push::Transfer {
         task_id: t.task_id,
         state: t.state,

@@ -4,8 +4,8 @@
 
 use crate::error::ApiError;
 use crate::http::{bearer, AppState, HttpError};
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,13 +15,15 @@ use futures::TryStreamExt;
 use imlog_domain::files::Files;
 use imlog_domain::Writes;
 use imlog_projections::files::UploadRow;
-use imlog_protocol::{DeclareUpload, ErrorCode, UploadId, CHUNK_SHA256_HEADER};
+use imlog_protocol::{
+    ChunkChecksum, DeclareUpload, ErrorCode, UploadId, CHUNK_CRC32C_HEADER, CHUNK_SHA256_HEADER,
+};
 use serde_json::json;
 use std::ops::Range;
 
 pub(crate) fn routes(app: Router<AppState>, files: &Files) -> Router<AppState> {
-    // A chunk body is read whole (to check its digest before storing it):
-    // allow the largest chunk any upload can have, and nothing more.
+    // A chunk body is read whole (to check its digest before storing it),
+    // after the token: at most the largest chunk any upload can have.
     let chunk_limit = usize::try_from(files.settings().max_chunk_size()).unwrap_or(usize::MAX);
     app.route("/v1/uploads", post(declare))
         .route("/v1/uploads/{upload_id}", get(progress).delete(cancel))
@@ -63,31 +65,23 @@ async fn put_chunk(
     State(state): State<AppState>,
     headers: HeaderMap,
     path: Result<Path<(String, u32)>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, HttpError> {
+    // Who asks, before a byte of the body is read.
     let session = bearer(&state, &headers).await?;
     let Path((upload, index)) =
         path.map_err(|_| ApiError::bad_request("the chunk index must be a number from 0"))?;
     let upload_id = upload_id(&upload)?;
-    let sha256 = headers
-        .get(CHUNK_SHA256_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "send the chunk's SHA-256 (hex) in the {CHUNK_SHA256_HEADER} header"
-            ))
-        })?
-        .trim()
-        .to_owned();
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "the chunk is larger than any chunk may be",
-            )
-        } else {
-            ApiError::bad_request(e.body_text())
-        }
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let checksum = ChunkChecksum::parse(header(CHUNK_SHA256_HEADER), header(CHUNK_CRC32C_HEADER))
+        .map_err(ApiError::from)?;
+    let files = &state.gateway.domain.files;
+    let limit = usize::try_from(files.settings().max_chunk_size()).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "the chunk is larger than any chunk may be, or its body broke off",
+        )
     })?;
     let ack = state
         .gateway
@@ -98,7 +92,7 @@ async fn put_chunk(
             &session,
             upload_id,
             index,
-            &sha256,
+            &checksum,
             bytes,
         )
         .await?;

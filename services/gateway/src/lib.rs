@@ -51,7 +51,7 @@ pub struct Gateway {
     pub hub: std::sync::Arc<hub::Hub>,
     pub presence: presence::PresenceGate,
     /// The online transfers this gateway relays.
-    pub relays: transfers::Relays,
+    pub relays: std::sync::Arc<transfers::Relays>,
     pub settings: GatewaySettings,
     pub connections: ConnectionLimit,
     pub shutdown: CancellationToken,

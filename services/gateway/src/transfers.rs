@@ -5,8 +5,11 @@
 //! (`offset`, `size`); each pull is passed to the sender, whose next binary
 //! frame is the block, passed back as a binary frame. Pulls are answered in
 //! order. Nothing is stored; at most [`MAX_PULLS`] pulls are outstanding and
-//! the receiver's queue is bounded, so a slow receiver slows the sender.
-//! Every state change is recorded as an event before both are told.
+//! the receiver's queue of blocks is bounded, so a slow receiver slows the
+//! sender. Control frames (states, pulls, errors) have their own queue, a
+//! few per pull at most, so telling a side something never waits on it.
+//! Every state change is recorded as an event before both are told; a final
+//! state recorded elsewhere (`cancel_file`, expiry) closes the room too.
 
 use crate::http::AppState;
 use crate::Gateway;
@@ -38,12 +41,19 @@ pub(crate) fn routes(app: Router<AppState>) -> Router<AppState> {
     app.route("/v1/transfers/{task_id}/ws", get(upgrade))
 }
 
-/// What one side of a relay is sent.
-enum Out {
+/// A control frame for one side of a relay.
+enum Ctrl {
     Text(String),
-    Block(Bytes),
     /// The transfer ended: close with this reason.
     Close(String),
+}
+
+/// How to reach one side.
+#[derive(Clone)]
+struct Side {
+    ctrl: mpsc::UnboundedSender<Ctrl>,
+    /// The receiver's blocks (bounded); `None` for the sender.
+    blocks: Option<mpsc::Sender<Bytes>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Deserialize)]
@@ -70,8 +80,8 @@ pub struct Relays {
 
 #[derive(Default)]
 struct Room {
-    sender: Option<mpsc::Sender<Out>>,
-    receiver: Option<mpsc::Sender<Out>>,
+    sender: Option<Side>,
+    receiver: Option<Side>,
     /// Pulls passed to the sender and not yet answered, oldest first.
     pending: VecDeque<u64>,
     transferring: bool,
@@ -79,29 +89,61 @@ struct Room {
 }
 
 impl Room {
-    fn slot(&mut self, role: Role) -> &mut Option<mpsc::Sender<Out>> {
+    fn slot(&mut self, role: Role) -> &mut Option<Side> {
         match role {
             Role::Sender => &mut self.sender,
             Role::Receiver => &mut self.receiver,
         }
     }
 
-    fn both(&self) -> Vec<mpsc::Sender<Out>> {
-        self.sender
-            .iter()
-            .chain(self.receiver.iter())
-            .cloned()
-            .collect()
+    /// Tells both sides (never waits).
+    fn tell(&self, frame: &str) {
+        for side in self.sender.iter().chain(self.receiver.iter()) {
+            let _ = side.ctrl.send(Ctrl::Text(frame.to_owned()));
+        }
+    }
+
+    fn close(&self, reason: &str) {
+        for side in self.sender.iter().chain(self.receiver.iter()) {
+            let _ = side.ctrl.send(Ctrl::Close(reason.to_owned()));
+        }
     }
 }
 
 impl Relays {
-    fn with_room<T>(&self, task: TaskId, f: impl FnOnce(&mut Room) -> T) -> T {
+    /// `f` on the task's room, if it has one.
+    fn room<T>(&self, task: TaskId, f: impl FnOnce(&mut Room) -> T) -> Option<T> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        f(rooms.entry(task).or_default())
+        rooms.get_mut(&task).map(f)
     }
 
-    /// `role` left; the room goes once both have and the transfer ended.
+    /// Takes `role`'s place in the task's room (made on first join): whether
+    /// both are there now, or why not.
+    fn enter(&self, task: TaskId, role: Role, side: Side) -> Result<bool, String> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms.entry(task).or_default();
+        if room.ended {
+            return Err("the transfer has ended".to_owned());
+        }
+        if room.slot(role).is_some() {
+            return Err(format!("the {} has joined already", role.name()));
+        }
+        *room.slot(role) = Some(side);
+        Ok(room.sender.is_some() && room.receiver.is_some())
+    }
+
+    /// A final state was recorded (here or elsewhere): both sides are told
+    /// and closed, once.
+    pub fn close(&self, task: TaskId, state: TransferState, reason: &str) {
+        self.room(task, |room| {
+            if !std::mem::replace(&mut room.ended, true) {
+                room.tell(&state_event(state, reason));
+                room.close(reason);
+            }
+        });
+    }
+
+    /// `role` left; the room goes once both have.
     fn leave(&self, task: TaskId, role: Role) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(room) = rooms.get_mut(&task) {
@@ -129,11 +171,21 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let gateway = state.gateway.clone();
+    // A relay socket takes a connection slot like a chat session.
+    let Ok(permit) = gateway.connections.clone().try_acquire_owned() else {
+        metrics::counter!("imlog_gateway_connections_refused_total").increment(1);
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ok": false, "error": { "code": "unavailable", "message": "this gateway is full; retry" } })),
+        )
+            .into_response();
+    };
     ws.max_message_size(MAX_BLOCK as usize + 1024)
         .max_frame_size(MAX_BLOCK as usize + 1024)
         .on_upgrade(move |socket| async move {
             let task = TaskId::parse(&task);
             serve(socket, gateway, task).await;
+            drop(permit);
         })
         .into_response()
 }
@@ -187,27 +239,27 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
         role,
     } = joined;
     let task_id = task.task_id;
-    let (tx, mut outbox) = mpsc::channel::<Out>(OUTBOX);
+    let (ctrl, mut ctrl_rx) = mpsc::unbounded_channel::<Ctrl>();
+    let (blocks, mut blocks_rx) = mpsc::channel::<Bytes>(OUTBOX);
+    let side = Side {
+        ctrl: ctrl.clone(),
+        blocks: (role == Role::Receiver).then_some(blocks),
+    };
     let relays = &gateway.relays;
-    let refused = relays.with_room(task_id, |room| {
-        if room.ended {
-            return Some("the transfer has ended".to_owned());
+    let both = match relays.enter(task_id, role, side) {
+        Ok(both) => both,
+        Err(why) => {
+            let _ = sink
+                .send(Message::Text(error("conflict", why).into()))
+                .await;
+            let frame = CloseFrame {
+                code: 4003,
+                reason: "not joined".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            return;
         }
-        if room.slot(role).is_some() {
-            return Some(format!("the {} has joined already", role.name()));
-        }
-        *room.slot(role) = Some(tx.clone());
-        None
-    });
-    if let Some(why) = refused {
-        let _ = sink
-            .send(Message::Text(error("conflict", why).into()))
-            .await;
-        return;
-    }
-    let both = relays.with_room(task_id, |room| {
-        room.sender.is_some() && room.receiver.is_some()
-    });
+    };
     let state = match (both, role) {
         (true, _) => TransferState::WaitingTransfer,
         (false, Role::Sender) => TransferState::WaitingReceiver,
@@ -231,12 +283,12 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
                 };
                 match message {
                     Message::Text(text) => {
-                        if let Some(end) = relay.on_request(text.as_str(), &tx).await {
+                        if let Some(end) = relay.on_request(text.as_str(), &ctrl).await {
                             break Some(end);
                         }
                     }
                     Message::Binary(block) => {
-                        if let Some(end) = relay.on_block(block).await {
+                        if let Some(end) = relay.on_block(block, &shutdown).await {
                             break Some(end);
                         }
                     }
@@ -244,27 +296,32 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
-            out = outbox.recv() => {
-                let message = match out {
-                    Some(Out::Text(text)) => Message::Text(text.into()),
-                    Some(Out::Block(bytes)) => Message::Binary(bytes),
-                    Some(Out::Close(reason)) => break Some(reason),
+            out = ctrl_rx.recv() => {
+                let text = match out {
+                    Some(Ctrl::Text(text)) => text,
+                    Some(Ctrl::Close(reason)) => break Some(reason),
                     None => break None,
                 };
-                if sink.send(message).await.is_err() {
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break None;
+                }
+            }
+            Some(block) = blocks_rx.recv() => {
+                if sink.send(Message::Binary(block)).await.is_err() {
                     break None;
                 }
             }
             _ = shutdown.cancelled() => break None,
         }
     };
+    // Out of the room first: nobody waits on this side any more.
+    relays.leave(task_id, role);
+    drop(blocks_rx);
     match ended {
         Some(reason) => {
-            // Whatever the outbox still holds (the final state) goes first.
-            while let Ok(out) = outbox.try_recv() {
-                if let Out::Text(text) = out {
-                    let _ = sink.send(Message::Text(text.into())).await;
-                }
+            // What was said before the close (the final state) goes first.
+            while let Ok(Ctrl::Text(text)) = ctrl_rx.try_recv() {
+                let _ = sink.send(Message::Text(text.into())).await;
             }
             let frame = CloseFrame {
                 code: 1000,
@@ -278,7 +335,6 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
             relay.end(TransferState::Cancelled, &reason).await;
         }
     }
-    relays.leave(task_id, role);
 }
 
 /// Reads the `join` frame and checks it: a live token of a party to an
@@ -375,8 +431,8 @@ impl Relay<'_> {
         &self.gateway.relays
     }
 
-    /// Records `state`, then tells both sides.
-    async fn announce(&self, state: TransferState, reason: &str) {
+    /// Records `state`; true if it was (not if the transfer had ended).
+    async fn record(&self, state: TransferState, reason: &str) -> bool {
         let recorded = self
             .gateway
             .domain
@@ -389,39 +445,40 @@ impl Relay<'_> {
                 reason,
             )
             .await;
-        if let Err(e) = recorded {
-            tracing::warn!(task_id = %self.task.task_id, error = %e, "cannot record a transfer state");
-        }
-        let frame = state_event(state, reason);
-        for side in self
-            .relays()
-            .with_room(self.task.task_id, |room| room.both())
-        {
-            let _ = side.send(Out::Text(frame.clone())).await;
+        match recorded {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::warn!(task_id = %self.task.task_id, error = %e, "cannot record a transfer state");
+                false
+            }
         }
     }
 
-    /// Ends the transfer (once): records it, tells both, closes both.
+    /// Records `state`, then tells both sides.
+    async fn announce(&self, state: TransferState, reason: &str) {
+        if self.record(state, reason).await {
+            let frame = state_event(state, reason);
+            self.relays()
+                .room(self.task.task_id, |room| room.tell(&frame));
+        }
+    }
+
+    /// Ends the transfer (once): records it, tells both, closes both (with
+    /// the reason even when it could not be recorded).
     async fn end(&self, state: TransferState, reason: &str) -> String {
-        let first = self.relays().with_room(self.task.task_id, |room| {
-            !std::mem::replace(&mut room.ended, true)
-        });
+        let task = self.task.task_id;
+        let first = self.relays().room(task, |room| !room.ended).unwrap_or(true);
         if first {
-            self.announce(state, reason).await;
-            let sides = self
-                .relays()
-                .with_room(self.task.task_id, |room| room.both());
-            for side in sides {
-                let _ = side.try_send(Out::Close(reason.to_owned()));
-            }
+            self.record(state, reason).await;
+            self.relays().close(task, state, reason);
         }
         reason.to_owned()
     }
 
     /// A text frame; `Some` when the transfer ended.
-    async fn on_request(&self, text: &str, me: &mpsc::Sender<Out>) -> Option<String> {
+    async fn on_request(&self, text: &str, me: &mpsc::UnboundedSender<Ctrl>) -> Option<String> {
         let reply = |frame: String| async move {
-            let _ = me.send(Out::Text(frame)).await;
+            let _ = me.send(Ctrl::Text(frame));
         };
         let request = match serde_json::from_str::<Request>(text) {
             Ok(request) => request,
@@ -439,7 +496,8 @@ impl Relay<'_> {
             (Request::Refuse {}, Role::Receiver) => {
                 let started = self
                     .relays()
-                    .with_room(self.task.task_id, |room| room.transferring);
+                    .room(self.task.task_id, |room| room.transferring)
+                    .unwrap_or(false);
                 if started {
                     reply(error(
                         "conflict",
@@ -472,16 +530,16 @@ impl Relay<'_> {
         }
     }
 
-    async fn on_pull(&self, offset: u64, size: u64, me: &mpsc::Sender<Out>) {
+    async fn on_pull(&self, offset: u64, size: u64, me: &mpsc::UnboundedSender<Ctrl>) {
         let file = self.task.size;
         let fits = (1..=MAX_BLOCK).contains(&size)
             && offset.checked_add(size).is_some_and(|end| end <= file);
         if !fits {
             let message = format!("pull 1-{MAX_BLOCK} bytes within the file's {file}: offset {offset} size {size} is not");
-            let _ = me.send(Out::Text(error("bad_request", message))).await;
+            let _ = me.send(Ctrl::Text(error("bad_request", message)));
             return;
         }
-        let (sender, first) = self.relays().with_room(self.task.task_id, |room| {
+        let pulled = self.relays().room(self.task.task_id, |room| {
             let Some(sender) = room.sender.clone() else {
                 return (Err("the sender has not joined"), false);
             };
@@ -492,10 +550,11 @@ impl Relay<'_> {
             let first = !std::mem::replace(&mut room.transferring, true);
             (Ok(sender), first)
         });
+        let (sender, first) = pulled.unwrap_or((Err("the transfer has ended"), false));
         let sender = match sender {
             Ok(sender) => sender,
             Err(why) => {
-                let _ = me.send(Out::Text(error("conflict", why))).await;
+                let _ = me.send(Ctrl::Text(error("conflict", why)));
                 return;
             }
         };
@@ -503,20 +562,27 @@ impl Relay<'_> {
             self.announce(TransferState::Transferring, "").await;
         }
         let pull = event("pull", json!({ "offset": offset, "size": size }));
-        let _ = sender.send(Out::Text(pull)).await;
+        let _ = sender.ctrl.send(Ctrl::Text(pull));
     }
 
     /// A block from the sender: the answer to the oldest pull.
-    async fn on_block(&self, block: Bytes) -> Option<String> {
+    async fn on_block(
+        &self,
+        block: Bytes,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<String> {
         if self.role != Role::Sender {
             return Some(
                 self.end(TransferState::Error, "the receiver sent data")
                     .await,
             );
         }
-        let (expected, receiver) = self.relays().with_room(self.task.task_id, |room| {
-            (room.pending.pop_front(), room.receiver.clone())
-        });
+        let (expected, receiver) = self
+            .relays()
+            .room(self.task.task_id, |room| {
+                (room.pending.pop_front(), room.receiver.clone())
+            })
+            .unwrap_or((None, None));
         let Some(expected) = expected else {
             return Some(
                 self.end(
@@ -533,19 +599,22 @@ impl Relay<'_> {
             );
             return Some(self.end(TransferState::Error, &reason).await);
         }
-        match receiver {
-            // Waits while the receiver's queue is full: the sender's frames
-            // are not read meanwhile, so it slows down too.
-            Some(receiver) => {
-                metrics::counter!("imlog_transfer_relayed_bytes_total")
-                    .increment(block.len() as u64);
-                let _ = receiver.send(Out::Block(block)).await;
-                None
-            }
-            None => Some(
+        let Some(blocks) = receiver.and_then(|r| r.blocks) else {
+            return Some(
                 self.end(TransferState::Cancelled, "the receiver left")
                     .await,
-            ),
+            );
+        };
+        metrics::counter!("imlog_transfer_relayed_bytes_total").increment(block.len() as u64);
+        // Waits while the receiver's queue is full: the sender's frames are
+        // not read meanwhile, so it slows down too.
+        tokio::select! {
+            sent = blocks.send(block) => match sent {
+                Ok(()) => None,
+                // Its task ended: it left.
+                Err(_) => Some(self.end(TransferState::Cancelled, "the receiver left").await),
+            },
+            _ = shutdown.cancelled() => Some("the server is shutting down".to_owned()),
         }
     }
 }

@@ -278,6 +278,7 @@ impl Application {
                     gateway.hub.clone(),
                     journal.clone(),
                     gateway.domain.profiles.clone(),
+                    gateway.relays.clone(),
                 );
                 tasks.spawn(fanout::run(Arc::new(fanout), shutdown.clone()));
                 tasks.spawn(load::run(gateway.clone(), shutdown.clone()));

@@ -155,6 +155,9 @@ pub struct S3Settings {
     pub secret_access_key: Secret,
     /// Plain http endpoints (MinIO on localhost).
     pub allow_http: bool,
+    /// Send parts as `UNSIGNED-PAYLOAD` (no SHA-256 of every part for the
+    /// signature); meant for https endpoints.
+    pub unsigned_payload: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +205,7 @@ impl Settings {
                     access_key_id: s3.access_key_id.expose().to_owned(),
                     secret_access_key: s3.secret_access_key.expose().to_owned(),
                     allow_http: s3.allow_http,
+                    unsigned_payload: s3.unsigned_payload,
                 })
             }
         }
@@ -270,6 +274,7 @@ impl Default for S3Settings {
             access_key_id: Secret::default(),
             secret_access_key: Secret::default(),
             allow_http: false,
+            unsigned_payload: false,
         }
     }
 }

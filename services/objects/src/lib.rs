@@ -36,6 +36,10 @@ pub struct S3Location {
     pub secret_access_key: String,
     /// Plain `http://` endpoints (a local MinIO).
     pub allow_http: bool,
+    /// Send parts without signing their bytes (`UNSIGNED-PAYLOAD`): saves
+    /// hashing every byte once more; use it over TLS, where the transport
+    /// protects them (imlog checks every file's SHA-256 itself).
+    pub unsigned_payload: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,8 @@ pub enum ObjectsError {
 pub struct Objects {
     store: Arc<dyn ObjectStore>,
     multipart: Option<Arc<dyn MultipartStore>>,
+    /// The directory of a local store: uploads write chunks in place there.
+    local_root: Option<PathBuf>,
     backend: &'static str,
 }
 
@@ -82,9 +88,11 @@ impl Objects {
                 };
                 std::fs::create_dir_all(dir).map_err(local_err)?;
                 let store = LocalFileSystem::new_with_prefix(dir).map_err(ObjectsError::Config)?;
+                let root = std::fs::canonicalize(dir).map_err(local_err)?;
                 Ok(Objects {
                     store: Arc::new(store),
                     multipart: None,
+                    local_root: Some(root),
                     backend: "local",
                 })
             }
@@ -95,6 +103,7 @@ impl Objects {
                     .with_access_key_id(&s3.access_key_id)
                     .with_secret_access_key(&s3.secret_access_key)
                     .with_allow_http(s3.allow_http)
+                    .with_unsigned_payload(s3.unsigned_payload)
                     // Path-style (`endpoint/bucket/key`): what MinIO and s3s expect.
                     .with_virtual_hosted_style_request(false);
                 if let Some(endpoint) = &s3.endpoint {
@@ -104,6 +113,7 @@ impl Objects {
                 Ok(Objects {
                     store: store.clone(),
                     multipart: Some(store),
+                    local_root: None,
                     backend: "s3",
                 })
             }
@@ -118,6 +128,7 @@ impl Objects {
         Objects {
             store,
             multipart,
+            local_root: None,
             backend: "custom",
         }
     }

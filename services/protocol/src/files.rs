@@ -9,6 +9,54 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The header carrying a chunk's SHA-256 (lower-case or upper-case hex).
 pub const CHUNK_SHA256_HEADER: &str = "x-chunk-sha256";
+/// Or: the header carrying its CRC-32C (Castagnoli), 8 hex digits — much
+/// cheaper to compute; the whole file is still checked against its SHA-256.
+pub const CHUNK_CRC32C_HEADER: &str = "x-chunk-crc32c";
+
+/// What a chunk's bytes must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkChecksum {
+    Sha256(String),
+    Crc32c(u32),
+}
+
+impl ChunkChecksum {
+    /// From the request's headers (`sha256` or `crc32c` value, as sent).
+    pub fn parse(sha256: Option<&str>, crc32c: Option<&str>) -> Result<ChunkChecksum, WireError> {
+        match (sha256.map(str::trim), crc32c.map(str::trim)) {
+            (Some(sha), None) => Sha256Hex::parse(sha)
+                .map(|h| ChunkChecksum::Sha256(h.0))
+                .map_err(|_| WireError::bad_request("X-Chunk-SHA256 must be 64 hexadecimal digits")),
+            (None, Some(crc)) if crc.len() == 8 => u32::from_str_radix(crc, 16)
+                .map(ChunkChecksum::Crc32c)
+                .map_err(|_| WireError::bad_request("X-Chunk-CRC32C must be 8 hexadecimal digits")),
+            (None, Some(_)) => Err(WireError::bad_request("X-Chunk-CRC32C must be 8 hexadecimal digits")),
+            _ => Err(WireError::bad_request(
+                "send the chunk's checksum in one header: X-Chunk-SHA256 (hex) or X-Chunk-CRC32C (8 hex digits)",
+            )),
+        }
+    }
+
+    /// Of `bytes`, in the same algorithm.
+    pub fn of(&self, bytes: &[u8]) -> ChunkChecksum {
+        use sha2::Digest;
+        match self {
+            ChunkChecksum::Sha256(_) => {
+                ChunkChecksum::Sha256(hex::encode(sha2::Sha256::digest(bytes)))
+            }
+            ChunkChecksum::Crc32c(_) => ChunkChecksum::Crc32c(crc32c::crc32c(bytes)),
+        }
+    }
+}
+
+impl std::fmt::Display for ChunkChecksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkChecksum::Sha256(hex) => write!(f, "SHA-256 {hex}"),
+            ChunkChecksum::Crc32c(crc) => write!(f, "CRC-32C {crc:08x}"),
+        }
+    }
+}
 
 /// `POST /v1/uploads`: what the client is about to upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,8 +21,8 @@ mod views;
 
 pub use error::{ErrorCode, WireError};
 pub use files::{
-    ChunkAckView, ContentType, DeclareUpload, FileName, Sha256Hex, TransferView, UploadStateView,
-    UploadView, CHUNK_SHA256_HEADER,
+    ChunkAckView, ChunkChecksum, ContentType, DeclareUpload, FileName, Sha256Hex, TransferView,
+    UploadStateView, UploadView, CHUNK_CRC32C_HEADER, CHUNK_SHA256_HEADER,
 };
 pub use frame::{error_reply, ok_reply, parse, Reply};
 pub use push::Push;

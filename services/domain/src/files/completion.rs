@@ -116,7 +116,14 @@ impl UploadCompletion {
         let parts = chunks.into_iter().map(|c| c.part).collect();
         let assembled = self
             .objects
-            .assemble(&key, &parts_of(&upload), parts, upload.size, &upload.sha256)
+            .assemble(
+                &key,
+                &parts_of(&upload),
+                parts,
+                upload.size,
+                &upload.sha256,
+                upload.received_sha256.as_deref(),
+            )
             .await;
         let end: Event = match assembled {
             Ok(Assembled::Verified) => UploadCompleted {
@@ -190,7 +197,9 @@ fn other(e: FilesError) -> ProcessError {
 /// than the store being unreachable for a while).
 fn parts_lost(e: &object_store::Error) -> bool {
     let text = e.to_string();
-    matches!(e, object_store::Error::NotFound { .. })
-        || text.contains("NoSuchUpload")
+    matches!(
+        e,
+        object_store::Error::NotFound { .. } | object_store::Error::NotSupported { .. }
+    ) || text.contains("NoSuchUpload")
         || text.contains("InvalidPart")
 }

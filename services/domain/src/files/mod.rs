@@ -7,6 +7,7 @@
 //! ranged reads, authorised on every request.
 
 pub mod completion;
+mod digest;
 pub mod expiry;
 pub mod transfers;
 
@@ -19,8 +20,9 @@ use imlog_events::{
 };
 use imlog_objects::{ObjectKey, Objects, Parts, Read};
 use imlog_projections::files::{UploadRow, UploadState};
-use imlog_protocol::{ChunkAckView, DeclareUpload, OutgoingMedia, UploadStateView, UploadView};
-use sha2::{Digest, Sha256};
+use imlog_protocol::{
+    ChunkAckView, ChunkChecksum, DeclareUpload, OutgoingMedia, UploadStateView, UploadView,
+};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +125,8 @@ pub struct Files {
     journal: Arc<Journal>,
     objects: Objects,
     settings: FilesSettings,
+    /// Whole-file digests of the uploads whose chunks come here in order.
+    digests: digest::Digests,
 }
 
 impl Files {
@@ -131,6 +135,7 @@ impl Files {
             journal,
             objects,
             settings,
+            digests: Default::default(),
         }
     }
 
@@ -171,7 +176,7 @@ impl Files {
         let object_key = ObjectKey::generate(imlog_objects::Namespace::Uploads);
         let parts = self
             .objects
-            .begin_upload(&object_key, upload_id.get())
+            .begin_upload(&object_key, upload_id.get(), size)
             .await
             .map_err(objects_error)?;
         let chunk_size = self.settings.chunk_size_for(size);
@@ -219,7 +224,7 @@ impl Files {
         session: &Session,
         upload_id: UploadId,
         index: u32,
-        sha256: &str,
+        checksum: &ChunkChecksum,
         bytes: Bytes,
     ) -> Result<ChunkAckView, FilesError> {
         let upload = self.own_upload(writes, session, upload_id).await?;
@@ -244,9 +249,15 @@ impl Files {
                 got,
             });
         }
-        let found = hex::encode(Sha256::digest(&bytes));
-        if !found.eq_ignore_ascii_case(sha256) {
-            return Err(FilesError::ChunkChecksum { index, found });
+        let (claimed, chunk) = (checksum.clone(), bytes.clone());
+        let found = tokio::task::spawn_blocking(move || claimed.of(&chunk))
+            .await
+            .map_err(|e| FilesError::Objects(format!("checksum task: {e}")))?;
+        if found != *checksum {
+            return Err(FilesError::ChunkChecksum {
+                index,
+                found: found.to_string(),
+            });
         }
         let read = self.journal.read();
         if read
@@ -263,20 +274,39 @@ impl Files {
             });
         }
         let key = object_key(&upload)?;
+        let offset = u64::from(index) * upload.chunk_size;
         let part = self
             .objects
-            .put_chunk(&key, &parts_of(&upload), index, bytes)
+            .put_chunk(&key, &parts_of(&upload), index, offset, bytes.clone())
             .await
-            .map_err(objects_error)?;
+            .map_err(|e| match e {
+                // The staging file is gone (cancelled, expired, assembled),
+                // or S3 no longer knows the multipart upload.
+                object_store::Error::NotFound { .. } => FilesError::Ended(upload_id, "ended"),
+                e if e.to_string().contains("NoSuchUpload") => {
+                    FilesError::Ended(upload_id, "ended")
+                }
+                e => objects_error(e),
+            })?;
+        let fresh = upload.acked_chunks == 0;
+        let received_sha256 = self
+            .digests
+            .feed(upload_id, upload.chunks, index, &bytes, fresh)
+            .await;
         let ack = UploadChunkAcked {
             upload_id,
             index,
             size: got,
             part,
+            received_sha256,
         };
+        let digested = ack.received_sha256.is_some();
         self.journal
             .append(writes, Some(session.user_id), ack)
             .await?;
+        if digested {
+            self.digests.forget(upload_id);
+        }
         metrics::counter!("imlog_upload_chunks_total").increment(1);
         metrics::counter!("imlog_upload_bytes_total").increment(got);
         Ok(ChunkAckView {
@@ -352,13 +382,16 @@ impl Files {
         upload_id: UploadId,
     ) -> Result<UploadRow, FilesError> {
         let upload = self.find(writes, upload_id).await?;
-        let allowed = upload.owner == session.user_id
-            || self
-                .journal
-                .read()
-                .may_download(upload_id, session.user_id)
-                .await
-                .map_err(StoreError::from)?;
+        let read = self.journal.read();
+        let may = || read.may_download(upload_id, session.user_id);
+        let mut allowed =
+            upload.owner == session.user_id || may().await.map_err(StoreError::from)?;
+        if !allowed {
+            // Sent a moment ago (its push can come before its projection)?
+            self.journal.settle_topic(Topic::Messages).await?;
+            self.journal.settle_topic(Topic::Files).await?;
+            allowed = may().await.map_err(StoreError::from)?;
+        }
         if !allowed {
             return Err(FilesError::NotAllowed(upload_id));
         }

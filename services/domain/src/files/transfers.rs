@@ -186,6 +186,7 @@ impl Transfers {
             "the receiver refused",
         )
         .await
+        .map(|_| ())
     }
 
     /// Either party gives up.
@@ -209,6 +210,7 @@ impl Transfers {
             &format!("{who} cancelled"),
         )
         .await
+        .map(|_| ())
     }
 
     /// Offline files offered to you and not yet fetched.
@@ -255,9 +257,12 @@ impl Transfers {
             "",
         )
         .await
+        .map(|_| ())
     }
 
-    /// Records a state of `task` (the relay's transitions come through here).
+    /// Records a state of `task` (the relay's transitions come through
+    /// here) unless the task has ended meanwhile (a cancel on another
+    /// connection, expiry): then nothing is recorded and it answers false.
     pub async fn record(
         &self,
         writes: &mut Writes,
@@ -265,7 +270,19 @@ impl Transfers {
         task: &TransferRow,
         state: TransferState,
         reason: &str,
-    ) -> Result<(), TransfersError> {
+    ) -> Result<bool, TransfersError> {
+        self.journal
+            .settle_partition(Topic::Files, &task_key(task.task_id))
+            .await?;
+        let now = self
+            .journal
+            .read()
+            .transfer(task.task_id)
+            .await
+            .map_err(StoreError::from)?;
+        if now.is_some_and(|t| t.state.is_final()) {
+            return Ok(false);
+        }
         let changed = TransferStateChanged {
             task_id: task.task_id,
             from: task.from,
@@ -276,7 +293,7 @@ impl Transfers {
         self.journal.append(writes, actor, changed).await?;
         self.journal.settle(writes, &[Topic::Files]).await?;
         tracing::info!(task_id = %task.task_id, state = state.as_str(), reason, "transfer state");
-        Ok(())
+        Ok(true)
     }
 
     /// A task `session` is party to that has not ended.

@@ -33,12 +33,8 @@ impl ProcessManager for MediaDelivery {
 
     async fn react(&self, journal: &Journal, trigger: &Trigger<'_>) -> Result<(), ProcessError> {
         match &trigger.envelope.event {
-            Event::UploadCompleted(e) => {
-                upload_ended(journal, trigger, e.upload_id, MediaState::Uploaded).await
-            }
-            Event::UploadFailed(e) => {
-                upload_ended(journal, trigger, e.upload_id, MediaState::Failed).await
-            }
+            Event::UploadCompleted(e) => upload_ended(journal, trigger, e.upload_id).await,
+            Event::UploadFailed(e) => upload_ended(journal, trigger, e.upload_id).await,
             Event::MessagePosted(m) => {
                 let Some(media) = m
                     .media
@@ -83,13 +79,28 @@ struct Posted {
     upload_id: UploadId,
 }
 
-/// Settles every message posted so far that shows `upload_id`.
+/// Settles every message posted so far that shows `upload_id`, the way
+/// the upload ended (the first end in the log: a cancel racing completion
+/// can append both).
 async fn upload_ended(
     journal: &Journal,
     trigger: &Trigger<'_>,
     upload_id: UploadId,
-    state: MediaState,
 ) -> Result<(), ProcessError> {
+    journal
+        .settle_partition(Topic::Files, &upload_key(upload_id))
+        .await?;
+    let ended = journal
+        .read()
+        .upload(upload_id)
+        .await
+        .map_err(StoreError::from)?
+        .map(|u| u.state);
+    let state = match ended {
+        Some(UploadState::Completed) => MediaState::Uploaded,
+        Some(UploadState::Failed(_)) => MediaState::Failed,
+        Some(UploadState::Uploading) | None => return Ok(()),
+    };
     journal.settle_topic(Topic::Messages).await?;
     let messages = journal
         .read()
