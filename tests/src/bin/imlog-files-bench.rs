@@ -3,12 +3,13 @@
 //! `object_store` (or the filesystem) in the same run.
 //!
 //!   cargo run --release -p imlog-tests --bin imlog-files-bench -- \
-//!       [--mib 1024] [--window 8] [--chunk-mib 8] [--latency-mib 256]
+//!       [--mib 1024] [--window 8] [--runs 3] [--chunk-mib 8] [--latency-mib 256]
 //!       [--latency-window 16] [--s3-only] [--unsigned-payload]
 //!
 //! For the local store (always) and the S3 server named by
 //! `IMLOG_TEST_S3_*` (when set), prints MB/s of: a windowed upload
-//! (declare → every chunk acked → completed and verified), a stop-and-wait
+//! (declare → every chunk acked → completed and verified; after a warm-up,
+//! the median of `--runs`, alternating with the baseline), a stop-and-wait
 //! upload (window 1, as the original), four uploads at once, and a ranged
 //! download (8 MiB ranges, 4 in flight); the baselines are an fsync'd file
 //! write (local) or a raw `object_store` multipart upload with 8 MiB parts,
@@ -39,6 +40,8 @@ struct Args {
     chunk_mib: usize,
     /// Only the S3 rows.
     s3_only: bool,
+    /// Measured runs of the main upload and its baseline (medians).
+    runs: usize,
     /// imlog (and a second baseline) send S3 parts unsigned.
     unsigned: bool,
     window: usize,
@@ -52,6 +55,7 @@ fn args() -> Args {
         chunk_mib: 8,
         s3_only: false,
         unsigned: false,
+        runs: 3,
         window: 8,
         latency_mib: 256,
         latency_window: 16,
@@ -70,6 +74,7 @@ fn args() -> Args {
         match pair[0].as_str() {
             "--mib" => a.mib = value(),
             "--chunk-mib" => a.chunk_mib = value(),
+            "--runs" => a.runs = value().max(1),
             "--window" => a.window = value(),
             "--latency-mib" => a.latency_mib = value(),
             "--latency-window" => a.latency_window = value(),
@@ -90,6 +95,11 @@ fn random(len: usize) -> Bytes {
     }
     v.truncate(len);
     v.into()
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 fn mbps(bytes: usize, took: Duration) -> f64 {
@@ -373,18 +383,33 @@ async fn main() {
         let app = Application::build(s, Roles::ALL).await.expect("imlog");
         let files = FilesClient::new(&format!("http://{}", app.addr()), &token(app.addr()).await);
 
-        let (baseline_name, baseline) = if store.name.starts_with("local") {
-            ("fsync'd file write", fsynced_write(dir.path(), &data))
-        } else {
-            (
-                if a.unsigned {
-                    "object_store multipart, 8 MiB × 4, unsigned"
-                } else {
-                    "object_store multipart, 8 MiB × 4"
-                },
-                raw_multipart(&store.raw, &data).await,
-            )
+        let local = store.name.starts_with("local");
+        let baseline_name = match (local, a.unsigned) {
+            (true, _) => "fsync'd file write",
+            (false, false) => "object_store multipart, 8 MiB × 4",
+            (false, true) => "object_store multipart, 8 MiB × 4, unsigned",
         };
+        let baseline_once = || async {
+            if local {
+                fsynced_write(dir.path(), &data)
+            } else {
+                raw_multipart(&store.raw, &data).await
+            }
+        };
+        // Warm both up (a fresh cluster and store are slow at first), then
+        // take the median of `runs`, alternating, as BASELINES.md does.
+        baseline_once().await;
+        upload(&files, &data, &sha, a.window).await;
+        let (mut baselines, mut windows) = (Vec::new(), Vec::new());
+        for _ in 0..a.runs {
+            baselines.push(baseline_once().await);
+            windows.push(upload(&files, &data, &sha, a.window).await);
+        }
+        let baseline = median(&mut baselines);
+        eprintln!(
+            "  baseline runs {baselines:.0?} MB/s, window {} runs {windows:.0?} MB/s",
+            a.window
+        );
         let row = |what: &str, ours: f64, base_name: &str, base: f64| {
             println!(
                 "| {} | {what} | {ours:.0} MB/s | {base_name}: {base:.0} MB/s | {:.2} |",
@@ -392,9 +417,12 @@ async fn main() {
                 ours / base
             );
         };
-        let windowed = upload(&files, &data, &sha, a.window).await;
+        let windowed = median(&mut windows);
         row(
-            &format!("{} MiB upload, window {}", a.mib, a.window),
+            &format!(
+                "{} MiB upload, window {} (median of {})",
+                a.mib, a.window, a.runs
+            ),
             windowed,
             baseline_name,
             baseline,
