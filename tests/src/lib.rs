@@ -76,6 +76,11 @@ fn with_database(url: &str, database: &str) -> String {
 
 /// A fresh, empty database; returns its URL.
 pub async fn fresh_database() -> String {
+    fresh_database_with("").await
+}
+
+/// A fresh database created with `options` (e.g. an `ENCODING`).
+pub async fn fresh_database_with(options: &str) -> String {
     let admin = admin_url().await;
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
@@ -83,7 +88,7 @@ pub async fn fresh_database() -> String {
     tokio::spawn(connection);
     let name = format!("imlog_test_{}", uuid::Uuid::new_v4().simple());
     client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&format!("CREATE DATABASE {name} {options}"))
         .await
         .expect("creating a test database");
     with_database(&admin, &name)

@@ -92,3 +92,80 @@ async fn a_strangers_retry_is_refused_at_once() {
     );
     gw.stop().await;
 }
+
+/// A database whose text is not UTF-8 would drop some messages as poison:
+/// the server refuses to start on it, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_utf8_database_is_refused_at_start() {
+    let url = imlog_tests::fresh_database_with(
+        "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = imlog_tests::settings(
+        Backend::Postgres,
+        &url,
+        &imlog_tests::topic_prefix(),
+        dir.path(),
+    );
+    let err = match imlog::app::Application::build(s, Roles::ALL).await {
+        Ok(_) => panic!("started on a LATIN1 database"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("LATIN1") && err.contains("UTF8"), "{err}");
+}
+
+/// `imlog serve`'s private Postgres was killed and its `postmaster.pid` now
+/// names a live process that is not Postgres (process ids are reused, e.g.
+/// after a container restart): the next start recognises the file as stale
+/// and starts the cluster, with the data intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_postmaster_pid_with_a_reused_process_id_does_not_stop_serve() {
+    const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The private cluster may run as the `postgres` user, who must reach it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let serve = imlog_tests::Proc::spawn(BIN, &args, &[]).await;
+    let mut alice = imlog_tests::Client::connect(&serve.ws_url()).await.unwrap();
+    alice.register("alice", "password-123").await.unwrap();
+    serve.kill9().await;
+
+    // Kill its Postgres too, and let the pid file name another live process.
+    let pid_file = data.join("postgres/postmaster.pid");
+    let contents = std::fs::read_to_string(&pid_file).expect("a running cluster's pid file");
+    let postgres_pid = contents.lines().next().unwrap().trim().to_owned();
+    std::process::Command::new("kill")
+        .args(["-9", &postgres_pid])
+        .status()
+        .unwrap();
+    let gone = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{postgres_pid}")).exists() {
+        assert!(Instant::now() < gone, "postgres did not die");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut lines: Vec<String> = contents.lines().map(str::to_owned).collect();
+    lines[0] = std::process::id().to_string();
+    std::fs::write(&pid_file, lines.join("\n") + "\n").unwrap();
+
+    let serve = imlog_tests::Proc::spawn(BIN, &args, &[]).await;
+    let (status, body) = http_get(serve.addr, "/healthz", None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut alice = imlog_tests::Client::connect(&serve.ws_url()).await.unwrap();
+    alice
+        .login("alice", "password-123")
+        .await
+        .expect("the data survived");
+    serve.terminate().await;
+}

@@ -3,7 +3,7 @@
 //! answered in order.
 
 use crate::error::{store_error, ApiError};
-use crate::hub::{close_code, Closing, Mailbox};
+use crate::hub::{close_code, Closing, Frames, Mailbox};
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::{SinkExt, StreamExt};
@@ -20,7 +20,7 @@ use imlog_protocol::{
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Largest request frame the protocol accepts. Larger ones (up to the
 /// transport's hard limit) get `payload_too_large` and the connection stays.
@@ -51,7 +51,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
         logged_out: false,
     };
     let (mut sink, mut stream) = socket.split();
-    let mut frames: Option<mpsc::Receiver<String>> = None;
+    let mut frames: Option<Frames> = None;
     let mut closing_rx: Option<watch::Receiver<Option<Closing>>> = None;
     let mut deadline = tokio::time::Instant::now() + heartbeat;
     // A connection that has not logged in by then gives its slot back.
@@ -163,7 +163,7 @@ async fn session_expiry(session: Option<&Session>) {
     }
 }
 
-async fn next_frame(frames: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
+async fn next_frame(frames: &mut Option<Frames>) -> Option<String> {
     match frames {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -36,9 +36,13 @@ pub(crate) struct AppState {
 }
 
 /// Health and metrics only, for roles without a gateway (the projector).
-pub fn ops_router(db: imlog_postgres::Pool, metrics: PrometheusHandle) -> Router {
+pub fn ops_router(
+    db: imlog_postgres::Pool,
+    log: imlog_log::SharedLog,
+    metrics: PrometheusHandle,
+) -> Router {
     Router::new()
-        .route("/healthz", get(move || health(db.clone())))
+        .route("/healthz", get(move || health(db.clone(), log.clone())))
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
@@ -65,6 +69,7 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
     };
     app.with_state(state).merge(ops_router(
         gateway.domain.journal.read().pool().clone(),
+        gateway.domain.journal.log().clone(),
         metrics,
     ))
 }
@@ -92,8 +97,11 @@ async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respons
 /// Bytes a connection reads from its socket at a time.
 const READ_BUFFER: usize = 4 * 1024;
 
-async fn health(db: imlog_postgres::Pool) -> Response {
-    let check = async {
+/// `/healthz`: the database answers a query and the log its end offsets,
+/// each within 2 s. What failed is named; the cause goes to the server's
+/// log, not to whoever asks.
+async fn health(db: imlog_postgres::Pool, log: imlog_log::SharedLog) -> Response {
+    let database = async {
         let client = db.get().await.map_err(|e| e.to_string())?;
         client
             .simple_query("SELECT 1")
@@ -101,18 +109,34 @@ async fn health(db: imlog_postgres::Pool) -> Response {
             .map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     };
+    let log_check = async {
+        log.end_offsets(imlog_events::Topic::Users)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let (database, log_state) = tokio::join!(within_2s(database), within_2s(log_check));
+    let mut down = Vec::new();
+    for (part, result) in [("database", database), ("log", log_state)] {
+        if let Err(cause) = result {
+            tracing::warn!(part, error = %cause, "health check failed");
+            down.push(part);
+        }
+    }
+    if down.is_empty() {
+        (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
+    } else {
+        let body = json!({ "status": "down", "down": down, "error": format!("{} unavailable", down.join(" and ")) });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn within_2s(
+    check: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
     match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response(),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "down", "error": e })),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "down", "error": "database timeout" })),
-        )
-            .into_response(),
+        Ok(result) => result,
+        Err(_) => Err("no answer within 2 s".to_owned()),
     }
 }
 

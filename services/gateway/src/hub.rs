@@ -2,13 +2,30 @@
 
 use imlog_events::{SessionId, UserId};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
-/// Pushes queued per connection; a client that lets more pile up is
-/// disconnected (it catches up by sync when it returns).
+/// Pushes queued per connection; a client that lets more pile up, or more
+/// than [`OUTBOX_BYTES`] of them, is disconnected (it catches up by sync
+/// when it returns).
 pub const OUTBOX: usize = 1024;
+/// Bytes of pushes queued per connection at most.
+pub const OUTBOX_BYTES: usize = 1024 * 1024;
+
+/// A connection's queue of push frames, counted in frames and bytes.
+pub struct Frames {
+    rx: mpsc::Receiver<String>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Frames {
+    pub async fn recv(&mut self) -> Option<String> {
+        let frame = self.rx.recv().await?;
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+}
 
 /// Why the hub wants a connection closed: a WebSocket close code and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +37,7 @@ pub struct Closing {
 /// The hub's handles on one connection task.
 pub struct Mailbox {
     /// Push frames, bounded.
-    pub frames: mpsc::Receiver<String>,
+    pub frames: Frames,
     /// Set once when the connection must close; outside the bounded queue so
     /// that it gets through even when the queue is full.
     pub closing: watch::Receiver<Option<Closing>>,
@@ -44,6 +61,8 @@ struct Member {
     session_id: SessionId,
     start_offset: i64,
     frames: mpsc::Sender<String>,
+    /// Bytes in `frames`.
+    queued: Arc<AtomicUsize>,
     closing: watch::Sender<Option<Closing>>,
 }
 
@@ -131,13 +150,19 @@ impl Hub {
         session_id: SessionId,
         start_offset: i64,
     ) -> Mailbox {
-        let (frames_tx, frames) = mpsc::channel(OUTBOX);
+        let (frames_tx, rx) = mpsc::channel(OUTBOX);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let frames = Frames {
+            rx,
+            queued: queued.clone(),
+        };
         let (closing_tx, closing) = watch::channel(None);
         let member = Member {
             conn_id,
             session_id,
             start_offset,
             frames: frames_tx,
+            queued,
             closing: closing_tx,
         };
         let mut state = self.state();
@@ -200,8 +225,17 @@ impl Hub {
         }
         for user_id in users {
             for member in state.users.get(&user_id).into_iter().flatten() {
-                match member.frames.try_send(frame.to_owned()) {
-                    Ok(()) => metrics::counter!("imlog_gateway_pushes_total").increment(1),
+                let over = member.queued.load(Ordering::Relaxed) + frame.len() > OUTBOX_BYTES;
+                let sent = if over {
+                    Err(mpsc::error::TrySendError::Full(String::new()))
+                } else {
+                    member.frames.try_send(frame.to_owned())
+                };
+                match sent {
+                    Ok(()) => {
+                        member.queued.fetch_add(frame.len(), Ordering::Relaxed);
+                        metrics::counter!("imlog_gateway_pushes_total").increment(1);
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         metrics::counter!("imlog_gateway_slow_consumers_total").increment(1);
                         member.close(
@@ -306,6 +340,27 @@ mod tests {
         assert_eq!(
             resumed.closing.borrow_and_update().map(|c| c.code),
             Some(close_code::SESSION_ENDED)
+        );
+    }
+
+    #[tokio::test]
+    async fn queued_pushes_are_bounded_in_bytes_too() {
+        let hub = Hub::default();
+        let mut slow = hub.register(1, UserId::new(1), session(1), 0);
+        let big = "x".repeat(100 * 1024);
+        for _ in 0..10 {
+            hub.deliver(UserId::new(1), &big);
+        }
+        assert!(slow.closing.borrow_and_update().is_none(), "1000 KiB fit");
+        // Reading frees room.
+        assert_eq!(slow.frames.recv().await.map(|f| f.len()), Some(big.len()));
+        hub.deliver(UserId::new(1), &big);
+        assert!(slow.closing.borrow_and_update().is_none());
+        hub.deliver(UserId::new(1), &big);
+        assert_eq!(
+            slow.closing.borrow_and_update().map(|c| c.code),
+            Some(close_code::SLOW_CONSUMER),
+            "past 1 MiB"
         );
     }
 

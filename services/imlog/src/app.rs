@@ -63,20 +63,35 @@ impl Backbone {
                 (cluster.url(), Some(cluster))
             }
         };
-        let log = open_log(settings, settings.log.backend, &postgres_url).await?;
-        let mut client = connect_pool(&postgres_url, 1, None)?
-            .get()
-            .await
-            .context("connecting to Postgres")?;
-        migrate(&mut client, LIVE_SCHEMA, &migrations())
-            .await
-            .context("migrating the read model")?;
-        migrate(&mut client, processes::SCHEMA, processes::MIGRATIONS)
-            .await
-            .context("migrating the process managers' state")?;
-        migrate(&mut client, gateways::SCHEMA, gateways::MIGRATIONS)
-            .await
-            .context("migrating the gateway registry")?;
+        let prepared = async {
+            let mut client = connect_pool(&postgres_url, 1, None)?
+                .get()
+                .await
+                .context("connecting to Postgres")?;
+            require_utf8(&client).await?;
+            let log = open_log(settings, settings.log.backend, &postgres_url).await?;
+            migrate(&mut client, LIVE_SCHEMA, &migrations())
+                .await
+                .context("migrating the read model")?;
+            migrate(&mut client, processes::SCHEMA, processes::MIGRATIONS)
+                .await
+                .context("migrating the process managers' state")?;
+            migrate(&mut client, gateways::SCHEMA, gateways::MIGRATIONS)
+                .await
+                .context("migrating the gateway registry")?;
+            anyhow::Ok(log)
+        };
+        let log = match prepared.await {
+            Ok(log) => log,
+            Err(e) => {
+                // Started here, stopped here: a failed start leaves no
+                // cluster running.
+                if let Some(cluster) = cluster {
+                    let _ = cluster.stop();
+                }
+                return Err(e);
+            }
+        };
         Ok(Backbone {
             postgres_url,
             log,
@@ -92,6 +107,27 @@ impl Backbone {
             }
         }
     }
+}
+
+/// Postgres text in any other encoding would turn some messages into rows
+/// the projection cannot write (skipped as poison, lost to readers): refuse
+/// to start instead.
+async fn require_utf8(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_encoding'), current_database()",
+            &[],
+        )
+        .await
+        .context("reading the database's encoding")?;
+    let (encoding, database): (String, String) = (row.get(0), row.get(1));
+    if encoding != "UTF8" {
+        anyhow::bail!(
+            "database {database:?} stores text as {encoding}; imlog needs UTF8: \
+             create the database with ENCODING 'UTF8' (e.g. CREATE DATABASE imlog ENCODING 'UTF8' TEMPLATE template0)"
+        );
+    }
+    Ok(())
 }
 
 /// Opens the log on `backend` (the Postgres log lives in `postgres_url`'s
@@ -292,7 +328,7 @@ impl Application {
                 metrics,
             )
         } else {
-            http::ops_router(read_model.clone(), metrics)
+            http::ops_router(read_model.clone(), backbone.log.clone(), metrics)
         };
         let stop = shutdown.clone();
         tasks.spawn(async move {

@@ -153,15 +153,27 @@ impl PrivateCluster {
     }
 
     /// The port of a postmaster already running on this cluster, if any (left
-    /// behind by an imlog that was killed).
+    /// behind by an imlog that was killed). A `postmaster.pid` whose process
+    /// is gone, or whose process id now belongs to something else (ids are
+    /// reused, e.g. after a container restart), is stale: it is removed, so
+    /// that the cluster can start.
     fn running_port(&self) -> Option<u16> {
-        let pid_file = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
+        let pid_path = self.cluster_dir.join("postmaster.pid");
+        let pid_file = std::fs::read_to_string(&pid_path).ok()?;
         let mut lines = pid_file.lines();
         let pid: i32 = lines.next()?.trim().parse().ok()?;
         let port: u16 = lines.nth(2)?.trim().parse().ok()?;
         // Signal 0 only checks that the process exists.
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).ok()?;
-        Some(port)
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if alive && is_postmaster_of(pid, &self.cluster_dir) {
+            return Some(port);
+        }
+        if alive {
+            tracing::warn!(pid, file = %pid_path.display(),
+                "postmaster.pid names a process that is not this cluster's Postgres; removing the stale file");
+            let _ = std::fs::remove_file(&pid_path);
+        }
+        None
     }
 
     fn launch(&self) -> Result<u16, PgError> {
@@ -230,6 +242,24 @@ impl PrivateCluster {
             })
         }
     }
+}
+
+/// Whether process `pid` is a Postgres server of the cluster in `dir`: its
+/// command line names a postgres binary and the cluster directory.
+fn is_postmaster_of(pid: i32, dir: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        // No /proc (not Linux): trust the pid file as before.
+        return true;
+    };
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let postgres = args
+        .first()
+        .is_some_and(|a| a.ends_with("postgres") || a.ends_with("postmaster"));
+    let dir = dir.to_string_lossy();
+    postgres && args.iter().any(|a| a.contains(dir.as_ref()))
 }
 
 /// Checks that the user the cluster runs as can enter every directory above
