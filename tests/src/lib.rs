@@ -59,7 +59,7 @@ async fn admin_url() -> String {
         // No server given: a private cluster of our own, kept between runs.
         let dir = std::env::temp_dir().join("imlog-test-postgres");
         std::fs::create_dir_all(&dir).expect("creating the test cluster directory");
-        let cluster = imlog_postgres::PrivateCluster::start(&dir)
+        let cluster = imlog_postgres::PrivateCluster::start_shared(&dir)
             .await
             .expect("starting a private Postgres for tests");
         cluster.url_for("postgres")

@@ -169,3 +169,67 @@ async fn a_stale_postmaster_pid_with_a_reused_process_id_does_not_stop_serve() {
         .expect("the data survived");
     serve.terminate().await;
 }
+
+/// `imlog replay` (or `log copy`) on a running `imlog serve`'s data dir uses
+/// its private Postgres and leaves it running; a second `serve` on the same
+/// data dir is refused and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_on_a_running_serves_data_dir_never_stops_its_database() {
+    const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap().to_owned();
+    let serve_args = ["serve", "--data-dir", &data_arg, "--listen", "127.0.0.1:0"];
+    let serve = imlog_tests::Proc::spawn(BIN, &serve_args, &[]).await;
+    let mut alice = imlog_tests::Client::connect(&serve.ws_url()).await.unwrap();
+    alice.register("alice", "password-123").await.unwrap();
+
+    let run = |args: Vec<String>| async move {
+        let out = tokio::time::timeout(
+            Duration::from_secs(120),
+            tokio::process::Command::new(BIN)
+                .args(&args)
+                .env("IMLOG_LOG_LEVEL", "warn")
+                .output(),
+        )
+        .await
+        .expect("the command finished")
+        .expect("ran");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(vec!["replay".into(), "--data-dir".into(), data_arg.clone()]).await;
+    assert!(ok, "replay failed: {out}");
+    let (status, body) = http_get(serve.addr, "/healthz", None).await;
+    assert_eq!(status, 200, "serve's database stopped by replay: {body}");
+    let mut alice = imlog_tests::Client::connect(&serve.ws_url()).await.unwrap();
+    alice
+        .login("alice", "password-123")
+        .await
+        .expect("serve still works");
+
+    let (ok, out) = run(vec![
+        "serve".into(),
+        "--data-dir".into(),
+        data_arg.clone(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ])
+    .await;
+    assert!(
+        !ok && out.contains("in use by another imlog process"),
+        "{out}"
+    );
+    let (status, _) = http_get(serve.addr, "/healthz", None).await;
+    assert_eq!(status, 200);
+    serve.terminate().await;
+}

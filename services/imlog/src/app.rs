@@ -50,16 +50,22 @@ pub struct Backbone {
 }
 
 impl Backbone {
-    pub async fn open(settings: &Settings) -> anyhow::Result<Backbone> {
+    /// `shared`: a private cluster owned by a running `imlog serve` on the
+    /// same data dir may be used (by `replay`, `log copy`), never stopped;
+    /// otherwise such a data dir is refused.
+    pub async fn open(settings: &Settings, shared: bool) -> anyhow::Result<Backbone> {
         let (postgres_url, cluster) = match &settings.postgres.url {
             Some(url) => (url.expose().to_owned(), None),
             None => {
                 std::fs::create_dir_all(&settings.data_dir).with_context(|| {
                     format!("creating data dir {}", settings.data_dir.display())
                 })?;
-                let cluster = PrivateCluster::start(&settings.data_dir)
-                    .await
-                    .context("starting the private Postgres cluster")?;
+                let cluster = if shared {
+                    PrivateCluster::start_shared(&settings.data_dir).await
+                } else {
+                    PrivateCluster::start(&settings.data_dir).await
+                }
+                .context("starting the private Postgres cluster")?;
                 (cluster.url(), Some(cluster))
             }
         };
@@ -220,7 +226,7 @@ impl Application {
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
         let addr = listener.local_addr()?;
-        let backbone = Backbone::open(&settings).await?;
+        let backbone = Backbone::open(&settings, false).await?;
         let objects = match open_objects(&settings, roles.gateway).await {
             Ok(objects) => objects,
             Err(e) => {

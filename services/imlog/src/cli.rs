@@ -171,7 +171,7 @@ async fn run() -> anyhow::Result<()> {
 
 async fn replay(settings: &Settings, args: ReplayArgs) -> anyhow::Result<()> {
     use imlog_projections::{replay, LIVE_SCHEMA};
-    let backbone = Backbone::open(settings).await?;
+    let backbone = Backbone::open(settings, true).await?;
     let url = backbone.postgres_url.clone();
     let result = async {
         let pool = imlog_postgres::connect_pool(&url, 2, Some(LIVE_SCHEMA))?;
@@ -233,7 +233,7 @@ async fn log_copy(settings: Settings, from: Backend, to: Backend) -> anyhow::Res
     };
     let mut source_settings = settings.clone();
     source_settings.log.backend = backend(from);
-    let backbone = Backbone::open(&source_settings).await?;
+    let backbone = Backbone::open(&source_settings, true).await?;
     let result = async {
         let target = crate::app::open_log(&settings, backend(to), &backbone.postgres_url).await?;
         crate::logcopy::copy(&backbone.log, &target).await

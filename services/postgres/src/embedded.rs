@@ -21,6 +21,12 @@ pub struct PrivateCluster {
     port: u16,
     password: String,
     run_as: Option<(u32, u32)>,
+    /// `data_dir/imlog.lock`, locked by the process that owns the cluster
+    /// for as long as it runs.
+    _lock: std::fs::File,
+    /// This process holds the lock: it started (or took over) the cluster,
+    /// and only it stops it.
+    owner: bool,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
@@ -31,10 +37,42 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
 impl PrivateCluster {
     /// Initialises the cluster under `data_dir/postgres` if it does not exist,
     /// starts it (or adopts it if a previous imlog left it running), and makes
-    /// sure the `imlog` database exists.
+    /// sure the `imlog` database exists. The data dir must not be in use by
+    /// another imlog process (`imlog serve` owns its cluster; a second one on
+    /// the same dir is refused).
     pub async fn start(data_dir: &Path) -> Result<Self, PgError> {
+        Self::open(data_dir, false).await
+    }
+
+    /// Like [`start`](Self::start), but when another imlog process owns the
+    /// cluster (a running `imlog serve`), uses it without owning it: it is
+    /// never stopped from here. For `replay`, `log copy` and tests.
+    pub async fn start_shared(data_dir: &Path) -> Result<Self, PgError> {
+        Self::open(data_dir, true).await
+    }
+
+    async fn open(data_dir: &Path, shared: bool) -> Result<Self, PgError> {
         let data_dir = std::fs::canonicalize(data_dir)
             .map_err(io(format!("data dir {}", data_dir.display())))?;
+        let lock_path = data_dir.join("imlog.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("opening {}", lock_path.display())))?;
+        let owner = match lock.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io(format!("locking {}", lock_path.display()))(e))
+            }
+        };
+        if !owner && !shared {
+            return Err(PgError::InUse {
+                dir: data_dir.display().to_string(),
+            });
+        }
         let bin_dir = find_binaries()?;
         let run_as = if nix::unistd::geteuid().is_root() {
             let user = nix::unistd::User::from_name("postgres")
@@ -53,7 +91,15 @@ impl PrivateCluster {
             port: 0,
             password: String::new(),
             run_as,
+            _lock: lock,
+            owner,
         };
+        if !owner {
+            // The owner makes and starts the cluster: wait for it.
+            cluster.port = cluster.wait_for_owner(&password_file).await?;
+            cluster.create_database().await?;
+            return Ok(cluster);
+        }
         if !cluster.cluster_dir.join("PG_VERSION").exists() {
             cluster.init(&password_file)?;
         }
@@ -88,8 +134,40 @@ impl PrivateCluster {
         )
     }
 
-    /// Stops the cluster (fast shutdown: clients are disconnected, data is safe).
+    /// Waits (up to a minute) until the owning process has the cluster
+    /// running; its port.
+    async fn wait_for_owner(&mut self, password_file: &Path) -> Result<u16, PgError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(password) = std::fs::read_to_string(password_file) {
+                if let Some(port) = self.running_port() {
+                    self.password = password.trim().to_owned();
+                    return Ok(port);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(PgError::Command {
+                    what: "waiting for the imlog process that owns the cluster".into(),
+                    detail: "its Postgres did not come up within 60 s".into(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether this process owns the cluster (and so stops it).
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
+
+    /// Stops the cluster (fast shutdown: clients are disconnected, data is
+    /// safe) — if this process owns it; another's is left running.
     pub fn stop(&self) -> Result<(), PgError> {
+        if !self.owner {
+            tracing::info!(dir = %self.cluster_dir.display(),
+                "leaving the private Postgres to the imlog process that owns it");
+            return Ok(());
+        }
         self.run(
             "pg_ctl stop",
             self.command("pg_ctl")
@@ -112,9 +190,7 @@ impl PrivateCluster {
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut secret);
         let password = hex::encode(secret);
-        std::fs::write(password_file, &password).map_err(io("writing the password file"))?;
-        std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("chmod password file"))?;
+        write_private(password_file, &password).map_err(io("writing the password file"))?;
 
         let scratch = self.cluster_dir.with_extension("initializing");
         let _ = std::fs::remove_dir_all(&scratch);
@@ -122,10 +198,7 @@ impl PrivateCluster {
         // initdb reads the password from a file the cluster's owner can read;
         // it sits beside the cluster directory only while initdb runs.
         let initdb_pwfile = self.cluster_dir.with_extension("initdb-pw");
-        std::fs::write(&initdb_pwfile, &password)
-            .map_err(io("writing the initdb password file"))?;
-        std::fs::set_permissions(&initdb_pwfile, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("chmod initdb password file"))?;
+        write_private(&initdb_pwfile, &password).map_err(io("writing the initdb password file"))?;
         if let Some((uid, gid)) = self.run_as {
             chown(&scratch, Some(uid), Some(gid)).map_err(io("chown cluster directory"))?;
             chown(&initdb_pwfile, Some(uid), Some(gid))
@@ -242,6 +315,20 @@ impl PrivateCluster {
             })
         }
     }
+}
+
+/// Writes a file only its owner can read, from the moment it exists.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
 }
 
 /// Whether process `pid` is a Postgres server of the cluster in `dir`: its

@@ -31,6 +31,11 @@ pub enum PgError {
     Unreachable { dir: String, mode: u32 },
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
+    #[error(
+        "data dir {dir} is in use by another imlog process (its private Postgres belongs to it); \
+         stop that one first, or give this one another --data-dir"
+    )]
+    InUse { dir: String },
     #[error("invalid schema name {0:?}: use lower-case letters, digits and _")]
     SchemaName(String),
     #[error("invalid Postgres URL: {0}")]
