@@ -137,6 +137,10 @@ pub fn settings(
     s.postgres.pool_size = 8;
     // Most tests chat between strangers; the friends tests turn it off.
     s.gateway.strangers_may_chat = true;
+    // Every test client comes from 127.0.0.1: no per-address login limit
+    // unless a test sets one.
+    s.gateway.auth_rate_per_minute = 1_000_000;
+    s.gateway.auth_burst = 1_000_000;
     s.log.topic_prefix = prefix.to_owned();
     match backend {
         Backend::Postgres => s.log.backend = LogBackend::Postgres,
@@ -188,6 +192,14 @@ pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
         (
             "IMLOG_GATEWAY__STRANGERS_MAY_CHAT".into(),
             s.gateway.strangers_may_chat.to_string(),
+        ),
+        (
+            "IMLOG_GATEWAY__AUTH_RATE_PER_MINUTE".into(),
+            s.gateway.auth_rate_per_minute.to_string(),
+        ),
+        (
+            "IMLOG_GATEWAY__AUTH_BURST".into(),
+            s.gateway.auth_burst.to_string(),
         ),
     ];
     match s.storage.backend {

@@ -233,3 +233,37 @@ async fn a_command_on_a_running_serves_data_dir_never_stops_its_database() {
     assert_eq!(status, 200);
     serve.terminate().await;
 }
+
+/// A flood of registrations from one address is refused with
+/// `rate_limited` past its allowance, while a client from another address
+/// registers and logs in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_flood_from_one_address_is_rate_limited() {
+    use imlog_protocol::ErrorCode;
+    let (mut s, _dir) = fresh_settings(Backend::Postgres).await;
+    s.gateway.auth_rate_per_minute = 60;
+    s.gateway.auth_burst = 5;
+    let app = TestApp::spawn_with(s, Roles::ALL).await;
+    let mut flood = imlog_tests::Client::connect(&app.ws_url).await.unwrap();
+    let mut limited = 0;
+    for i in 0..20 {
+        match flood.register(&format!("bot{i}"), "password-123").await {
+            Ok(_) => {}
+            Err(e) if e.error_code() == Some(ErrorCode::RateLimited) => limited += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(limited >= 14, "only {limited} of 20 refused");
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut alice = imlog_tests::Client::connect_from(&app.ws_url, other)
+        .await
+        .expect("127.0.0.2 is loopback too");
+    alice
+        .register("alice", "password-123")
+        .await
+        .expect("another address");
+    alice.login("alice", "password-123").await.expect("logs in");
+    let e = flood.login("bot0", "password-123").await.unwrap_err();
+    assert_eq!(e.error_code(), Some(ErrorCode::RateLimited));
+    app.stop().await;
+}

@@ -110,6 +110,41 @@ impl Client {
         })
     }
 
+    /// Connects to `ws://host:port/ws` from the local address `from` (e.g.
+    /// another 127.x address, to look like another client machine).
+    pub async fn connect_from(url: &str, from: std::net::IpAddr) -> Result<Client> {
+        let authority = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| ClientError::Transport(format!("not a ws:// URL: {url}")))?;
+        let server: std::net::SocketAddr = authority.parse().map_err(transport)?;
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(transport)?;
+        socket
+            .bind(std::net::SocketAddr::new(from, 0))
+            .map_err(transport)?;
+        let tcp = socket.connect(server).await.map_err(transport)?;
+        let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        config.read_buffer_size = 4 * 1024;
+        config.write_buffer_size = 0;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(tcp),
+            Some(config),
+        )
+        .await
+        .map_err(transport)?;
+        Ok(Client {
+            ws,
+            next_req: 1,
+            pushes: VecDeque::new(),
+        })
+    }
+
     /// Sends a request and returns its reply's `data`, decoded.
     pub async fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T> {
         let req = self.next_req;

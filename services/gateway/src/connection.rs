@@ -31,6 +31,8 @@ pub const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 struct Connection {
     gateway: Arc<Gateway>,
     conn_id: u64,
+    /// The client's address (rate limits).
+    peer: std::net::IpAddr,
     session: Option<Session>,
     writes: Writes,
     /// Set by a login, picked up by the loop.
@@ -38,13 +40,14 @@ struct Connection {
     logged_out: bool,
 }
 
-pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>) {
+pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>, peer: std::net::IpAddr) {
     let conn_id = gateway.hub.next_conn_id();
     let shutdown = gateway.shutdown.clone();
     let heartbeat = gateway.settings.heartbeat_timeout;
     let mut conn = Connection {
         gateway: gateway.clone(),
         conn_id,
+        peer,
         session: None,
         writes: Writes::default(),
         new_mailbox: None,
@@ -227,11 +230,34 @@ impl Connection {
         }
     }
 
+    /// A password check (argon2, deliberately slow) counts against this
+    /// client address's allowance, so that one address cannot monopolise
+    /// hashing or create accounts without bound.
+    fn rate_limit(&self) -> Result<(), ApiError> {
+        match self.gateway.auth_limits.check_key(&self.peer) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                metrics::counter!("imlog_gateway_rate_limited_total").increment(1);
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many registrations or logins from your address; retry in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                ))
+            }
+        }
+    }
+
     async fn dispatch(&mut self, request: Request) -> Result<Value, ApiError> {
         let accounts = &self.gateway.domain.accounts;
         match request {
             Request::Ping {} => Ok(json!({})),
             Request::Register { name, password } => {
+                self.rate_limit()?;
                 to_value(accounts.register(&mut self.writes, name, password).await?)
             }
             Request::Login {
@@ -240,6 +266,7 @@ impl Connection {
                 device,
             } => {
                 self.refuse_second_login()?;
+                self.rate_limit()?;
                 let (session, reply) = accounts
                     .login(&mut self.writes, name, password, device)
                     .await?;

@@ -74,7 +74,13 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
     ))
 }
 
-async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // The router is served with connect info (`imlog::app`).
+    let peer = peer.ip();
     let Ok(permit) = state.gateway.connections.clone().try_acquire_owned() else {
         metrics::counter!("imlog_gateway_connections_refused_total").increment(1);
         let body = json!({ "ok": false, "error": { "code": "unavailable", "message": "this gateway is full; try another or retry" } });
@@ -89,7 +95,7 @@ async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respons
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
-            connection::serve(socket, state.gateway).await;
+            connection::serve(socket, state.gateway, peer).await;
             drop(permit);
         })
 }
@@ -182,6 +188,7 @@ impl IntoResponse for HttpError {
             ErrorCode::Forbidden | ErrorCode::TooLate => StatusCode::FORBIDDEN,
             ErrorCode::BadChecksum => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::QuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NameTaken | ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::Unavailable | ErrorCode::ProjectionLagging => {

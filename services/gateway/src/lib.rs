@@ -45,11 +45,24 @@ pub struct GatewaySettings {
 /// is answered 503 before the upgrade.
 pub type ConnectionLimit = std::sync::Arc<tokio::sync::Semaphore>;
 
+/// A rate limit per client address.
+pub type AuthLimits = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+/// `per_minute` password checks per address, `burst` at once.
+pub fn auth_limits(per_minute: u32, burst: u32) -> AuthLimits {
+    let per_minute =
+        std::num::NonZeroU32::new(per_minute.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(burst.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute).allow_burst(burst))
+}
+
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
     pub domain: imlog_domain::Domain,
     pub hub: std::sync::Arc<hub::Hub>,
     pub presence: presence::PresenceGate,
+    /// Password checks (`register`, `login`) per client address.
+    pub auth_limits: AuthLimits,
     /// The online transfers this gateway relays.
     pub relays: std::sync::Arc<transfers::Relays>,
     pub settings: GatewaySettings,

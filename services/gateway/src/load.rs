@@ -20,6 +20,8 @@ pub async fn run(gateway: Arc<Gateway>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        // Forget addresses whose allowance has refilled.
+        gateway.auth_limits.retain_recent();
         let load = GatewayLoad {
             gateway_id: id.clone(),
             ws_url: gateway.settings.public_ws_url.clone(),

@@ -312,6 +312,7 @@ impl Application {
                 },
                 presence: Default::default(),
                 relays: Default::default(),
+                auth_limits: imlog_gateway::auth_limits(g.auth_rate_per_minute, g.auth_burst),
                 connections: Arc::new(tokio::sync::Semaphore::new(g.max_connections)),
                 shutdown: shutdown.clone(),
             });
@@ -338,8 +339,9 @@ impl Application {
         };
         let stop = shutdown.clone();
         tasks.spawn(async move {
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
             let server =
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+                axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }

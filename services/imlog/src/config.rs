@@ -182,6 +182,10 @@ pub struct GatewayConfig {
     /// A gateway silent this long (killed) has its users' presence ended
     /// by the live gateways; at least 10.
     pub presence_reap_secs: u64,
+    /// Registrations and logins allowed per client address per minute...
+    pub auth_rate_per_minute: u32,
+    /// ...and at once.
+    pub auth_burst: u32,
 }
 
 impl Settings {
@@ -292,6 +296,8 @@ impl Default for GatewayConfig {
             recall_window_secs: 120,
             login_timeout_secs: 10,
             presence_reap_secs: 60,
+            auth_rate_per_minute: 60,
+            auth_burst: 20,
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     /// A file larger than the server accepts, or more bytes in flight than
     /// a user may have.
     QuotaExceeded,
+    /// Too many password checks (`register`, `login`) from your address;
+    /// retry later.
+    RateLimited,
     /// The log or the database is unreachable, or the server is busy; retry later.
     Unavailable,
     /// The read model has not caught up with this connection's writes in time; retry.
@@ -68,6 +71,7 @@ impl ErrorCode {
             ErrorCode::TooLate => "too_late",
             ErrorCode::BadChecksum => "bad_checksum",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::ProjectionLagging => "projection_lagging",
             ErrorCode::Internal => "internal",

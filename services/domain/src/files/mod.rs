@@ -161,7 +161,10 @@ impl Files {
         if size > max {
             return Err(FilesError::TooLarge { max });
         }
+        // Every upload declared so far counts, also those declared a
+        // moment ago by other requests (HTTP requests carry no writes).
         self.journal.settle(writes, &[Topic::Files]).await?;
+        self.journal.settle_topic(Topic::Files).await?;
         let in_flight = self
             .journal
             .read()
