@@ -246,7 +246,14 @@ impl Application {
             Duration::from_millis(g.projection_wait_ms),
         ));
         if roles.projector {
-            let (pool, log, stop) = (read_model.clone(), backbone.log.clone(), shutdown.clone());
+            // Projections have connections of their own: a flood of
+            // requests on the shared pool never holds them up.
+            let pool = connect_pool(
+                &url,
+                imlog_projections::FEATURES.len() + 2,
+                Some(LIVE_SCHEMA),
+            )?;
+            let (log, stop) = (backbone.log.clone(), shutdown.clone());
             tasks.spawn(runner::run_all(
                 pool,
                 url.clone(),

@@ -9,6 +9,11 @@ use tokio_postgres::NoTls;
 
 pub use deadpool_postgres::Pool;
 
+/// How long a caller waits for a free connection before it gets an error
+/// (answered `unavailable`), rather than queueing without bound behind a
+/// flood.
+pub const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A pool of up to `size` connections to `url`; with `search_path`, unqualified
 /// table names resolve in that schema first.
 pub fn connect_pool(url: &str, size: usize, search_path: Option<&str>) -> Result<Pool, PgError> {
@@ -30,6 +35,8 @@ pub fn connect_pool(url: &str, size: usize, search_path: Option<&str>) -> Result
     );
     Pool::builder(manager)
         .max_size(size)
+        .wait_timeout(Some(POOL_WAIT))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .map_err(|e| PgError::Url(e.to_string()))
 }
