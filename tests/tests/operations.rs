@@ -97,11 +97,11 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     });
-    let (code, _, _) = silent
+    let (code, reason, _) = silent
         .wait_closed(Duration::from_secs(10))
         .await
         .expect("closed");
-    assert_eq!(code, 4000);
+    assert_eq!(code, 4000, "closed with {code}: {reason:?}");
     assert!(started.elapsed() >= Duration::from_millis(1900));
     pinger.await.expect("pinger");
     app.stop().await;

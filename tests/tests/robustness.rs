@@ -156,6 +156,7 @@ async fn a_stale_postmaster_pid_with_a_reused_process_id_does_not_stop_serve() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut lines: Vec<String> = contents.lines().map(str::to_owned).collect();
+    // This test's own process: alive, and not Postgres.
     lines[0] = std::process::id().to_string();
     std::fs::write(&pid_file, lines.join("\n") + "\n").unwrap();
 

@@ -271,7 +271,21 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
         task: &task,
         role,
     };
-    relay.announce(state, "").await;
+    if !relay.announce(state, "").await {
+        // Ended as this side came in (a cancel, a timeout): say so, leave.
+        relays.leave(task_id, role);
+        let _ = sink
+            .send(Message::Text(
+                error("conflict", "the transfer has ended").into(),
+            ))
+            .await;
+        let frame = CloseFrame {
+            code: 4003,
+            reason: "not joined".into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        return;
+    }
 
     let shutdown = gateway.shutdown.clone();
     let ended = loop {
@@ -284,12 +298,12 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
                 match message {
                     Message::Text(text) => {
                         if let Some(end) = relay.on_request(text.as_str(), &ctrl).await {
-                            break Some(end);
+                            break Some((end, true));
                         }
                     }
                     Message::Binary(block) => {
                         if let Some(end) = relay.on_block(block, &shutdown).await {
-                            break Some(end);
+                            break Some((end, true));
                         }
                     }
                     Message::Close(_) => break None,
@@ -299,7 +313,8 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
             out = ctrl_rx.recv() => {
                 let text = match out {
                     Some(Ctrl::Text(text)) => text,
-                    Some(Ctrl::Close(reason)) => break Some(reason),
+                    // Told to close: everything before it was sent already.
+                    Some(Ctrl::Close(reason)) => break Some((reason, false)),
                     None => break None,
                 };
                 if sink.send(Message::Text(text.into())).await.is_err() {
@@ -318,9 +333,10 @@ async fn serve(socket: WebSocket, gateway: Arc<Gateway>, task: Option<TaskId>) {
     relays.leave(task_id, role);
     drop(blocks_rx);
     match ended {
-        Some(reason) => {
-            // What was said before the close (the final state) goes first.
-            while let Ok(Ctrl::Text(text)) = ctrl_rx.try_recv() {
+        Some((reason, ended_here)) => {
+            // Ended by this side: the final state is queued for it too, up
+            // to its close; send that first.
+            while let (true, Ok(Ctrl::Text(text))) = (ended_here, ctrl_rx.try_recv()) {
                 let _ = sink.send(Message::Text(text.into())).await;
             }
             let frame = CloseFrame {
@@ -455,24 +471,53 @@ impl Relay<'_> {
     }
 
     /// Records `state`, then tells both sides.
-    async fn announce(&self, state: TransferState, reason: &str) {
-        if self.record(state, reason).await {
+    /// Records `state`, then tells both sides; false if it could not be
+    /// recorded (the transfer ended meanwhile).
+    async fn announce(&self, state: TransferState, reason: &str) -> bool {
+        let recorded = self.record(state, reason).await;
+        if recorded {
             let frame = state_event(state, reason);
-            self.relays()
-                .room(self.task.task_id, |room| room.tell(&frame));
+            // Nothing is said after the final state.
+            self.relays().room(self.task.task_id, |room| {
+                if !room.ended {
+                    room.tell(&frame);
+                }
+            });
         }
+        recorded
     }
 
-    /// Ends the transfer (once): records it, tells both, closes both (with
-    /// the reason even when it could not be recorded).
-    async fn end(&self, state: TransferState, reason: &str) -> String {
+    /// Ends the transfer (once: the end is claimed before it is recorded):
+    /// records it, tells both and closes both. If the transfer had ended
+    /// elsewhere meanwhile, both are told how it did end.
+    /// `None` when another side is already ending it: its state and close
+    /// are on their way to this side too.
+    async fn end(&self, state: TransferState, reason: &str) -> Option<String> {
         let task = self.task.task_id;
-        let first = self.relays().room(task, |room| !room.ended).unwrap_or(true);
-        if first {
-            self.record(state, reason).await;
-            self.relays().close(task, state, reason);
+        let first = self
+            .relays()
+            .room(task, |room| !std::mem::replace(&mut room.ended, true))
+            .unwrap_or(true);
+        if !first {
+            return None;
         }
-        reason.to_owned()
+        let (mut state, mut reason) = (state, reason.to_owned());
+        if !self.record(state, &reason).await {
+            let recorded = self
+                .gateway
+                .domain
+                .transfers
+                .task(&mut Writes::default(), task)
+                .await;
+            if let Some(t) = recorded.ok().filter(|t| t.state.is_final()) {
+                (state, reason) = (t.state, t.reason);
+            }
+        }
+        self.relays().room(task, |room| {
+            room.tell(&state_event(state, &reason));
+            room.close(&reason);
+        });
+        Some(reason)
     }
 
     /// A text frame; `Some` when the transfer ended.
@@ -492,7 +537,7 @@ impl Relay<'_> {
                 self.on_pull(offset, size, me).await;
                 None
             }
-            (Request::Done {}, Role::Receiver) => Some(self.end(TransferState::Done, "").await),
+            (Request::Done {}, Role::Receiver) => self.end(TransferState::Done, "").await,
             (Request::Refuse {}, Role::Receiver) => {
                 let started = self
                     .relays()
@@ -506,14 +551,12 @@ impl Relay<'_> {
                     .await;
                     return None;
                 }
-                Some(
-                    self.end(TransferState::Refused, "the receiver refused")
-                        .await,
-                )
+                self.end(TransferState::Refused, "the receiver refused")
+                    .await
             }
             (Request::Cancel {}, role) => {
                 let reason = format!("the {} cancelled", role.name());
-                Some(self.end(TransferState::Cancelled, &reason).await)
+                self.end(TransferState::Cancelled, &reason).await
             }
             (Request::Join { .. }, _) => {
                 reply(error("conflict", "joined already")).await;
@@ -540,6 +583,9 @@ impl Relay<'_> {
             return;
         }
         let pulled = self.relays().room(self.task.task_id, |room| {
+            if room.ended {
+                return (Err("the transfer has ended"), false);
+            }
             let Some(sender) = room.sender.clone() else {
                 return (Err("the sender has not joined"), false);
             };
@@ -559,7 +605,7 @@ impl Relay<'_> {
             }
         };
         if first {
-            self.announce(TransferState::Transferring, "").await;
+            let _ = self.announce(TransferState::Transferring, "").await;
         }
         let pull = event("pull", json!({ "offset": offset, "size": size }));
         let _ = sender.ctrl.send(Ctrl::Text(pull));
@@ -572,10 +618,9 @@ impl Relay<'_> {
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Option<String> {
         if self.role != Role::Sender {
-            return Some(
-                self.end(TransferState::Error, "the receiver sent data")
-                    .await,
-            );
+            return self
+                .end(TransferState::Error, "the receiver sent data")
+                .await;
         }
         let (expected, receiver) = self
             .relays()
@@ -584,26 +629,24 @@ impl Relay<'_> {
             })
             .unwrap_or((None, None));
         let Some(expected) = expected else {
-            return Some(
-                self.end(
+            return self
+                .end(
                     TransferState::Error,
                     "the sender sent a block nobody pulled",
                 )
-                .await,
-            );
+                .await;
         };
         if block.len() as u64 != expected {
             let reason = format!(
                 "the sender sent {} bytes for a pull of {expected}",
                 block.len()
             );
-            return Some(self.end(TransferState::Error, &reason).await);
+            return self.end(TransferState::Error, &reason).await;
         }
         let Some(blocks) = receiver.and_then(|r| r.blocks) else {
-            return Some(
-                self.end(TransferState::Cancelled, "the receiver left")
-                    .await,
-            );
+            return self
+                .end(TransferState::Cancelled, "the receiver left")
+                .await;
         };
         metrics::counter!("imlog_transfer_relayed_bytes_total").increment(block.len() as u64);
         // Waits while the receiver's queue is full: the sender's frames are
@@ -612,7 +655,7 @@ impl Relay<'_> {
             sent = blocks.send(block) => match sent {
                 Ok(()) => None,
                 // Its task ended: it left.
-                Err(_) => Some(self.end(TransferState::Cancelled, "the receiver left").await),
+                Err(_) => self.end(TransferState::Cancelled, "the receiver left").await,
             },
             _ = shutdown.cancelled() => Some("the server is shutting down".to_owned()),
         }

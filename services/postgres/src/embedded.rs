@@ -96,9 +96,16 @@ impl PrivateCluster {
         };
         if !owner {
             // The owner makes and starts the cluster: wait for it.
-            cluster.port = cluster.wait_for_owner(&password_file).await?;
-            cluster.create_database().await?;
-            return Ok(cluster);
+            match cluster.wait_for_owner(&password_file).await {
+                Ok(port) => {
+                    cluster.port = port;
+                    cluster.create_database().await?;
+                    return Ok(cluster);
+                }
+                // It went away: carry on as the owner.
+                Err(_) if cluster.owner => {}
+                Err(e) => return Err(e),
+            }
         }
         if !cluster.cluster_dir.join("PG_VERSION").exists() {
             cluster.init(&password_file)?;
@@ -114,7 +121,11 @@ impl PrivateCluster {
             }
             None => cluster.launch()?,
         };
-        cluster.create_database().await?;
+        if let Err(e) = cluster.create_database().await {
+            // Owned here, so stopped here: a failed start leaves none running.
+            let _ = cluster.stop();
+            return Err(e);
+        }
         Ok(cluster)
     }
 
@@ -134,21 +145,30 @@ impl PrivateCluster {
         )
     }
 
-    /// Waits (up to a minute) until the owning process has the cluster
-    /// running; its port.
+    /// Waits (up to two minutes) until the owning process has the cluster
+    /// running and ready; its port. Nothing is removed or started from
+    /// here — unless the owner goes away meanwhile, when this process takes
+    /// the lock and so becomes the owner.
     async fn wait_for_owner(&mut self, password_file: &Path) -> Result<u16, PgError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
             if let Ok(password) = std::fs::read_to_string(password_file) {
-                if let Some(port) = self.running_port() {
+                if let Some((port, true)) = self.running(false) {
                     self.password = password.trim().to_owned();
                     return Ok(port);
                 }
             }
+            if self._lock.try_lock().is_ok() {
+                self.owner = true;
+                return Err(PgError::Command {
+                    what: "waiting for the imlog process that owns the cluster".into(),
+                    detail: "it went away; this process owns the cluster now".into(),
+                });
+            }
             if std::time::Instant::now() > deadline {
                 return Err(PgError::Command {
                     what: "waiting for the imlog process that owns the cluster".into(),
-                    detail: "its Postgres did not come up within 60 s".into(),
+                    detail: "its Postgres was not ready within 120 s".into(),
                 });
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -226,27 +246,35 @@ impl PrivateCluster {
     }
 
     /// The port of a postmaster already running on this cluster, if any (left
-    /// behind by an imlog that was killed). A `postmaster.pid` whose process
-    /// is gone, or whose process id now belongs to something else (ids are
-    /// reused, e.g. after a container restart), is stale: it is removed, so
-    /// that the cluster can start.
-    fn running_port(&self) -> Option<u16> {
+    /// behind by an imlog that was killed), with whether it is ready for
+    /// connections. As the owner (`remove_stale`), a `postmaster.pid` whose
+    /// process id now belongs to another process (ids are reused, e.g. after
+    /// a container restart) is removed, so that the cluster can start; a
+    /// process that might be the postmaster is never treated so.
+    fn running(&self, remove_stale: bool) -> Option<(u16, bool)> {
         let pid_path = self.cluster_dir.join("postmaster.pid");
         let pid_file = std::fs::read_to_string(&pid_path).ok()?;
-        let mut lines = pid_file.lines();
-        let pid: i32 = lines.next()?.trim().parse().ok()?;
-        let port: u16 = lines.nth(2)?.trim().parse().ok()?;
+        let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
+        let pid: i32 = lines.first()?.parse().ok()?;
+        let started: i64 = lines.get(2)?.parse().ok()?;
+        let port: u16 = lines.get(3)?.parse().ok()?;
+        let ready = lines.get(7).is_some_and(|status| *status == "ready");
         // Signal 0 only checks that the process exists.
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        if alive && is_postmaster_of(pid, &self.cluster_dir) {
-            return Some(port);
+        if !alive {
+            return None;
         }
-        if alive {
-            tracing::warn!(pid, file = %pid_path.display(),
-                "postmaster.pid names a process that is not this cluster's Postgres; removing the stale file");
-            let _ = std::fs::remove_file(&pid_path);
+        if !remove_stale || !surely_another_process(pid, started, &self.cluster_dir) {
+            return Some((port, ready));
         }
+        tracing::warn!(pid, file = %pid_path.display(),
+            "postmaster.pid names a process that is not this cluster's Postgres; removing the stale file");
+        let _ = std::fs::remove_file(&pid_path);
         None
+    }
+
+    fn running_port(&self) -> Option<u16> {
+        self.running(true).map(|(port, _)| port)
     }
 
     fn launch(&self) -> Result<u16, PgError> {
@@ -277,9 +305,15 @@ impl PrivateCluster {
             .await?
             .is_some();
         if !exists {
-            client
+            // Another process may create it at the same moment: fine.
+            match client
                 .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-                .await?;
+                .await
+            {
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                other => other?,
+            }
         }
         drop(client);
         let _ = driver.await;
@@ -331,22 +365,49 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Whether process `pid` is a Postgres server of the cluster in `dir`: its
-/// command line names a postgres binary and the cluster directory.
-fn is_postmaster_of(pid: i32, dir: &Path) -> bool {
-    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        // No /proc (not Linux): trust the pid file as before.
-        return true;
+/// Whether process `pid` is certainly not the postmaster of the cluster in
+/// `dir` that wrote a pid file saying it started at `started` (Unix time):
+/// its working directory (a postmaster works in its data dir) is another
+/// one, and it is no Postgres at all or started at another time. Anything
+/// unreadable (another user's process, no /proc) counts as "might be it".
+fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(cwd), Ok(ours)) = (
+        std::fs::metadata(format!("/proc/{pid}/cwd")),
+        std::fs::metadata(dir),
+    ) else {
+        return false;
     };
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let postgres = args
-        .first()
-        .is_some_and(|a| a.ends_with("postgres") || a.ends_with("postmaster"));
-    let dir = dir.to_string_lossy();
-    postgres && args.iter().any(|a| a.contains(dir.as_ref()))
+    if (cwd.dev(), cwd.ino()) == (ours.dev(), ours.ino()) {
+        return false;
+    }
+    let postgres = std::fs::read(format!("/proc/{pid}/cmdline")).map(|raw| {
+        let program = raw.split(|&b| b == 0).next().unwrap_or_default();
+        let program = String::from_utf8_lossy(program);
+        program.ends_with("postgres") || program.ends_with("postmaster")
+    });
+    match postgres {
+        Ok(false) => true,
+        Ok(true) => process_start(pid).is_some_and(|at| (at - started).abs() > 2),
+        Err(_) => false,
+    }
+}
+
+/// When process `pid` started, in Unix time (from /proc).
+fn process_start(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields resume after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: i64 = fields.get(19)?.parse().ok()?;
+    let boot: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(boot + ticks / hz)
 }
 
 /// Checks that the user the cluster runs as can enter every directory above
