@@ -310,6 +310,20 @@ pub fn use_s3(s: &mut Settings, s3: &S3Env) {
     s.storage.s3.secret_access_key = Secret::from(s3.secret_key.clone());
 }
 
+/// A data dir for an `imlog serve` with a private cluster (inside a
+/// temporary directory that lives as long as the guard): reachable by the
+/// `postgres` user the cluster runs as when the tests run as root.
+pub fn serve_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod 755");
+    let data = dir.path().join("data");
+    (dir, data)
+}
+
 /// A running application and what tests need to reach it.
 pub struct TestApp {
     pub app: Application,

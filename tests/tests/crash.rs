@@ -118,14 +118,7 @@ async fn projector_kill9(backend: Backend) {
 /// directory, and everything sent before is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_survives_kill9_with_its_private_postgres() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // The private cluster may run as the `postgres` user, who must reach it.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
+    let (_dir, data) = imlog_tests::serve_data_dir();
     let args = [
         "serve",
         "--data-dir",

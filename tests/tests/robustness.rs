@@ -122,14 +122,7 @@ async fn a_non_utf8_database_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_postmaster_pid_with_a_reused_process_id_does_not_stop_serve() {
     const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
-    let dir = tempfile::tempdir().expect("tempdir");
-    // The private cluster may run as the `postgres` user, who must reach it.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
+    let (_dir, data) = imlog_tests::serve_data_dir();
     let args = [
         "serve",
         "--data-dir",
@@ -177,13 +170,7 @@ async fn a_stale_postmaster_pid_with_a_reused_process_id_does_not_stop_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_on_a_running_serves_data_dir_never_stops_its_database() {
     const BIN: &str = env!("CARGO_BIN_EXE_imlog-proc");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
+    let (_dir, data) = imlog_tests::serve_data_dir();
     let data_arg = data.to_str().unwrap().to_owned();
     let serve_args = ["serve", "--data-dir", &data_arg, "--listen", "127.0.0.1:0"];
     let serve = imlog_tests::Proc::spawn(BIN, &serve_args, &[]).await;

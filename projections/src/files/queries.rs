@@ -98,6 +98,14 @@ const COLUMNS: &str = "upload_id, owner, name, size, content_type, sha256, kind,
     chunks, multipart_id, state, failure, failure_detail, acked_chunks, acked_bytes, completing_offset,
     declared_at, active_at, received_sha256";
 
+fn chunk_row(r: &tokio_postgres::Row) -> ChunkRow {
+    ChunkRow {
+        index: r.get::<_, i32>(0) as u32,
+        size: r.get::<_, i64>(1) as u64,
+        part: r.get(2),
+    }
+}
+
 fn upload_row(r: &tokio_postgres::Row) -> UploadRow {
     let failure = r
         .get::<_, Option<&str>>(12)
@@ -150,14 +158,7 @@ impl ReadModel {
                 &[(&upload_id.get(), Type::UUID)],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ChunkRow {
-                index: r.get::<_, i32>(0) as u32,
-                size: r.get::<_, i64>(1) as u64,
-                part: r.get(2),
-            })
-            .collect())
+        Ok(rows.iter().map(chunk_row).collect())
     }
 
     /// Whether chunk `index` of an upload is acknowledged.
@@ -176,11 +177,7 @@ impl ReadModel {
                 ],
             )
             .await?;
-        Ok(rows.first().map(|r| ChunkRow {
-            index: r.get::<_, i32>(0) as u32,
-            size: r.get::<_, i64>(1) as u64,
-            part: r.get(2),
-        }))
+        Ok(rows.first().map(chunk_row))
     }
 
     /// The bytes a user has declared and not yet completed (or failed).

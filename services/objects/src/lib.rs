@@ -6,7 +6,7 @@
 
 mod uploads;
 
-pub use uploads::{Assembled, Parts, Read, StoreResult};
+pub use uploads::{upload_gone, Assembled, Parts, Read, StoreResult};
 
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;

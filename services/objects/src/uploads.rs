@@ -256,16 +256,9 @@ impl Objects {
         match (parts, &self.multipart) {
             (Parts::Multipart(id), Some(multipart)) => {
                 match multipart.abort_multipart(&target.path(), id).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => {
-                        // S3 answers NoSuchUpload for one aborted or
-                        // completed already: that is what we wanted.
-                        if e.to_string().contains("NoSuchUpload") {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    }
+                    // Aborted or completed already: that is what we wanted.
+                    Err(e) if !upload_gone(&e) => Err(e),
+                    _ => Ok(()),
                 }
             }
             (Parts::Staged(upload), _) => {
@@ -324,6 +317,13 @@ pub struct Read {
     /// The whole object's size.
     pub size: u64,
     pub body: BoxStream<'static, StoreResult<Bytes>>,
+}
+
+/// Whether `e` says the store no longer has the upload's parts: a staging
+/// file gone (cancelled, expired, assembled), or a multipart upload S3 no
+/// longer knows (`NoSuchUpload`: aborted or completed).
+pub fn upload_gone(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) || e.to_string().contains("NoSuchUpload")
 }
 
 /// Runs blocking file work off the async threads.

@@ -2,6 +2,7 @@
 //! and the values a declaration parses into. Chunk bytes never travel in
 //! JSON: they are raw HTTP bodies (docs/PROTOCOL.md, "Files").
 
+use crate::values::string_value;
 use crate::WireError;
 use chrono::{DateTime, Utc};
 use imlog_events::{TaskId, TransferMode, TransferState, UploadId, UploadKind, UserId};
@@ -130,29 +131,6 @@ pub struct TransferView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_id: Option<UploadId>,
     pub offered_at: DateTime<Utc>,
-}
-
-macro_rules! string_value {
-    ($name:ident) => {
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(d)?;
-                $name::parse(raw).map_err(|e| serde::de::Error::custom(e.message))
-            }
-        }
-    };
 }
 
 /// A file's display name: 1–255 characters, no control characters. It is

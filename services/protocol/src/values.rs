@@ -35,6 +35,7 @@ macro_rules! string_value {
         }
     };
 }
+pub(crate) use string_value;
 
 /// Postgres text cannot hold NUL: an event it cannot project would stall
 /// the projection for everyone, so no client string may carry one.

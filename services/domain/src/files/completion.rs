@@ -196,10 +196,7 @@ fn other(e: FilesError) -> ProcessError {
 /// Whether assembling failed because the chunks are gone for good (rather
 /// than the store being unreachable for a while).
 fn parts_lost(e: &object_store::Error) -> bool {
-    let text = e.to_string();
-    matches!(
-        e,
-        object_store::Error::NotFound { .. } | object_store::Error::NotSupported { .. }
-    ) || text.contains("NoSuchUpload")
-        || text.contains("InvalidPart")
+    imlog_objects::upload_gone(e)
+        || matches!(e, object_store::Error::NotSupported { .. })
+        || e.to_string().contains("InvalidPart")
 }

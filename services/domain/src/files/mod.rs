@@ -283,12 +283,7 @@ impl Files {
             .put_chunk(&key, &parts_of(&upload), index, offset, bytes.clone())
             .await
             .map_err(|e| match e {
-                // The staging file is gone (cancelled, expired, assembled),
-                // or S3 no longer knows the multipart upload.
-                object_store::Error::NotFound { .. } => FilesError::Ended(upload_id, "ended"),
-                e if e.to_string().contains("NoSuchUpload") => {
-                    FilesError::Ended(upload_id, "ended")
-                }
+                e if imlog_objects::upload_gone(&e) => FilesError::Ended(upload_id, "ended"),
                 e => objects_error(e),
             })?;
         let fresh = upload.acked_chunks == 0;
