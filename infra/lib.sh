@@ -32,6 +32,24 @@ install_tools() {
   ensure_postgres_binaries
 }
 
+# The client tests' tools: Debian's Chromium (browsers cannot be downloaded
+# here, so playwright-core drives this one) and the npm packages of
+# clients/package-lock.json, from an npm cache kept in $IMLOG_CACHE/npm.
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+export CHROMIUM
+
+install_client_tools() {
+  command -v node >/dev/null && command -v npm >/dev/null || die "Node.js (>= 20) and npm are needed for the client tests"
+  if [ ! -x "$CHROMIUM" ]; then
+    [ "$(id -u)" = 0 ] || die "Chromium not found at $CHROMIUM: apt-get install chromium (or set CHROMIUM)"
+    log "installing chromium from Debian's packages"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2 || die "apt-get install chromium failed"
+  fi
+  (cd clients && npm ci --cache "$IMLOG_CACHE/npm" --prefer-offline --no-audit --no-fund --loglevel=error >&2) \
+    || die "npm ci in clients/ failed"
+}
+
 pg_bin_dir() {
   local d
   for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do

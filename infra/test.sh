@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command: installs (cached) and starts a Kafka-protocol broker
 # (tansu), a private Postgres cluster and an S3 server (s3s-fs), runs every
-# test of the workspace against them, and stops them again.
+# test of the workspace against them, then the client tests (JavaScript SDK,
+# web app in headless Chromium), and stops them again.
 #
 #   infra/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -22,8 +23,21 @@ export IMLOG_TEST_REQUIRE_KAFKA=1 IMLOG_TEST_REQUIRE_S3=1
 
 # nextest ends with one summary line over all tests; plain cargo test is the
 # fallback where it is not installed.
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --locked --no-fail-fast "$@"
+  cargo test --workspace --locked --no-fail-fast "$@" || status=$?
 fi
+
+# The JavaScript SDK and the web app (clients/): the SDK's types checked by
+# tsc, then Node's test runner against a real `imlog serve` — the SDK's
+# tests and the two-browser end-to-end test in headless Chromium.
+install_client_tools
+cargo build -p imlog --locked
+(
+  cd clients
+  npx tsc -p js/tsconfig.json
+  node --experimental-websocket --test --test-concurrency=1 tests/
+) || status=$?
+exit $status

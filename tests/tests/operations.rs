@@ -313,3 +313,73 @@ async fn poison_records_are_skipped_and_future_records_wait() {
     );
     app.stop().await;
 }
+
+/// The status line and headers (lower-cased names) of a GET, and its body.
+async fn get_raw(addr: std::net::SocketAddr, path: &str, extra: &str) -> (String, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_lowercase(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_gateway_serves_the_web_app_and_the_sdk() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let addr = app.app.addr();
+
+    let (status, headers, body) = get_raw(addr, "/", "").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(headers.contains("content-type: text/html"), "{headers}");
+    assert!(
+        body.contains("/app/main.js"),
+        "the page loads the app: {body}"
+    );
+    assert!(
+        headers.contains("content-security-policy: default-src 'self'"),
+        "{headers}"
+    );
+    assert!(headers.contains("x-content-type-options: nosniff"));
+
+    // The app's modules and the SDK's, as JavaScript.
+    for path in [
+        "/app/main.js",
+        "/app/chat.js",
+        "/sdk/index.js",
+        "/sdk/connection.js",
+    ] {
+        let (status, headers, body) = get_raw(addr, path, "").await;
+        assert!(status.contains("200"), "{path}: {status}");
+        assert!(headers.contains("javascript"), "{path}: {headers}");
+        assert!(body.contains("import") || body.contains("export"), "{path}");
+    }
+
+    // Revalidation by ETag: an unchanged file is a 304 without a body.
+    let (_, headers, _) = get_raw(addr, "/sdk/index.js", "").await;
+    let etag = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an etag")
+        .to_owned();
+    let (status, _, body) =
+        get_raw(addr, "/sdk/index.js", &format!("If-None-Match: {etag}\r\n")).await;
+    assert!(status.contains("304"), "{status}");
+    assert!(body.is_empty());
+
+    // Nothing outside the embedded files, however the path is spelled.
+    for path in [
+        "/app/nope.js",
+        "/app/../Cargo.toml",
+        "/app/%2e%2e/%2e%2e/Cargo.toml",
+        "/sdk/../../../README.md",
+    ] {
+        let (status, _, _) = get_raw(addr, path, "").await;
+        assert!(status.contains("404"), "{path}: {status}");
+    }
+}

@@ -1,5 +1,6 @@
-//! The HTTP surface: `/ws` (the chat session), `/healthz`, `/metrics`, and the
-//! read-only query API under `/v1` (what the `query` role serves alone).
+//! The HTTP surface: `/ws` (the chat session), the web app at `/`,
+//! `/healthz`, `/metrics`, and the read-only query API under `/v1` (what the
+//! `query` role serves alone).
 
 use crate::connection::{self, HARD_FRAME_LIMIT};
 use crate::error::ApiError;
@@ -55,6 +56,7 @@ pub fn router(gateway: Arc<Gateway>, surface: Surface, metrics: PrometheusHandle
         app = app.route("/ws", get(upgrade));
         app = crate::files::routes(app, &gateway.domain.files);
         app = crate::transfers::routes(app);
+        app = crate::webapp::routes(app);
     }
     if surface.chat || surface.queries {
         app = app.route("/v1/gateway", get(least_loaded));

@@ -16,6 +16,7 @@ pub mod hub;
 pub mod load;
 pub mod presence;
 pub mod transfers;
+mod webapp;
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -163,6 +163,9 @@ async fn run() -> anyhow::Result<()> {
         app.addr(),
         app.addr()
     );
+    if roles.gateway {
+        println!("open http://{} in a browser to chat", app.addr());
+    }
     stop_signal().await;
     tracing::info!("stopping");
     app.stop().await;

@@ -1,0 +1,154 @@
+// Ranged downloads (docs/PROTOCOL.md, Downloads): the bytes arrive as a
+// stream with progress; pause aborts, resume asks for the rest with
+// `Range` and `If-Range` (so a changed file starts over rather than mixing),
+// and a dropped connection resumes by itself.
+
+import { Emitter } from './emitter.js';
+import { ImlogError, backoffMs, envelope, sleep } from './errors.js';
+
+/** @typedef {import('./connection.js').Connection} Connection */
+
+/** @typedef {'downloading' | 'paused' | 'completed' | 'failed'} DownloadState */
+
+/**
+ * @typedef {{
+ *   progress: {received: number, size: number | null},
+ *   state: {state: DownloadState, error?: ImlogError},
+ * }} DownloadEvents
+ */
+
+/** Attempts after network errors before the download fails. */
+const ATTEMPTS = 6;
+
+/**
+ * @extends {Emitter<DownloadEvents>}
+ */
+export class Download extends Emitter {
+  /**
+   * Starts downloading a completed upload.
+   * @param {Connection} client
+   * @param {string} uploadId
+   */
+  static start(client, uploadId) {
+    const download = new Download(client, uploadId);
+    download._run();
+    return download;
+  }
+
+  /** @param {Connection} client @param {string} uploadId */
+  constructor(client, uploadId) {
+    super();
+    this.client = client;
+    this.uploadId = uploadId;
+    /** @type {DownloadState} */
+    this.state = 'downloading';
+    /** @type {Uint8Array[]} */
+    this._parts = [];
+    this.received = 0;
+    /** @type {number | null} */
+    this.size = null;
+    /** @type {string | null} the strong ETag (the SHA-256) */
+    this.etag = null;
+    this.contentType = 'application/octet-stream';
+    /** @type {AbortController | null} */
+    this._abort = null;
+    /** @type {(blob: Blob) => void} */
+    let resolve = () => {};
+    /** @type {(e: ImlogError) => void} */
+    let reject = () => {};
+    /** Resolves with the whole file. @type {Promise<Blob>} */
+    this.done = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.done.catch(() => {});
+    this._resolve = resolve;
+    this._reject = reject;
+  }
+
+  pause() {
+    if (this.state !== 'downloading') return;
+    this._setState('paused');
+    this._abort?.abort();
+  }
+
+  resume() {
+    if (this.state !== 'paused') return;
+    this._setState('downloading');
+    this._run();
+  }
+
+  async _run() {
+    for (let attempt = 0; this.state === 'downloading'; ) {
+      try {
+        await this._fetchRest();
+        return;
+      } catch (e) {
+        const error = e instanceof ImlogError ? e : new ImlogError('disconnected', String(e));
+        if (this.state !== 'downloading') return;
+        if (!error.retryable || ++attempt >= ATTEMPTS) {
+          this.state = 'failed';
+          this.emit('state', { state: 'failed', error });
+          this._reject(error);
+          return;
+        }
+        await sleep(backoffMs(attempt, 250, 5_000));
+      }
+    }
+  }
+
+  /** Fetches from `received` to the end. */
+  async _fetchRest() {
+    const abort = new AbortController();
+    this._abort = abort;
+    /** @type {Record<string, string>} */
+    const headers = {};
+    if (this.received > 0) {
+      headers.range = `bytes=${this.received}-`;
+      if (this.etag) headers['if-range'] = this.etag;
+    }
+    const response = await this.client.fetch('GET', `/v1/uploads/${this.uploadId}/content`, {
+      headers,
+      signal: abort.signal,
+    });
+    if (response.status === 200) {
+      // The whole file: either asked for, or it changed under If-Range.
+      this._parts = [];
+      this.received = 0;
+      this.size = Number(response.headers.get('content-length'));
+    } else if (response.status === 206) {
+      const total = response.headers.get('content-range')?.split('/')[1];
+      this.size = total ? Number(total) : null;
+    } else {
+      await envelope(response);
+    }
+    this.etag = response.headers.get('etag') ?? this.etag;
+    this.contentType = response.headers.get('content-type') ?? this.contentType;
+    if (!response.body) throw new ImlogError('disconnected', 'no body');
+    const reader = response.body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        this._parts.push(value);
+        this.received += value.length;
+        this.emit('progress', { received: this.received, size: this.size });
+      }
+    } catch (e) {
+      if (abort.signal.aborted) throw new ImlogError('aborted', 'paused');
+      throw new ImlogError('disconnected', `the download broke off: ${/** @type {Error} */ (e).message}`);
+    }
+    if (this.size != null && this.received < this.size) {
+      throw new ImlogError('disconnected', 'the download ended early');
+    }
+    this.state = 'completed';
+    this.emit('state', { state: 'completed' });
+    this._resolve(new Blob(/** @type {BlobPart[]} */ (this._parts), { type: this.contentType }));
+  }
+
+  /** @param {DownloadState} state */
+  _setState(state) {
+    this.state = state;
+    this.emit('state', { state });
+  }
+}
