@@ -267,6 +267,14 @@ test('two people chat in the web app, with pictures, files, groups and recall', 
   assert.equal(await message(b, 'my card PIN').count(), 0, 'the text is gone from Bob\'s screen');
   await a.locator('[data-test=chat] [data-test=recalled]').last().waitFor();
 
+  // Alice picks a profile picture; Bob's thread list shows it.
+  await a.click('[data-tab=me]');
+  await a.setInputFiles('[data-test=avatar-input]', { name: 'me.png', mimeType: 'image/png', buffer: png });
+  await a.locator('.avatar.large img').waitFor();
+  await b.click('[data-tab=chats]');
+  await thread(b, alice.name).locator('.avatar img').waitFor();
+  await shot(a, 'profile');
+
   // After a reload Alice is still signed in and her chat is all there.
   await a.reload();
   await a.locator('[data-test=connection]', { hasText: 'online' }).waitFor();

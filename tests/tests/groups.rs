@@ -87,6 +87,16 @@ async fn lifecycle(backend: Backend) {
             }
         );
     }
+    // The system line is in Alice's name, yet hers too: her devices learn of
+    // it only from this push.
+    let line = push_matching(
+        &mut alice,
+        |p| matches!(p, Push::Message(m) if m.kind == MessageKind::System),
+    )
+    .await;
+    assert!(
+        matches!(line, Push::Message(m) if m.thread_id == group && m.body.contains("created the group"))
+    );
     let members = alice.members(group).await.expect("members");
     assert_eq!(members.items.len(), 3, "duplicates are one member");
     assert_eq!(role_of(&members, alice_id), GroupRole::Owner);

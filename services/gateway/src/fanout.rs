@@ -14,9 +14,10 @@ use imlog_domain::profiles::Profiles;
 use imlog_domain::{Journal, Writes};
 use imlog_events::{
     Envelope, Event, FriendAccepted, FriendRequested, GroupCreated, GroupMemberRemoved,
-    GroupMembersAdded, LogPosition, MessageMediaSettled, MessagePosted, MessageRecalled,
-    MessagesRead, PresenceChanged, PrivateThreadCreated, ProfileUpdated, SessionEnded,
-    SessionStarted, ThreadId, Topic, TransferOffered, TransferState, TransferStateChanged, UserId,
+    GroupMembersAdded, LogPosition, MessageKind, MessageMediaSettled, MessagePosted,
+    MessageRecalled, MessagesRead, PresenceChanged, PrivateThreadCreated, ProfileUpdated,
+    SessionEnded, SessionStarted, ThreadId, Topic, TransferOffered, TransferState,
+    TransferStateChanged, UserId,
 };
 use imlog_log::{read_from_end, Record};
 use imlog_protocol::{Push, ThreadKind};
@@ -146,11 +147,11 @@ impl Fanout {
     }
 
     /// Pushes `frame` to `recipients`, or, when none are named (a group), to
-    /// every member as of `members_as_of` but `sender`.
+    /// every member as of `members_as_of` but `except`.
     async fn to_thread(
         &self,
         thread_id: ThreadId,
-        sender: UserId,
+        except: Option<UserId>,
         recipients: &[UserId],
         members_as_of: Option<i64>,
         frame: &str,
@@ -162,7 +163,7 @@ impl Fanout {
             .of(self, thread_id, members_as_of.unwrap_or(0))
             .await
         {
-            let others = members.iter().copied().filter(|&u| u != sender);
+            let others = members.iter().copied().filter(|&u| Some(u) != except);
             self.hub.deliver_all(others, frame);
         }
     }
@@ -282,20 +283,16 @@ impl Members {
 }
 
 /// A message goes to the recipients named in it, or, for a group, to every
-/// member but the sender.
+/// member but the sender — except a system line, which the server wrote in
+/// its actor's name: the actor's devices learn of it only from this push.
 async fn push_message(f: &Fanout, record: &Record, envelope: &Envelope) {
     let Event::MessagePosted(m) = &envelope.event else {
         return;
     };
     let frame = Push::Message(logged_view(record.position(), m, envelope.meta.occurred_at)).frame();
-    f.to_thread(
-        m.thread_id,
-        m.sender_id,
-        &m.recipients,
-        m.members_as_of,
-        &frame,
-    )
-    .await;
+    let except = (m.kind != MessageKind::System).then_some(m.sender_id);
+    f.to_thread(m.thread_id, except, &m.recipients, m.members_as_of, &frame)
+        .await;
 }
 
 /// A read receipt goes to the recipients named in it (none in big groups).
@@ -322,8 +319,14 @@ async fn push_recalled(f: &Fanout, _record: &Record, envelope: &Envelope) {
         by: r.by,
     }
     .frame();
-    f.to_thread(r.thread_id, r.by, &r.recipients, r.members_as_of, &frame)
-        .await;
+    f.to_thread(
+        r.thread_id,
+        Some(r.by),
+        &r.recipients,
+        r.members_as_of,
+        &frame,
+    )
+    .await;
 }
 
 /// A media message's upload ended: both sides are told, sender included.
@@ -338,9 +341,7 @@ async fn push_media_settled(f: &Fanout, _record: &Record, envelope: &Envelope) {
         state: m.state,
     }
     .frame();
-    // No user has id 0: every member is pushed.
-    let nobody = UserId::new(0);
-    f.to_thread(m.thread_id, nobody, &m.recipients, m.members_as_of, &frame)
+    f.to_thread(m.thread_id, None, &m.recipients, m.members_as_of, &frame)
         .await;
 }
 
