@@ -1,7 +1,8 @@
-//! Defects an operator found by trying (the robustness issue's items 3, 7
-//! and 8), each shown fixed black-box: a connection that never logs in
-//! gives its slot back, a logout's token is dead when the reply comes, and
-//! a stranger's retried send is refused at once.
+//! Defects an operator found by trying (the robustness issue's items), each
+//! shown fixed black-box: a connection that never logs in gives its slot
+//! back, a logout's token is dead when the reply comes, a stranger's retried
+//! send is refused at once, a client that stops reading gives its slot back,
+//! and the data-directory, encoding and rate-limit defects.
 
 use imlog::app::Roles;
 use imlog_tests::{fresh_settings, http_get, Backend, TestApp};
@@ -253,5 +254,87 @@ async fn a_registration_flood_from_one_address_is_rate_limited() {
     alice.login("alice", "password-123").await.expect("logs in");
     let e = flood.login("bot0", "password-123").await.unwrap_err();
     assert_eq!(e.error_code(), Some(ErrorCode::RateLimited));
+    app.stop().await;
+}
+
+/// A WebSocket text frame from a client (masked, as clients must).
+fn client_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [0x5a, 0x17, 0xc3, 0x99];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_gives_its_slot_back() {
+    use tokio::io::AsyncWriteExt;
+    let (mut s, _dir) = fresh_settings(Backend::Postgres).await;
+    s.gateway.max_connections = 1;
+    s.gateway.heartbeat_timeout_secs = 2;
+    let app = TestApp::spawn_with(s, Roles::ALL).await;
+    let addr = app.app.addr();
+
+    // A client with a tiny receive buffer that upgrades, sends pings whose
+    // `req` (echoed in every reply) is 60 KB, and never reads a byte.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut raw = socket.connect(addr).await.expect("connect");
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(handshake.as_bytes())
+        .await
+        .expect("handshake");
+    let ping = client_frame(&format!(
+        r#"{{"req":"{}","op":"ping"}}"#,
+        "x".repeat(60_000)
+    ));
+    let flood = tokio::spawn(async move {
+        for _ in 0..200 {
+            // Blocks for good once the server stops reading: that is fine.
+            if raw.write_all(&ping).await.is_err() {
+                break;
+            }
+        }
+        raw
+    });
+
+    // Within 3× the heartbeat timeout the slot is free again.
+    let started = Instant::now();
+    let freed = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (_, metrics) = http_get(addr, "/metrics", None).await;
+        let metrics = metrics.as_str().unwrap_or_default().to_owned();
+        if metrics.contains("imlog_gateway_connections 0") {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the reader-less client still holds its slot after 3× the heartbeat timeout:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("imlog_gateway_conn"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    };
+    eprintln!("slot free after {freed:?}");
+    let (mut alice, _, _) = app.user("alice").await;
+    alice.ping().await.expect("a new client gets the slot");
+    flood.abort();
     app.stop().await;
 }

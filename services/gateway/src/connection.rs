@@ -3,10 +3,11 @@
 //! answered in order.
 
 use crate::error::{store_error, ApiError};
-use crate::hub::{close_code, Closing, Frames, Mailbox};
+use crate::hub::{close_code, Closing, Mailbox};
+use crate::writer::Writer;
 use crate::Gateway;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use imlog_domain::accounts::{Accounts, Session};
 use imlog_domain::files::transfers::Offer;
 use imlog_domain::messages::Posted;
@@ -53,8 +54,10 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>, peer: std::net::IpA
         new_mailbox: None,
         logged_out: false,
     };
-    let (mut sink, mut stream) = socket.split();
-    let mut frames: Option<Frames> = None;
+    let (sink, mut stream) = socket.split();
+    // A write the client does not take within the heartbeat timeout ends
+    // the connection: it is not reading.
+    let writer = Writer::spawn(sink, heartbeat);
     let mut closing_rx: Option<watch::Receiver<Option<Closing>>> = None;
     let mut deadline = tokio::time::Instant::now() + heartbeat;
     // A connection that has not logged in by then gives its slot back.
@@ -78,22 +81,20 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>, peer: std::net::IpA
                     Message::Ping(_) | Message::Pong(_) => continue,
                     Message::Close(_) => break None,
                 };
-                if sink.send(Message::Text(reply.into())).await.is_err() {
+                if !writer.send(reply).await {
                     break None;
                 }
                 if let Some(mailbox) = conn.new_mailbox.take() {
-                    frames = Some(mailbox.frames);
+                    if !writer.attach(mailbox.frames).await {
+                        break None;
+                    }
                     closing_rx = Some(mailbox.closing);
                 }
                 if conn.logged_out {
                     break Some(Closing { code: close_code::SESSION_ENDED, reason: "logged out" });
                 }
             }
-            Some(frame) = next_frame(&mut frames) => {
-                if sink.send(Message::Text(frame.into())).await.is_err() {
-                    break None;
-                }
-            }
+            _ = writer.ended() => break None,
             closing = next_closing(&mut closing_rx) => break Some(closing),
             _ = login_deadline(conn.session.is_none(), login_by) => {
                 break Some(Closing { code: close_code::LOGIN_TIMEOUT, reason: "log in (login or auth) sooner after connecting" });
@@ -109,18 +110,17 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>, peer: std::net::IpA
             }
         }
     };
+    let close_frame = closing.map(|closing| CloseFrame {
+        code: closing.code,
+        reason: closing.reason.into(),
+    });
     if let Some(closing) = closing {
         if closing.code == close_code::KICKED {
             let kicked = Push::Kicked {
                 reason: closing.reason.to_owned(),
             };
-            let _ = sink.send(Message::Text(kicked.frame().into())).await;
+            writer.send(kicked.frame()).await;
         }
-        let frame = CloseFrame {
-            code: closing.code,
-            reason: closing.reason.into(),
-        };
-        let _ = sink.send(Message::Close(Some(frame))).await;
         tracing::info!(
             conn_id,
             code = closing.code,
@@ -128,6 +128,7 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>, peer: std::net::IpA
             "connection closed by server"
         );
     }
+    writer.close(close_frame).await;
     if let Some(session) = conn.session {
         gateway
             .presence
@@ -162,13 +163,6 @@ async fn session_expiry(session: Option<&Session>) {
                 .unwrap_or_default();
             tokio::time::sleep(left).await
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_frame(frames: &mut Option<Frames>) -> Option<String> {
-    match frames {
-        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -17,6 +17,7 @@ pub mod load;
 pub mod presence;
 pub mod transfers;
 mod webapp;
+mod writer;
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
