@@ -311,3 +311,104 @@ async fn replay_and_log_copy_work_from_the_command_line() {
     }
     app.stop().await;
 }
+
+/// kill -9 of the private Postgres under a running `imlog serve`: serve
+/// starts it again (crash recovery from the WAL) and carries on, with
+/// nothing that was acknowledged lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_restarts_its_private_postgres_when_it_is_killed() {
+    let (_dir, data) = imlog_tests::serve_data_dir();
+    let args = [
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let serve = Proc::spawn(BIN, &args, &[]).await;
+    let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
+    let alice_id = alice
+        .register("alice", "password-123")
+        .await
+        .expect("register");
+    let token = alice
+        .login("alice", "password-123")
+        .await
+        .expect("login")
+        .token;
+    let mut bob = Client::connect(&serve.ws_url()).await.expect("connect");
+    let bob_id = bob.register("bob", "password-123").await.expect("register");
+    bob.login("bob", "password-123").await.expect("login");
+    alice
+        .friend_apply(bob_id, "hi", "bob")
+        .await
+        .expect("apply");
+    let thread = bob
+        .friend_accept(alice_id, "alice")
+        .await
+        .expect("accept")
+        .thread_id
+        .expect("thread");
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let id = alice
+            .send_text(thread, &format!("before-{i}"), "before the crash")
+            .await
+            .expect("send");
+        acked.push(id);
+    }
+
+    let pid_file = std::fs::read_to_string(data.join("postgres/postmaster.pid")).expect("pid file");
+    let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+    let killed_it = std::process::Command::new("kill")
+        .args(["-9", &postmaster.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed_it.success(), "kill -9 the postmaster");
+    let killed = Instant::now();
+
+    // Health comes back by itself.
+    loop {
+        let (status, _) = imlog_tests::http_get(serve.addr, "/healthz", None).await;
+        if status == 200 && killed.elapsed() > Duration::from_millis(200) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "serve did not restart its Postgres within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("healthy again {:?} after kill -9", killed.elapsed());
+    assert!(
+        std::fs::read_to_string(data.join("postgres/postmaster.pid"))
+            .expect("running again")
+            .lines()
+            .next()
+            != Some(&postmaster.to_string()),
+        "a new postmaster"
+    );
+
+    // The session, the messages acked before, and new writes all work.
+    let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
+    alice.auth(&token).await.expect("the session survived");
+    let after = loop {
+        match alice.send_text(thread, "after", "after the crash").await {
+            Ok(id) => break id,
+            Err(e) if killed.elapsed() < Duration::from_secs(30) => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("writes do not work after the restart: {e}"),
+        }
+    };
+    let page = alice
+        .sync_messages(thread, MessageId::default(), 100)
+        .await
+        .expect("sync");
+    let ids: BTreeSet<MessageId> = page.items.iter().map(|m| m.message_id).collect();
+    for id in acked.iter().chain([&after]) {
+        assert!(ids.contains(id), "acked message {id:?} lost");
+    }
+    assert!(serve.terminate().await.success());
+}

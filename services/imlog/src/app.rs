@@ -46,7 +46,7 @@ pub struct Backbone {
     pub postgres_url: String,
     pub log: SharedLog,
     /// Present when we started a private cluster (and so must stop it).
-    pub cluster: Option<PrivateCluster>,
+    pub cluster: Option<Arc<PrivateCluster>>,
 }
 
 impl Backbone {
@@ -66,7 +66,7 @@ impl Backbone {
                     PrivateCluster::start(&settings.data_dir).await
                 }
                 .context("starting the private Postgres cluster")?;
-                (cluster.url(), Some(cluster))
+                (cluster.url(), Some(Arc::new(cluster)))
             }
         };
         let prepared = async {
@@ -236,6 +236,11 @@ impl Application {
         };
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        if let Some(cluster) = backbone.cluster.clone() {
+            // Our private Postgres is restarted if it dies under us.
+            let stop = shutdown.clone();
+            tasks.spawn(async move { cluster.supervise(stop.cancelled_owned()).await });
+        }
         let url = backbone.postgres_url.clone();
         let read_model = connect_pool(&url, settings.postgres.pool_size, Some(LIVE_SCHEMA))?;
         let g = &settings.gateway;

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SUPERUSER: &str = "imlog";
+/// How often the owner checks that its cluster's postmaster is alive.
+const SUPERVISE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 const DATABASE: &str = "imlog";
 
 pub struct PrivateCluster {
@@ -119,7 +121,7 @@ impl PrivateCluster {
                 tracing::info!(port, dir = %cluster.cluster_dir.display(), "adopting running private Postgres");
                 port
             }
-            None => cluster.launch()?,
+            None => cluster.launch(free_port().map_err(io("choosing a port for Postgres"))?)?,
         };
         if let Err(e) = cluster.create_database().await {
             // Owned here, so stopped here: a failed start leaves none running.
@@ -178,6 +180,48 @@ impl PrivateCluster {
     /// Whether this process owns the cluster (and so stops it).
     pub fn is_owner(&self) -> bool {
         self.owner
+    }
+
+    /// Keeps the cluster running for as long as `stop` has not resolved:
+    /// when its postmaster dies (killed, crashed), it is started again on
+    /// the same port — Postgres recovers from its WAL, so nothing committed
+    /// is lost — and the pools reconnect by themselves. Only the owner
+    /// supervises; for anyone else this returns at once.
+    pub async fn supervise(&self, stop: impl std::future::Future<Output = ()>) {
+        if !self.owner {
+            return;
+        }
+        tokio::pin!(stop);
+        let mut down_since: Option<std::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+            }
+            if self.running(true).is_some() {
+                if let Some(since) = down_since.take() {
+                    tracing::warn!(down = ?since.elapsed(), port = self.port,
+                        "private Postgres restarted after its postmaster died");
+                }
+                continue;
+            }
+            let since = *down_since.get_or_insert_with(std::time::Instant::now);
+            tracing::error!(dir = %self.cluster_dir.display(), down = ?since.elapsed(),
+                "private Postgres is not running; starting it again");
+            // Blocking (pg_ctl waits for recovery), and its old backends may
+            // still be exiting: a failure is retried on the next round.
+            let relaunch = || self.launch(self.port);
+            let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+            let relaunched = if multi_thread {
+                tokio::task::block_in_place(relaunch)
+            } else {
+                relaunch()
+            };
+            if let Err(e) = relaunched {
+                tracing::error!(error = %e, "restarting the private Postgres failed; retrying");
+            }
+        }
     }
 
     /// Stops the cluster (fast shutdown: clients are disconnected, data is
@@ -277,8 +321,7 @@ impl PrivateCluster {
         self.running(true).map(|(port, _)| port)
     }
 
-    fn launch(&self) -> Result<u16, PgError> {
-        let port = free_port().map_err(io("choosing a port for Postgres"))?;
+    fn launch(&self, port: u16) -> Result<u16, PgError> {
         let log = self.cluster_dir.join("imlog-postgres.log");
         let options =
             format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''");
