@@ -38,6 +38,7 @@ cargo build -p imlog --locked
 (
   cd clients
   npx tsc -p js/tsconfig.json
+  npx tsc -p web/tsconfig.json
   node --experimental-websocket --test --test-concurrency=1 tests/
 ) || status=$?
 exit $status

@@ -187,7 +187,7 @@ export class ChatView {
     this._render(row);
   }
 
-  /** @param {{thread_id: number, message_id: number, state: string}} m */
+  /** @param {{thread_id: number, message_id: number, upload_id: string, state: string}} m */
   onMediaSettled(m) {
     const row = this.byId.get(m.message_id);
     if (m.thread_id !== this.thread.thread_id || !row) return;

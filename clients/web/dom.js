@@ -3,9 +3,11 @@
 /**
  * `h('button', {class: 'x', onclick: f, 'data-test': 'send'}, 'Send')`.
  * Attributes starting with `on` become listeners; `null`/`false` are left out.
- * @param {string} tag
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
  * @param {Record<string, any>} [attrs]
  * @param {...any} children strings, nodes, arrays of them, or null
+ * @returns {HTMLElementTagNameMap[K]}
  */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -14,7 +16,7 @@ export function h(tag, attrs = {}, ...children) {
     if (key.startsWith('on') && typeof value === 'function') {
       el.addEventListener(key.slice(2), value);
     } else if (key === 'value') {
-      el.value = value;
+      /** @type {any} */ (el).value = value;
     } else {
       el.setAttribute(key, value === true ? '' : String(value));
     }

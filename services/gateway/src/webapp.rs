@@ -12,6 +12,7 @@ use rust_embed::{EmbeddedFile, RustEmbed};
 
 #[derive(RustEmbed)]
 #[folder = "../../clients/web"]
+#[exclude = "tsconfig.json"]
 struct WebApp;
 
 #[derive(RustEmbed)]
