@@ -38,6 +38,8 @@ import { memoryStore, readJson } from './store.js';
 
 /** Ops that work before `login`/`auth`. */
 const ANONYMOUS_OPS = new Set(['register', 'login', 'auth', 'ping']);
+/** How long after going online catch-up looks again (see `_goOnline`). */
+const RECHECK_MS = 1_500;
 /** Close codes after which reconnecting with the same token is wrong. */
 const FINAL_CLOSE = new Map([
   [4001, 'kicked'],
@@ -95,9 +97,15 @@ export class Connection extends Emitter {
     this._reconnectTimer = null;
     /** @type {any} */
     this._heartbeat = null;
+    /** @type {any} the second catch-up after going online */
+    this._recheckTimer = null;
     this._lastFrameAt = 0;
     /** Last message id synced, per thread. @type {Record<string, number>} */
     this._cursors = {};
+    /** Ids of messages pushed past their thread's cursor, per thread; kept
+     * in the store so that catch-up after a reload does not deliver them
+     * again. @type {Record<string, number[]>} */
+    this._ahead = {};
     /** Recently delivered messages, `thread:sender:unique_id`, oldest first. @type {Set<string>} */
     this._seen = new Set();
     /** Threads whose pushes arrived since their cursor moved. @type {Map<number, any>} */
@@ -176,6 +184,7 @@ export class Connection extends Emitter {
     this.session = session;
     this.store.set('session', JSON.stringify(session));
     this._cursors = readJson(this.store, this._key('cursors'), {});
+    this._ahead = readJson(this.store, this._key('ahead'), {});
     this.outbox.load();
   }
 
@@ -272,9 +281,31 @@ export class Connection extends Emitter {
     const wsUrl = this.url.replace(/^http/, 'ws') + '/ws';
     const socket = new this._WebSocket(wsUrl);
     this._socket = socket;
-    this._opening = new Promise((resolve, reject) => {
+    let opened = false;
+    let gone = false;
+    /** @type {Promise<void>} */
+    const opening = new Promise((resolve, reject) => {
+      /** Once per socket, whatever reports it first. @param {number} code @param {string} reason */
+      const closed = (code, reason) => {
+        if (gone) return;
+        gone = true;
+        clearTimeout(connectTimer);
+        if (!opened) {
+          if (this._opening === opening) this._opening = null;
+          reject(new ImlogError('disconnected', `cannot connect to ${wsUrl}`));
+        }
+        this._onClose(socket, code, reason);
+      };
+      // A connect that hangs (a silent address) is given up like a request.
+      const connectTimer = setTimeout(() => {
+        closed(1006, 'connect timeout');
+        socket.close();
+      }, this.requestTimeoutMs);
       socket.onopen = () => {
-        this._opening = null;
+        opened = true;
+        clearTimeout(connectTimer);
+        if (this._opening === opening) this._opening = null;
+        if (this._socket !== socket) return;
         this._lastFrameAt = Date.now();
         this._startHeartbeat();
         if (this.session) {
@@ -285,21 +316,19 @@ export class Connection extends Emitter {
         resolve();
       };
       socket.onmessage = (event) => this._onFrame(event.data);
-      socket.onclose = (event) => {
-        if (this._opening) {
-          this._opening = null;
-          reject(new ImlogError('disconnected', `cannot connect to ${wsUrl}`));
-        }
-        this._onClose(socket, event.code, event.reason);
-      };
+      socket.onclose = (event) => closed(event.code, event.reason);
       socket.onerror = () => {
-        // `close` follows with the code; nothing to do here.
+        // Browsers follow a failed connect with `close`; some WebSocket
+        // classes do not (Node 20's undici, nodejs/undici#3546): without
+        // this the client would wait for a `close` that never comes.
+        if (!opened) closed(1006, 'cannot connect');
       };
     });
+    this._opening = opening;
     // A failed first connect is reported to whoever awaited it; reconnects
     // are driven by `_onClose`.
-    this._opening.catch(() => {});
-    return this._opening;
+    opening.catch(() => {});
+    return opening;
   }
 
   /** @param {WebSocket} socket */
@@ -310,7 +339,8 @@ export class Connection extends Emitter {
     } catch (e) {
       const error = /** @type {ImlogError} */ (e);
       if (error.code === 'bad_token') {
-        this._end('bad_token', 'the session is over: log in again');
+        // Whoever waits to be online (`resume`) learns why: `bad_token`.
+        this._end('bad_token', 'the session is over: log in again', { error });
       } else if (this._socket === socket) {
         socket.close(4100, 'auth failed');
       }
@@ -324,9 +354,20 @@ export class Connection extends Emitter {
     this._reconnectAttempt = 0;
     this._setState('online');
     for (const waiter of this._onlineWaiters.splice(0)) waiter.resolve();
-    this._catchUp().catch((e) => {
-      if (!(e instanceof ImlogError) || !e.retryable) console.warn('imlog: catch-up failed', e);
-    });
+    const catchUp = () =>
+      this._catchUp().catch((e) => {
+        // A dropped connection catches up again when back; an ended one never.
+        const expected = e instanceof ImlogError && (e.retryable || e.code === 'ended');
+        if (!expected) console.warn('imlog: catch-up failed', e);
+      });
+    catchUp();
+    // A message posted just before we came back may not be readable on this
+    // connection yet (others' writes show "moments later"), and its push
+    // went to nobody: look once more, shortly.
+    clearTimeout(this._recheckTimer);
+    this._recheckTimer = setTimeout(() => {
+      if (this.state === 'online') catchUp();
+    }, RECHECK_MS);
     this.outbox.flush();
   }
 
@@ -359,10 +400,15 @@ export class Connection extends Emitter {
     }, delay);
   }
 
-  /** @param {string} code @param {string} reason @param {{keepSession?: boolean}} [options] */
+  /**
+   * @param {string} code @param {string} reason
+   * @param {{keepSession?: boolean, error?: ImlogError}} [options] `error`:
+   *   what `whenOnline` waiters reject with (default `ended`)
+   */
   _end(code, reason, options = {}) {
     const wasEnded = this.state === 'ended';
     clearTimeout(this._reconnectTimer);
+    clearTimeout(this._recheckTimer);
     this._stopHeartbeat();
     for (const timer of this._cursorTimers.values()) clearTimeout(timer);
     this._cursorTimers.clear();
@@ -377,11 +423,14 @@ export class Connection extends Emitter {
     }
     this._pending.clear();
     if (!options.keepSession) {
-      this.store.remove('session');
+      // A tab sharing the store may have logged in since (that is what
+      // kicks this one): its session stays.
+      if (this.saved()?.token === this.session?.token) this.store.remove('session');
       this.session = null;
     }
     this._setState('ended', { reason });
-    for (const waiter of this._onlineWaiters.splice(0)) waiter.reject(new ImlogError('ended', reason));
+    const error = options.error ?? new ImlogError('ended', reason);
+    for (const waiter of this._onlineWaiters.splice(0)) waiter.reject(error);
     if (!wasEnded) this.emit('ended', { code, reason });
   }
 
@@ -441,7 +490,10 @@ export class Connection extends Emitter {
   _onPush(name, data) {
     switch (name) {
       case 'message':
-        if (this._deliver(data)) this._touchCursor(data.thread_id);
+        if (this._deliver(data)) {
+          this._noteAhead(data);
+          this._touchCursor(data.thread_id);
+        }
         return;
       case 'thread':
         // A new thread: everything in it is news, from its first message.
@@ -459,6 +511,9 @@ export class Connection extends Emitter {
     const key = `${message.thread_id}:${message.sender_id}:${message.unique_id}`;
     if (this._seen.has(key)) return false;
     this._remember(key);
+    // One of ours still waiting for its reply (sync may show it first, e.g.
+    // a resend after a lost reply): the outbox reports it, as `outgoing`.
+    if (message.sender_id === this.userId && this.outbox.items.has(message.unique_id)) return false;
     this.emit('message', message);
     return true;
   }
@@ -479,7 +534,8 @@ export class Connection extends Emitter {
     const threads = await this.threads();
     for (const thread of threads) {
       if (thread.thread_id in this._cursors) {
-        await this._syncThread(thread.thread_id);
+        const last = thread.last_message?.message_id ?? 0;
+        if (last > this._cursors[thread.thread_id]) await this._syncThread(thread.thread_id);
       } else {
         // First sight on this device: history is for scrollback, not news.
         this._setCursor(thread.thread_id, thread.last_message?.message_id ?? 0);
@@ -494,7 +550,10 @@ export class Connection extends Emitter {
     for (;;) {
       /** @type {import('./types.js').Page<Message>} */
       const page = await this.request('sync_messages', { thread_id: threadId, since, limit: 100 });
-      for (const message of page.items) this._deliver(message);
+      const ahead = this._ahead[threadId] ?? [];
+      for (const message of page.items) {
+        if (!ahead.includes(message.message_id)) this._deliver(message);
+      }
       if (page.items.length) since = page.next_cursor;
       this._setCursor(threadId, since);
       if (!page.load_more) return;
@@ -515,10 +574,28 @@ export class Connection extends Emitter {
     );
   }
 
-  /** @param {number} threadId @param {number} messageId */
+  /** Moves a thread's cursor forward (never back: syncs may overlap).
+   * @param {number} threadId @param {number} messageId */
   _setCursor(threadId, messageId) {
+    const cursor = this._cursors[threadId];
+    if (cursor !== undefined && messageId <= cursor) return;
     this._cursors[threadId] = messageId;
     this.store.set(this._key('cursors'), JSON.stringify(this._cursors));
+    const ahead = this._ahead[threadId];
+    if (ahead) {
+      const rest = ahead.filter((id) => id > messageId);
+      if (rest.length) this._ahead[threadId] = rest;
+      else delete this._ahead[threadId];
+      this.store.set(this._key('ahead'), JSON.stringify(this._ahead));
+    }
+  }
+
+  /** Notes a pushed message past its thread's cursor. @param {Message} message */
+  _noteAhead(message) {
+    const cursor = this._cursors[message.thread_id];
+    if (cursor === undefined || message.message_id <= cursor) return;
+    (this._ahead[message.thread_id] ??= []).push(message.message_id);
+    this.store.set(this._key('ahead'), JSON.stringify(this._ahead));
   }
 
   // ---- reads -----------------------------------------------------------

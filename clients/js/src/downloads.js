@@ -52,6 +52,9 @@ export class Download extends Emitter {
     this.contentType = 'application/octet-stream';
     /** @type {AbortController | null} */
     this._abort = null;
+    /** Counts runs (start, each resume); a pause ends the current one, and
+     * what is left of an older run stops without touching the bytes. */
+    this._runs = 0;
     /** @type {(blob: Blob) => void} */
     let resolve = () => {};
     /** @type {(e: ImlogError) => void} */
@@ -68,6 +71,7 @@ export class Download extends Emitter {
 
   pause() {
     if (this.state !== 'downloading') return;
+    this._runs++;
     this._setState('paused');
     this._abort?.abort();
   }
@@ -79,13 +83,16 @@ export class Download extends Emitter {
   }
 
   async _run() {
-    for (let attempt = 0; this.state === 'downloading'; ) {
+    const run = ++this._runs;
+    /** Whether this run is still the one to go on. */
+    const current = () => run === this._runs && this.state === 'downloading';
+    for (let attempt = 0; current(); ) {
       try {
-        await this._fetchRest();
+        await this._fetchRest(current);
         return;
       } catch (e) {
         const error = e instanceof ImlogError ? e : new ImlogError('disconnected', String(e));
-        if (this.state !== 'downloading') return;
+        if (!current()) return;
         if (!error.retryable || ++attempt >= ATTEMPTS) {
           this.state = 'failed';
           this.emit('state', { state: 'failed', error });
@@ -97,8 +104,14 @@ export class Download extends Emitter {
     }
   }
 
-  /** Fetches from `received` to the end. */
-  async _fetchRest() {
+  /** Fetches from `received` to the end. @param {() => boolean} current */
+  async _fetchRest(current) {
+    if (this.size != null && this.received >= this.size) {
+      // Paused after the last byte: nothing left to ask for (a range
+      // starting at the end would be answered 416).
+      this._complete();
+      return;
+    }
     const abort = new AbortController();
     this._abort = abort;
     /** @type {Record<string, string>} */
@@ -111,11 +124,13 @@ export class Download extends Emitter {
       headers,
       signal: abort.signal,
     });
+    if (!current()) throw new ImlogError('aborted', 'paused');
     if (response.status === 200) {
       // The whole file: either asked for, or it changed under If-Range.
       this._parts = [];
       this.received = 0;
-      this.size = Number(response.headers.get('content-length'));
+      const length = response.headers.get('content-length');
+      this.size = length == null ? null : Number(length);
     } else if (response.status === 206) {
       const total = response.headers.get('content-range')?.split('/')[1];
       this.size = total ? Number(total) : null;
@@ -129,18 +144,28 @@ export class Download extends Emitter {
     try {
       for (;;) {
         const { done, value } = await reader.read();
+        // A pause (and maybe a resume asking from `received` on) came
+        // meanwhile: these bytes are no longer this run's to keep.
+        if (!current()) throw new ImlogError('aborted', 'paused');
         if (done) break;
         this._parts.push(value);
         this.received += value.length;
         this.emit('progress', { received: this.received, size: this.size });
       }
     } catch (e) {
-      if (abort.signal.aborted) throw new ImlogError('aborted', 'paused');
+      if (abort.signal.aborted || !current()) {
+        reader.cancel().catch(() => {});
+        throw new ImlogError('aborted', 'paused');
+      }
       throw new ImlogError('disconnected', `the download broke off: ${/** @type {Error} */ (e).message}`);
     }
     if (this.size != null && this.received < this.size) {
       throw new ImlogError('disconnected', 'the download ended early');
     }
+    this._complete();
+  }
+
+  _complete() {
     this.state = 'completed';
     this.emit('state', { state: 'completed' });
     this._resolve(new Blob(/** @type {BlobPart[]} */ (this._parts), { type: this.contentType }));

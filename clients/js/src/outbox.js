@@ -90,7 +90,9 @@ export class Outbox {
         if (!batch.length) break;
         const ok = await this._sendBatch(batch);
         if (!ok) {
-          this._scheduleRetry();
+          // Offline or ended: going online flushes again; online (the
+          // server was unavailable): after a backoff.
+          if (this.client.state === 'online') this._scheduleRetry();
           break;
         }
         this._attempt = 0;

@@ -84,9 +84,12 @@ export class Relay extends Emitter {
     socket.onopen = () => socket.send(JSON.stringify({ op: 'join', token, role }));
     socket.onmessage = (event) => this._onFrame(event.data);
     socket.onclose = (event) => {
-      if (!FINAL.has(this.state)) {
-        this._finish('error', event.reason || `the relay closed (${event.code})`);
-      }
+      this._finish('error', event.reason || `the relay closed (${event.code})`);
+    };
+    // Some WebSocket classes send no `close` after a failed connect (see
+    // Connection._connect); a later error is followed by `close`.
+    socket.onerror = () => {
+      if (socket.readyState !== 1) this._finish('error', 'cannot reach the relay');
     };
   }
 
@@ -120,13 +123,13 @@ export class Relay extends Emitter {
       return;
     }
     if (event.event === 'state') {
-      this.state = event.state;
-      this.emit('state', { state: event.state, reason: event.reason });
       if (FINAL.has(event.state)) {
         this._finish(event.state, event.reason);
-      } else if (event.state === 'waiting_transfer' && this.role === 'receiver') {
-        this._pullMore();
+        return;
       }
+      this.state = event.state;
+      this.emit('state', { state: event.state, reason: event.reason });
+      if (event.state === 'waiting_transfer' && this.role === 'receiver') this._pullMore();
     } else if (event.event === 'pull' && this.role === 'sender') {
       this._answer(event.offset, event.size);
     } else if (event.event === 'error') {
@@ -178,6 +181,7 @@ export class Relay extends Emitter {
     if (this._ended) return;
     this._ended = true;
     this.state = state;
+    this.emit('state', { state, reason });
     if (state === 'done') {
       this._resolve(
         this.role === 'receiver'
@@ -185,7 +189,6 @@ export class Relay extends Emitter {
           : null,
       );
     } else {
-      this.emit('state', { state, reason });
       this._reject(new ImlogError(state === 'error' ? 'unavailable' : state, reason ?? state));
     }
     if (this._socket.readyState <= 1) this._socket.close(1000);

@@ -45,7 +45,8 @@ export class Upload extends Emitter {
    */
   static start(client, blob, options = {}) {
     const upload = new Upload(client, blob, options.window);
-    upload._run(() => upload._declare(options));
+    upload._options = options;
+    upload._run();
     return upload;
   }
 
@@ -60,7 +61,7 @@ export class Upload extends Emitter {
   static resume(client, uploadId, blob, options = {}) {
     const upload = new Upload(client, blob, options.window);
     upload.uploadId = uploadId;
-    upload._run(() => upload._refresh());
+    upload._run();
     return upload;
   }
 
@@ -90,6 +91,11 @@ export class Upload extends Emitter {
     this._acked = new Set();
     /** @type {Set<AbortController>} */
     this._inFlight = new Set();
+    /** @type {{kind?: 'image' | 'file' | 'video', name?: string, contentType?: string}} */
+    this._options = {};
+    /** Counts runs (start, each resume); a pause or cancel ends the current
+     * one, and what is left of an older run stops quietly. */
+    this._runs = 0;
     /** @type {(view: UploadView) => void} */
     let resolve = () => {};
     /** @type {(e: ImlogError) => void} */
@@ -118,20 +124,23 @@ export class Upload extends Emitter {
    * acknowledged ones). */
   pause() {
     if (this.state !== 'uploading' && this.state !== 'hashing') return;
+    this._runs++;
     this._setState('paused');
     this._abortAll();
   }
 
-  /** Continues a paused upload from what the server has. */
+  /** Continues a paused upload from what the server has (or declares it,
+   * if it was paused while hashing). */
   resume() {
     if (this.state !== 'paused') return;
-    this._setState('uploading');
-    this._run(() => this._refresh());
+    this._setState(this.uploadId ? 'uploading' : 'hashing');
+    this._run();
   }
 
   /** Ends the upload; the server deletes what it stored. */
   async cancel() {
     if (['completed', 'failed', 'cancelled'].includes(this.state)) return;
+    this._runs++;
     this._abortAll();
     this._setState('cancelled');
     if (this.uploadId) {
@@ -145,29 +154,38 @@ export class Upload extends Emitter {
     this._reject(new ImlogError('aborted', 'the upload was cancelled'));
   }
 
-  /** @param {() => Promise<void>} first */
-  async _run(first) {
+  /** Declares the upload (or asks the server what it has), sends the
+   * missing chunks, and waits for the server to complete it. */
+  async _run() {
+    const run = ++this._runs;
+    /** Whether this run is still the one to go on. */
+    const current = () => run === this._runs && !this._stopped();
     try {
-      await first();
-      if (this._stopped()) return;
-      await this._sendChunks();
-      if (this._stopped()) return;
-      await this._awaitCompletion();
+      if (this.uploadId) {
+        await this._refresh();
+      } else {
+        await this._declare(current);
+      }
+      if (!current()) return;
+      await this._sendChunks(current);
+      if (!current()) return;
+      await this._awaitCompletion(current);
     } catch (e) {
-      const error = e instanceof ImlogError ? e : new ImlogError('internal', String(e));
-      if (error.code === 'aborted' && (this.state === 'paused' || this.state === 'cancelled')) return;
-      this._fail(error);
+      // Paused, cancelled, or a newer run took over: not a failure.
+      if (run !== this._runs || this.state === 'paused' || this.state === 'cancelled') return;
+      this._fail(e instanceof ImlogError ? e : new ImlogError('internal', String(e)));
     }
   }
 
-  /** @param {{kind?: string, name?: string, contentType?: string}} options */
-  async _declare(options) {
+  /** @param {() => boolean} current */
+  async _declare(current) {
+    const options = this._options;
     this._setState('hashing');
     const size = this.blob.size;
     const sha256 = await sha256Hex(this.blob, (hashed) =>
       this.emit('hashing', { hashed_bytes: hashed, size }),
     );
-    if (this._stopped()) return;
+    if (!current()) return;
     const contentType = options.contentType ?? (this.blob.type || 'application/octet-stream');
     /** @type {UploadView} */
     const view = await this.client.http('POST', '/v1/uploads', {
@@ -199,6 +217,8 @@ export class Upload extends Emitter {
   _learn(view) {
     this.view = view;
     for (const i of view.acked) this._acked.add(i);
+    // A late answer after a cancel changes nothing.
+    if (this._final()) return;
     if (view.state === 'completed') {
       this._complete(view);
     } else if (view.state === 'failed') {
@@ -209,28 +229,29 @@ export class Upload extends Emitter {
     }
   }
 
-  async _sendChunks() {
+  /** @param {() => boolean} current */
+  async _sendChunks(current) {
     const view = /** @type {UploadView} */ (this.view);
     /** @type {number[]} */
     const missing = [];
     for (let i = 0; i < view.chunks; i++) if (!this._acked.has(i)) missing.push(i);
     let next = 0;
     const worker = async () => {
-      while (next < missing.length && !this._stopped()) {
-        await this._sendChunk(missing[next++]);
+      while (next < missing.length && current()) {
+        await this._sendChunk(missing[next++], current);
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.window, missing.length) }, worker));
-    if (!this._stopped()) this._setState('completing');
+    if (current()) this._setState('completing');
   }
 
-  /** @param {number} index */
-  async _sendChunk(index) {
+  /** @param {number} index @param {() => boolean} current */
+  async _sendChunk(index, current) {
     const view = /** @type {UploadView} */ (this.view);
     const start = index * view.chunk_size;
     const piece = this.blob.slice(start, Math.min(view.size, start + view.chunk_size));
     for (let attempt = 0; ; attempt++) {
-      if (this._stopped()) throw new ImlogError('aborted', 'stopped');
+      if (!current()) throw new ImlogError('aborted', 'stopped');
       const abort = new AbortController();
       this._inFlight.add(abort);
       try {
@@ -246,7 +267,7 @@ export class Upload extends Emitter {
         return;
       } catch (e) {
         const error = /** @type {ImlogError} */ (e);
-        if (error.code === 'aborted' || this._stopped()) throw new ImlogError('aborted', 'stopped');
+        if (error.code === 'aborted' || !current()) throw new ImlogError('aborted', 'stopped');
         if (error.code === 'conflict') {
           // Ended meanwhile (cancelled elsewhere, expired, or complete).
           await this._refresh();
@@ -261,9 +282,10 @@ export class Upload extends Emitter {
     }
   }
 
-  /** Every chunk is in: the server assembles and verifies by itself. */
-  async _awaitCompletion() {
-    for (let attempt = 0; !this._final() && this.state !== 'paused'; attempt++) {
+  /** Every chunk is in: the server assembles and verifies by itself.
+   * @param {() => boolean} current */
+  async _awaitCompletion(current) {
+    for (let attempt = 0; current(); attempt++) {
       /** @type {UploadView} */
       const view = await this.client.http('GET', `/v1/uploads/${this.uploadId}`);
       if (view.state !== 'uploading') {
