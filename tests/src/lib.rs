@@ -514,6 +514,18 @@ impl Proc {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// Its resident memory, from `/proc` (Linux), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
     /// Waits for the process to exit by itself (e.g. at a failpoint).
     pub async fn wait_exit(mut self, within: std::time::Duration) -> std::process::ExitStatus {
         tokio::time::timeout(within, self.child.wait())

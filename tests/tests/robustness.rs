@@ -338,3 +338,77 @@ async fn a_client_that_stops_reading_gives_its_slot_back() {
     flood.abort();
     app.stop().await;
 }
+
+/// Logins in parallel on `imlog serve`: its memory stays flat. Each argon2id
+/// hash works in ~19 MiB; freed on ever-different blocking threads it stayed
+/// with their allocator arenas (760 KiB more per login, for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_flat_across_many_logins() {
+    let (s, _dir) = fresh_settings(Backend::Postgres).await;
+    let serve = imlog_tests::Proc::spawn(
+        env!("CARGO_BIN_EXE_imlog-proc"),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &imlog_tests::settings_env(&s),
+    )
+    .await;
+    let url = serve.ws_url();
+    let fresh = serve.rss_bytes();
+    const PARALLEL: usize = 8;
+    let mut clients = Vec::new();
+    for i in 0..PARALLEL {
+        let mut c = imlog_tests::Client::connect(&url).await.expect("connect");
+        c.register(&format!("user{i}"), "password-123")
+            .await
+            .expect("register");
+        clients.push(c);
+    }
+    /// Each user logs in `rounds` times, all users at once.
+    async fn logins(url: &str, rounds: usize) {
+        let tasks = (0..PARALLEL).map(|i| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                for _ in 0..rounds {
+                    let mut c = imlog_tests::Client::connect(&url).await.expect("connect");
+                    c.login(&format!("user{i}"), "password-123")
+                        .await
+                        .expect("login");
+                }
+            })
+        });
+        for t in tasks.collect::<Vec<_>>() {
+            t.await.expect("logins");
+        }
+    }
+    logins(&url, 10).await;
+    let warm = serve.rss_bytes();
+    // IMLOG_TEST_LOGIN_ROUNDS=1250 makes it the 10,000 logins of the issue.
+    let rounds: usize = std::env::var("IMLOG_TEST_LOGIN_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(40);
+    let started = Instant::now();
+    logins(&url, rounds).await;
+    let after = serve.rss_bytes();
+    let grown = after.saturating_sub(warm) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "{} logins in {:?}: RSS {} MiB at start, {} MiB warm → {} MiB",
+        PARALLEL * rounds,
+        started.elapsed(),
+        fresh >> 20,
+        warm >> 20,
+        after >> 20
+    );
+    assert!(
+        grown < 48.0,
+        "RSS grew by {grown:.0} MiB over {} logins",
+        PARALLEL * rounds
+    );
+    // At most one hash's memory (19 MiB) per hashing thread, and no more
+    // than PARALLEL of them were ever busy at once.
+    let held = after.saturating_sub(fresh) >> 20;
+    assert!(
+        held < PARALLEL as u64 * 20 + 64,
+        "{held} MiB held after the logins"
+    );
+    assert!(serve.terminate().await.success());
+}

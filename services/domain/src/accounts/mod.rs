@@ -2,8 +2,11 @@
 //! logout. A login appends `session.started`; the token is handed out only
 //! once that session is projected, so it works at once on every instance.
 
+mod hashing;
+
 use crate::credentials::{hash_password, new_token, token_digest, verify_password};
 use crate::journal::{Journal, StoreError, Writes};
+use hashing::{HashingError, HashingPool};
 use imlog_events::{
     SessionEndReason, SessionEnded, SessionId, SessionStarted, Topic, UserId, UserRegistered,
 };
@@ -50,7 +53,7 @@ pub struct Session {
 pub struct Accounts {
     journal: Arc<Journal>,
     settings: AccountsSettings,
-    hashing_slots: tokio::sync::Semaphore,
+    hashing: HashingPool,
 }
 
 impl Accounts {
@@ -59,7 +62,7 @@ impl Accounts {
         Accounts {
             journal,
             settings,
-            hashing_slots: tokio::sync::Semaphore::new(cores),
+            hashing: HashingPool::new(cores),
         }
     }
 
@@ -67,20 +70,20 @@ impl Accounts {
         &self.settings.gateway_id
     }
 
-    /// Runs password hashing off the runtime, at most one per core at a
-    /// time: each takes ~19 MiB and tens of milliseconds, so unbounded
-    /// logins could exhaust memory. Waits up to 5 s for a slot.
+    /// Runs password hashing off the runtime, on one thread per core: each
+    /// takes ~19 MiB and tens of milliseconds (see `hashing.rs`). Waits up
+    /// to 5 s for a thread.
     async fn hashing<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, AccountsError> {
-        let _slot = tokio::time::timeout(Duration::from_secs(5), self.hashing_slots.acquire())
+        self.hashing
+            .run(Duration::from_secs(5), work)
             .await
-            .map_err(|_| AccountsError::Busy)?
-            .map_err(|_| AccountsError::Busy)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| AccountsError::Hashing)
+            .map_err(|e| match e {
+                HashingError::Busy => AccountsError::Busy,
+                HashingError::Failed => AccountsError::Hashing,
+            })
     }
 
     #[tracing::instrument(skip_all, fields(name = name.as_str()))]
