@@ -412,3 +412,55 @@ async fn memory_stays_flat_across_many_logins() {
     );
     assert!(serve.terminate().await.success());
 }
+
+/// Idle logged-in connections cost `imlog serve` at most 8 KiB each (they
+/// cost 136 KiB with the WebSocket's default buffers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_costs_at_most_8_kib() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (s, _dir) = fresh_settings(Backend::Postgres).await;
+    let mut env = imlog_tests::settings_env(&s);
+    env.push(("IMLOG_GATEWAY__LOGIN_TIMEOUT_SECS".into(), "600".into()));
+    env.push(("IMLOG_GATEWAY__HEARTBEAT_TIMEOUT_SECS".into(), "600".into()));
+    let serve = imlog_tests::Proc::spawn(
+        env!("CARGO_BIN_EXE_imlog-proc"),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &env,
+    )
+    .await;
+    let url = serve.ws_url();
+    let mut user = imlog_tests::Client::connect(&url).await.expect("connect");
+    user.register("idler", "password-123")
+        .await
+        .expect("register");
+    let token = user
+        .login("idler", "password-123")
+        .await
+        .expect("login")
+        .token;
+    let auth = format!(r#"{{"req":1,"op":"auth","token":"{token}"}}"#);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    const N: usize = 2_000;
+    let before = serve.rss_bytes();
+    let mut open = Vec::with_capacity(N);
+    for _ in 0..N {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("connect");
+        ws.send(Message::text(auth.clone())).await.expect("auth");
+        let reply = ws.next().await.expect("a reply").expect("a frame");
+        assert!(
+            reply.to_text().unwrap_or("").contains(r#""ok":true"#),
+            "{reply}"
+        );
+        open.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let per = serve.rss_bytes().saturating_sub(before) as f64 / N as f64 / 1024.0;
+    eprintln!("{per:.2} KiB per idle logged-in connection");
+    assert!(per <= 8.0, "{per:.2} KiB per idle connection");
+    drop(open);
+    assert!(serve.terminate().await.success());
+}

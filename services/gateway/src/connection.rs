@@ -75,7 +75,9 @@ pub async fn serve(socket: WebSocket, gateway: Arc<Gateway>, peer: std::net::IpA
                 };
                 deadline = tokio::time::Instant::now() + heartbeat;
                 let reply = match message {
-                    Message::Text(text) => conn.handle(text.as_str()).await,
+                    // Boxed: the handling of every op is a large future, and
+                    // inline it would be in every idle connection's state.
+                    Message::Text(text) => Box::pin(conn.handle(text.as_str())).await,
                     Message::Binary(_) => error_reply(&Value::Null, &ApiError::bad_request(
                         "binary frames are not part of the chat protocol; send JSON text").0),
                     Message::Ping(_) | Message::Pong(_) => continue,

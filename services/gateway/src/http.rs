@@ -92,7 +92,7 @@ async fn upgrade(
         .max_frame_size(HARD_FRAME_LIMIT)
         // The default 128 KiB read buffer is zero-filled on every read: with
         // a thousand chatty connections that memset was a third of the CPU.
-        // Frames here are small; a 4 KiB buffer reads them in one go, and
+        // Frames here are small; a 2 KiB buffer reads most in one go, and
         // each reply or push is flushed as it is sent.
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -102,8 +102,9 @@ async fn upgrade(
         })
 }
 
-/// Bytes a connection reads from its socket at a time.
-const READ_BUFFER: usize = 4 * 1024;
+/// Bytes a connection reads from its socket at a time: requests are small
+/// JSON, and every idle connection holds this much.
+const READ_BUFFER: usize = 1024;
 
 /// `/healthz`: the database answers a query and the log its end offsets,
 /// each within 2 s. What failed is named; the cause goes to the server's

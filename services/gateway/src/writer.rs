@@ -5,30 +5,56 @@
 //! heartbeat and acts on kicks and shutdown, which would keep the slot for
 //! ever. Pushes are written here too, so they drain while a request is being
 //! handled (a slow request no longer lets the push queue overflow).
+//!
+//! The queue between the two is a few frames behind a mutex rather than a
+//! channel: every idle connection holds one, and a channel's preallocated
+//! block and padded wakers cost more than the rest of the writer.
 
 use crate::hub::Frames;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::SplitSink;
 use futures::SinkExt;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+/// Small (the larger variants boxed): every queue holds a few of them.
 enum Outgoing {
     Frame(String),
     /// The connection's push queue, once it has logged in.
-    Pushes(Frames),
-    Close(CloseFrame),
+    Pushes(Box<Frames>),
+    Close(Box<CloseFrame>),
 }
 
-/// Replies in flight to the writer: requests are answered one at a time, so
-/// a few cover a reply, a kick notice and the close frame.
-const QUEUE: usize = 8;
+/// Frames waiting for the writer: requests are answered one at a time, so a
+/// few cover a reply, a kick notice and the close frame.
+const QUEUE: usize = 4;
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<VecDeque<Outgoing>>,
+    /// Wakes the writer: something was queued, or the sender is done.
+    work: Notify,
+    /// Wakes a sender waiting for room, or for the writer's end.
+    room: Notify,
+    /// The sender will queue nothing more.
+    done: AtomicBool,
+    /// The writer has ended: nothing queued will be written.
+    ended: AtomicBool,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
+        // A panic while holding it cannot leave the queue inconsistent.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Outgoing>,
-    ended: CancellationToken,
+    shared: Arc<Shared>,
     task: JoinHandle<()>,
     deadline: Duration,
 }
@@ -36,12 +62,10 @@ pub(crate) struct Writer {
 impl Writer {
     /// Takes over `sink`; every write must finish within `deadline`.
     pub(crate) fn spawn(sink: SplitSink<WebSocket, Message>, deadline: Duration) -> Writer {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let ended = CancellationToken::new();
-        let task = tokio::spawn(run(sink, rx, deadline, ended.clone()));
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(run(sink, shared.clone(), deadline));
         Writer {
-            tx,
-            ended,
+            shared,
             task,
             deadline,
         }
@@ -50,26 +74,58 @@ impl Writer {
     /// Queues a frame after the ones before it. False once the writer has
     /// ended (the client left, or did not take a write in time).
     pub(crate) async fn send(&self, frame: String) -> bool {
-        self.tx.send(Outgoing::Frame(frame)).await.is_ok()
+        self.queue(Outgoing::Frame(frame)).await
     }
 
     /// From now on the writer also forwards the hub's pushes.
     pub(crate) async fn attach(&self, pushes: Frames) -> bool {
-        self.tx.send(Outgoing::Pushes(pushes)).await.is_ok()
+        self.queue(Outgoing::Pushes(Box::new(pushes))).await
+    }
+
+    async fn queue(&self, item: Outgoing) -> bool {
+        let mut item = Some(item);
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            // Registered before looking, so a wake-up in between is kept.
+            room.as_mut().enable();
+            if self.shared.ended.load(Ordering::Acquire) {
+                return false;
+            }
+            {
+                let mut queue = self.shared.queue();
+                if queue.len() < QUEUE {
+                    queue.extend(item.take());
+                    drop(queue);
+                    self.shared.work.notify_one();
+                    return true;
+                }
+            }
+            room.await;
+        }
     }
 
     /// Resolves when the writer has ended.
     pub(crate) async fn ended(&self) {
-        self.ended.cancelled().await
+        loop {
+            let woken = self.shared.room.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.shared.ended.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Sends `frame` (if the client still takes writes) and waits for the
     /// writer to end — at most its write deadline, then it is stopped.
     pub(crate) async fn close(self, frame: Option<CloseFrame>) {
         if let Some(frame) = frame {
-            let _ = self.tx.send(Outgoing::Close(frame)).await;
+            self.queue(Outgoing::Close(Box::new(frame))).await;
         }
-        drop(self.tx);
+        self.shared.done.store(true, Ordering::Release);
+        self.shared.work.notify_one();
         let abort = self.task.abort_handle();
         if tokio::time::timeout(self.deadline, self.task)
             .await
@@ -80,40 +136,50 @@ impl Writer {
     }
 }
 
-async fn run(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outgoing>,
-    deadline: Duration,
-    ended: CancellationToken,
-) {
-    let _ended = ended.drop_guard();
+/// Marks the writer ended however it stops, and wakes whoever waits on it.
+struct EndGuard(Arc<Shared>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::Release);
+        self.0.room.notify_waiters();
+    }
+}
+
+async fn run(mut sink: SplitSink<WebSocket, Message>, shared: Arc<Shared>, deadline: Duration) {
+    let _end = EndGuard(shared.clone());
     let mut pushes: Option<Frames> = None;
     loop {
-        let next = tokio::select! {
-            // Replies first: a reply is what the client is waiting for.
-            biased;
-            next = rx.recv() => match next {
-                Some(next) => next,
-                None => return,
-            },
-            push = next_push(&mut pushes) => match push {
-                Some(frame) => Outgoing::Frame(frame),
-                // The hub let go of this connection (a kick or slow-consumer
-                // close follows through the connection loop).
-                None => {
-                    pushes = None;
-                    continue;
-                }
+        // Replies first: a reply is what the client is waiting for.
+        let queued = shared.queue().pop_front();
+        let next = match queued {
+            Some(next) => {
+                shared.room.notify_waiters();
+                next
+            }
+            None if shared.done.load(Ordering::Acquire) => return,
+            None => tokio::select! {
+                biased;
+                _ = shared.work.notified() => continue,
+                push = next_push(&mut pushes) => match push {
+                    Some(frame) => Outgoing::Frame(frame),
+                    // The hub let go of this connection (a kick or
+                    // slow-consumer close follows through the connection loop).
+                    None => {
+                        pushes = None;
+                        continue;
+                    }
+                },
             },
         };
         let message = match next {
             Outgoing::Pushes(frames) => {
-                pushes = Some(frames);
+                pushes = Some(*frames);
                 continue;
             }
             Outgoing::Frame(text) => Message::Text(text.into()),
             Outgoing::Close(frame) => {
-                let _ = write(&mut sink, Message::Close(Some(frame)), deadline).await;
+                let _ = write(&mut sink, Message::Close(Some(*frame)), deadline).await;
                 return;
             }
         };
