@@ -196,6 +196,32 @@ test('two people chat in the web app, with pictures, files, groups and recall', 
   const { createHash } = await import('node:crypto');
   assert.equal(createHash('sha256').update(downloaded).digest('hex'), createHash('sha256').update(file).digest('hex'), 'Bob gets the same bytes');
 
+  // An upload paused, then the page reloaded: the Files tab offers to go
+  // on with the same file, and only the missing chunks are sent.
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 5, downloadThroughput: -1, uploadThroughput: 2 * 1024 * 1024 });
+  const big = randomBytes(11 * 1024 * 1024);
+  await a.setInputFiles('[data-test=attach-input]', { name: 'route.gpx', mimeType: 'application/gpx+xml', buffer: big });
+  const route = a.locator('[data-test=chat] [data-test=message]', { hasText: 'route.gpx' });
+  await route.locator('[data-test=upload-state]', { hasText: '%' }).waitFor();
+  await a.waitForFunction(() => [...document.querySelectorAll('[data-test=upload-progress]')]
+    .some((p) => /** @type {HTMLProgressElement} */ (p).value > 0 && /** @type {HTMLProgressElement} */ (p).value < /** @type {HTMLProgressElement} */ (p).max));
+  await route.locator('[data-test=upload-pause]').click();
+  await route.locator('[data-test=upload-state]', { hasText: 'paused at' }).waitFor();
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  await a.reload();
+  await a.locator('[data-test=connection]', { hasText: 'online' }).waitFor();
+  await a.locator('[data-badge=files]', { hasText: '1' }).waitFor();
+  await a.click('[data-tab=files]');
+  const unfinished = a.locator('[data-test=unfinished-upload]', { hasText: 'route.gpx' });
+  await unfinished.locator('[data-test=unfinished-input]').setInputFiles({ name: 'route.gpx', mimeType: 'application/gpx+xml', buffer: big });
+  await unfinished.locator('[data-test=upload-state]', { hasText: 'uploaded' }).waitFor({ timeout: 60_000 });
+  // Bob can now fetch it whole.
+  const bobRoute = b.locator('[data-test=chat] [data-test=message]', { hasText: 'route.gpx' });
+  await bobRoute.locator('[data-test=download]').click();
+  assert.deepEqual(await saved(b, bobRoute.locator('[data-test=save]')), big, 'the resumed upload is whole');
+  await a.click('[data-tab=chats]');
+  await aliceThread.click();
+
   // Online transfer from Bob to Alice: offered, received, the same bytes.
   const notes = Buffer.from('Saturday: meet at 8, bring water.\n'.repeat(40_000));
   const chooser = b.waitForEvent('filechooser');

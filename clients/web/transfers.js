@@ -2,6 +2,7 @@
 // both are here, offline offers fetched later; each with its progress.
 
 import { explain, fill, formatSize, h, toast } from './dom.js';
+import { uploadControls } from './media.js';
 
 const FINAL = new Set(['done', 'refused', 'cancelled', 'error']);
 
@@ -23,8 +24,11 @@ export class Transfers {
     this.rerender();
   }
 
+  /** Offers waiting for an answer, and uploads a reload left unfinished. */
   waitingCount() {
-    return [...this.entries.values()].filter((e) => offeredToMe(e)).length;
+    const offers = [...this.entries.values()].filter((e) => offeredToMe(e)).length;
+    const unfinished = this.app.client.unfinishedUploads().filter((u) => !this.app.uploads.has(u.upload_id)).length;
+    return offers + unfinished;
   }
 
   /** @param {any} t */
@@ -143,8 +147,39 @@ export class Transfers {
   view() {
     this.rerender();
     return [h('div', { class: 'panel-head' }, h('h2', {}, 'Files')),
+      this.unfinishedView(),
       h('p', { class: 'muted' }, 'Files friends offer you, and yours to them. Send one from a chat or from People.'),
       this.list];
+  }
+
+  /** Uploads an earlier page left unfinished: pick the same file to resume. */
+  unfinishedView() {
+    const client = this.app.client;
+    const saved = client.unfinishedUploads().filter((u) => !this.app.uploads.has(u.upload_id));
+    const box = h('div', { 'data-test': 'unfinished' });
+    if (!saved.length) return box;
+    const rows = saved.map((u) => {
+      const controls = h('span', { class: 'actions' });
+      const input = h('input', { type: 'file', class: 'hidden', 'data-test': 'unfinished-input', onchange: () => {
+        const file = input.files?.[0];
+        input.value = '';
+        if (!file) return;
+        if (file.size !== u.size) return toast(`That is not ${u.name}: it has ${formatSize(file.size)}, not ${formatSize(u.size)}`, 'error');
+        const upload = client.resumeUpload(u.upload_id, file);
+        this.app.uploads.set(u.upload_id, upload);
+        fill(controls, uploadControls(upload));
+        upload.done.then(() => toast(`${u.name} uploaded`), (e) => toast(`${u.name}: ${explain(e)}`, 'error'));
+      } });
+      fill(controls,
+        h('button', { class: 'small primary', 'data-test': 'unfinished-resume', onclick: () => input.click() }, 'Resume…'),
+        h('button', { class: 'small', 'data-test': 'unfinished-discard', onclick: () => client.discardUpload(u.upload_id)
+          .then(() => box.replaceWith(this.unfinishedView()), (e) => toast(explain(e), 'error')) }, 'Discard'));
+      return h('li', { class: 'transfer', 'data-test': 'unfinished-upload', 'data-upload': u.upload_id },
+        h('div', { class: 'grow' }, h('strong', {}, u.name), h('span', { class: 'muted' }, ` ${formatSize(u.size)}`),
+          h('div', { class: 'muted' }, 'not finished: pick the same file to go on')),
+        input, controls);
+    });
+    return fill(box, h('h3', {}, 'Unfinished uploads'), h('ul', { class: 'transfers' }, rows));
   }
 
   rerender() {

@@ -155,6 +155,11 @@ export class ImlogClient extends Connection {
     return Upload.unfinished(this);
   }
 
+  /** Gives up one of `unfinishedUploads()`. @param {string} uploadId */
+  discardUpload(uploadId) {
+    return Upload.discard(this, uploadId);
+  }
+
   /** Downloads a completed upload (see `Download`). @param {string} uploadId */
   download(uploadId) {
     return Download.start(this, uploadId);

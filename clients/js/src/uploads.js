@@ -72,6 +72,22 @@ export class Upload extends Emitter {
   }
 
   /**
+   * Gives up an unfinished upload from an earlier page: the server deletes
+   * what it stored, and it leaves `unfinished`.
+   * @param {Connection} client @param {string} uploadId
+   */
+  static async discard(client, uploadId) {
+    try {
+      await client.http('DELETE', `/v1/uploads/${uploadId}`);
+    } catch (e) {
+      // Ended already (completed, failed, expired) or gone: forget it anyway.
+      const code = /** @type {ImlogError} */ (e).code;
+      if (code !== 'conflict' && code !== 'not_found') throw e;
+    }
+    forget(client, uploadId);
+  }
+
+  /**
    * @param {Connection} client
    * @param {Blob & {name?: string, lastModified?: number}} blob
    * @param {number} [window] chunks in flight at once (default 3)
@@ -361,12 +377,17 @@ export class Upload extends Emitter {
   }
 
   _forget() {
-    if (!this.uploadId) return;
-    /** @type {Record<string, SavedUpload>} */
-    const all = readJson(this.client.store, this.client._key('uploads'), {});
-    delete all[this.uploadId];
-    this.client.store.set(this.client._key('uploads'), JSON.stringify(all));
+    if (this.uploadId) forget(this.client, this.uploadId);
   }
+}
+
+/** Drops an upload from the store's unfinished ones.
+ * @param {Connection} client @param {string} uploadId */
+function forget(client, uploadId) {
+  /** @type {Record<string, SavedUpload>} */
+  const all = readJson(client.store, client._key('uploads'), {});
+  delete all[uploadId];
+  client.store.set(client._key('uploads'), JSON.stringify(all));
 }
 
 /** The upload kind a MIME type suggests. @param {string} contentType */
