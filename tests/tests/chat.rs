@@ -17,6 +17,7 @@ on_backends! {
     racing_private_thread_creation_yields_one_thread => racing_thread_creation;
     sync_pages_by_cursor_without_skipping => cursor_paging;
     a_retry_before_projection_gets_the_first_id => retry_before_projection;
+    a_retry_racing_a_late_first_copy_is_answered_with_the_kept_ids => late_first_copy;
 }
 
 async fn thin_path(backend: Backend) {
@@ -430,4 +431,100 @@ async fn retry_before_projection(backend: Backend) {
     );
     projector.stop().await;
     gw.stop().await;
+}
+
+/// The robustness issue's item 12: a gateway dies with a batch's append in
+/// flight, the client resends it with `retry` on another gateway, and the
+/// broker takes the first copy only after the retry looked for it. The
+/// projection keeps the first copy; the retry's reply must name it too.
+async fn late_first_copy(backend: Backend) {
+    use imlog_events::{messages_key, Envelope, EventMeta, MessageKind, MessagePosted, Topic};
+    let app = TestApp::spawn(backend).await;
+    let (mut alice, alice_id, token) = app.user("alice").await;
+    let (_bob, bob_id, _) = app.user("bob").await;
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+
+    let log = imlog_tests::open_log(
+        backend,
+        app.app.postgres_url(),
+        &app.settings.log.topic_prefix,
+    )
+    .await;
+    // A second gateway whose sends wait 3 s just before appending.
+    let mut env = imlog_tests::settings_env(&app.settings);
+    env.push((
+        "IMLOG_PAUSEPOINT".into(),
+        "messages.before_append:3000".into(),
+    ));
+    let gateway = imlog_tests::Proc::spawn(
+        env!("CARGO_BIN_EXE_imlog-proc"),
+        &["gateway", "--listen", "127.0.0.1:0"],
+        &env,
+    )
+    .await;
+    let mut retrying = imlog_tests::Client::connect(&gateway.ws_url())
+        .await
+        .expect("connect");
+    retrying.auth(&token).await.expect("auth");
+    let items: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("late-{i}"), format!("body {i}")))
+        .collect();
+    let resend = {
+        let items = items.clone();
+        tokio::spawn(async move {
+            let refs: Vec<(&str, &str)> = items
+                .iter()
+                .map(|(u, b)| (u.as_str(), b.as_str()))
+                .collect();
+            retrying.resend_texts(thread, &refs).await
+        })
+    };
+
+    // While the retry waits, the first copy lands: as the dead gateway's
+    // in-flight append would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = Vec::new();
+    for (unique_id, body) in &items {
+        let envelope = Envelope::new(
+            EventMeta::new(Some(alice_id), uuid::Uuid::now_v7()),
+            MessagePosted {
+                thread_id: thread,
+                sender_id: alice_id,
+                unique_id: unique_id.clone(),
+                kind: MessageKind::Text,
+                body: body.clone(),
+                recipients: vec![bob_id],
+                members_as_of: None,
+                media: None,
+            },
+        );
+        let position = log
+            .append(Topic::Messages, &messages_key(thread), envelope.encode())
+            .await
+            .expect("append the first copy");
+        first.push(MessageId::from_position(position));
+    }
+
+    let reply = resend.await.expect("task").expect("resend");
+    let acked: Vec<MessageId> = reply
+        .iter()
+        .map(|item| item.message_id.expect("an id"))
+        .collect();
+    let synced = alice.sync_all_messages(thread, START).await.expect("sync");
+    let ours: Vec<(String, MessageId)> = synced
+        .iter()
+        .filter(|m| m.unique_id.starts_with("late-"))
+        .map(|m| (m.unique_id.clone(), m.message_id))
+        .collect();
+    let expected: Vec<(String, MessageId)> = items
+        .iter()
+        .map(|(u, _)| u.clone())
+        .zip(acked.iter().copied())
+        .collect();
+    assert_eq!(ours, expected, "each once, under the acked id");
+    // The race happened as staged: the first copy landed first and is the
+    // one kept (else this test showed nothing).
+    assert_eq!(acked, first, "the read model kept the first copy");
+    assert!(gateway.terminate().await.success());
+    app.stop().await;
 }

@@ -7,12 +7,14 @@ mod embedded;
 mod lease;
 mod migrate;
 mod notify;
+mod pausepoint;
 mod pool;
 
 pub use embedded::PrivateCluster;
 pub use lease::{run_leased, Lease, LeaseLost, Worker};
 pub use migrate::{migrate, validate_schema_name, Migration};
 pub use notify::{spawn_listener, spawn_payload_listener, Heard};
+pub use pausepoint::pausepoint;
 pub use pool::{connect_pool, Pool};
 
 #[derive(Debug, thiserror::Error)]

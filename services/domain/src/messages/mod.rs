@@ -174,10 +174,41 @@ impl Messages {
                 event,
             ));
         }
+        imlog_postgres::pausepoint("messages.before_append").await;
         let results = self.journal.append_all(writes, &envelopes).await;
-        for (indices, result) in settles.into_iter().zip(results) {
-            for index in indices {
+        for (indices, result) in settles.iter().zip(results) {
+            for &index in indices {
                 answers[index] = result.clone().map(MessageId::from_position);
+            }
+        }
+        if retry && !envelopes.is_empty() {
+            // The first send may have reached the log after the wait above
+            // (its gateway died with the append in flight, and the broker
+            // took it late): then the projection keeps that first copy and
+            // drops ours. Answer with whichever copy the read model kept, so
+            // an acked id is always the one sync shows.
+            self.journal.settle(writes, &[Topic::Messages]).await?;
+            let appended: Vec<&str> = in_batch.keys().map(String::as_str).collect();
+            let (_, kept) = self
+                .journal
+                .read()
+                .membership_and_sent(thread_id, me, &appended)
+                .await
+                .map_err(StoreError::from)?
+                .ok_or(ThreadsError::NotMember(thread_id))?;
+            for (unique_id, &envelope) in &in_batch {
+                let Some(&id) = kept.get(unique_id) else {
+                    continue;
+                };
+                for &index in &settles[envelope] {
+                    if let Ok(answer) = &mut answers[index] {
+                        if *answer != id {
+                            tracing::info!(%unique_id, appended = %answer, kept = %id,
+                                "a retried message was already in the log: answering with the kept copy");
+                            *answer = id;
+                        }
+                    }
+                }
             }
         }
         Ok(Posted {
