@@ -52,6 +52,8 @@ pub async fn rebuild(url: &str, log: &SharedLog, schema: &str) -> Result<Offsets
 }
 
 /// Makes `rebuilt` the live read model; the old one is renamed to `retired`.
+/// Projector batches are excluded while the schemas are renamed
+/// ([`runner::SWAP_LOCK`]).
 pub async fn swap(
     url: &str,
     live: &str,
@@ -64,10 +66,17 @@ pub async fn swap(
     let pool = connect_pool(url, 1, None)?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // Waits for projector batches in flight and holds new ones back until
+    // the renames commit: no batch straddles the swap.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&runner::SWAP_LOCK])
+        .await?;
     tx.batch_execute(&format!(
         "ALTER SCHEMA {live} RENAME TO {retired}; ALTER SCHEMA {rebuilt} RENAME TO {live};"
     ))
     .await?;
+    // Live projectors reload their offsets from the new tables (on commit).
+    tx.execute("SELECT pg_notify($1, '')", &[&runner::SWAPPED_CHANNEL])
+        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -9,16 +9,25 @@
 use crate::{Projection, ProjectionError};
 use imlog_events::{DecodeError, Envelope, Topic};
 use imlog_log::{ReadFrom, Record, SharedLog};
-use imlog_postgres::{run_leased, Pool, Worker};
+use imlog_postgres::{run_leased, spawn_listener, Pool, Worker};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio_postgres::types::Type;
 use tokio_util::sync::CancellationToken;
 
 /// Notified in every projector transaction; readers waiting for their writes
 /// LISTEN to it.
 pub const PROJECTED_CHANNEL: &str = "imlog_projected";
+/// The advisory lock between projector batches (shared: they run side by
+/// side) and `replay --swap` (exclusive): a batch resolves its tables by
+/// `search_path` statement by statement, so a swap in the middle of one
+/// would put its rows in the retired schema and its offsets in the new.
+pub const SWAP_LOCK: i64 = 0x696d_6c6f_675f_7377; // "imlog_sw"
+/// Notified by `replay --swap` once the new read model is in place.
+pub const SWAPPED_CHANNEL: &str = "imlog_swapped";
+
 const BATCH: usize = 500;
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -29,8 +38,9 @@ pub type Offsets = BTreeMap<(Topic, i32), i64>;
 /// When a runner stops.
 #[derive(Clone)]
 pub enum Until {
-    /// On shutdown (a live projector).
-    Cancelled(CancellationToken),
+    /// On shutdown (a live projector). A bump of `swaps` (`replay --swap`
+    /// put another read model in place) reloads the offsets from it.
+    Cancelled(CancellationToken, watch::Receiver<u64>),
     /// Once every partition reached these offsets (a rebuild).
     Reached(Arc<Offsets>),
 }
@@ -50,12 +60,14 @@ pub async fn run_all(
     shutdown: CancellationToken,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    let (swapped, swaps) = watch::channel(0);
+    let listener = spawn_listener(lease_url.clone(), SWAPPED_CHANNEL, Arc::new(swapped));
     for projection in projections {
         let (pool, log, shutdown) = (pool.clone(), log.clone(), shutdown.clone());
-        let (lease_url, schema) = (lease_url.clone(), schema.clone());
+        let (lease_url, schema, swaps) = (lease_url.clone(), schema.clone(), swaps.clone());
         tasks.spawn(async move {
             let name = projection.name();
-            let until = Until::Cancelled(shutdown.clone());
+            let until = Until::Cancelled(shutdown.clone(), swaps);
             let key = format!("imlog.projection.{schema}.{name}");
             let worker = Worker {
                 kind: "projection",
@@ -68,6 +80,7 @@ pub async fn run_all(
         });
     }
     while tasks.join_next().await.is_some() {}
+    listener.abort();
 }
 
 /// Loads the projection's offsets and applies the log from there until
@@ -79,15 +92,11 @@ pub async fn run(
     until: &Until,
 ) -> Result<(), ProjectionError> {
     let mut next = load_offsets(pool, projection).await?;
-    let from = next
-        .iter()
-        .map(|(&(topic, partition), &offset)| ReadFrom {
-            topic,
-            partition,
-            offset,
-        })
-        .collect();
-    let mut reader = log.reader(from).await?;
+    let mut reader = log.reader(read_from(&next)).await?;
+    let mut swaps = match until {
+        Until::Cancelled(_, swaps) => Some(swaps.clone()),
+        Until::Reached(_) => None,
+    };
     let name = projection.name();
     let mut last_lag: Option<Instant> = None;
     let mut last_appended = None;
@@ -102,8 +111,15 @@ pub async fn run(
             last_lag = Some(Instant::now());
         }
         let batch = match until {
-            Until::Cancelled(shutdown) => tokio::select! {
+            Until::Cancelled(shutdown, _) => tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = swapped(&mut swaps) => {
+                    // The swapped-in read model has offsets of its own.
+                    next = load_offsets(pool, projection).await?;
+                    reader = log.reader(read_from(&next)).await?;
+                    tracing::info!(projection = name, "the read model was swapped; continuing from its offsets");
+                    continue;
+                }
                 batch = reader.next_batch(BATCH, IDLE_WAIT) => batch?,
             },
             Until::Reached(_) => reader.next_batch(BATCH, IDLE_WAIT).await?,
@@ -118,6 +134,28 @@ pub async fn run(
             .increment(batch.len() as u64);
         metrics::histogram!("imlog_projection_batch_seconds", "projection" => name)
             .record(started.elapsed().as_secs_f64());
+    }
+}
+
+fn read_from(next: &Offsets) -> Vec<ReadFrom> {
+    next.iter()
+        .map(|(&(topic, partition), &offset)| ReadFrom {
+            topic,
+            partition,
+            offset,
+        })
+        .collect()
+}
+
+/// Resolves when `replay --swap` announced a new read model.
+async fn swapped(swaps: &mut Option<watch::Receiver<u64>>) {
+    match swaps {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -217,6 +255,12 @@ async fn apply_in_transaction(
     let name = projection.name();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // First, so that every table of the batch is named after any swap.
+    tx.query_typed(
+        "SELECT pg_advisory_xact_lock_shared($1)",
+        &[(&SWAP_LOCK, Type::INT8)],
+    )
+    .await?;
     if one_by_one {
         for one in decoded.chunks(1) {
             tx.batch_execute("SAVEPOINT record").await?;
@@ -236,6 +280,7 @@ async fn apply_in_transaction(
     } else {
         projection.apply_batch(&tx, decoded).await?;
     }
+    imlog_postgres::pausepoint(&format!("projection.{name}.before_offsets")).await;
     let mut advanced: BTreeMap<(Topic, i32), (i64, chrono::DateTime<chrono::Utc>)> =
         BTreeMap::new();
     for record in batch {

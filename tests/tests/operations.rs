@@ -383,3 +383,151 @@ async fn every_gateway_serves_the_web_app_and_the_sdk() {
         assert!(status.contains("404"), "{path}: {status}");
     }
 }
+
+/// `replay --swap` while messages keep coming: no projector batch straddles
+/// the swap (its rows in the retired schema, its offsets in the new one), so
+/// once the projector catches up the live read model equals a fresh rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_swaps_under_load_and_the_read_model_stays_whole() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let (mut alice, _bob, _, thread) = app.alice_and_bob().await;
+    let url = app.postgres_url();
+    let log = app.app.log();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let items: Vec<(String, String)> = (0..5)
+                    .map(|i| (format!("load-{sent}-{i}"), format!("under load {sent}")))
+                    .collect();
+                let refs: Vec<(&str, &str)> = items
+                    .iter()
+                    .map(|(u, b)| (u.as_str(), b.as_str()))
+                    .collect();
+                alice.send_texts(thread, &refs).await.expect("send");
+                sent += 1;
+            }
+            (alice, sent * 5)
+        })
+    };
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rebuilt = format!("imlog_swap{round}");
+        replay::rebuild(&url, &log, &rebuilt)
+            .await
+            .expect("rebuild");
+        replay::swap(&url, "imlog", &rebuilt, &format!("imlog_retired{round}"))
+            .await
+            .expect("swap");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut alice, sent) = load.await.expect("load");
+    let all = alice
+        .sync_all_messages(thread, MessageId::default())
+        .await
+        .expect("sync");
+    assert_eq!(
+        all.len(),
+        sent,
+        "every message sent is in the live read model"
+    );
+
+    // And the live read model equals one rebuilt now, table by table.
+    replay::rebuild(&url, &log, "imlog_check")
+        .await
+        .expect("rebuild");
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let differences = replay::differences(&db, "imlog", "imlog_check")
+            .await
+            .expect("compare");
+        if differences.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live read model lost or kept extra rows across the swaps: {differences:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("{sent} messages sent across 4 swaps");
+    app.stop().await;
+}
+
+/// The race itself, staged: a projector batch has written a message's rows
+/// and waits before its offsets (a pausepoint) while `replay --swap` runs.
+/// The swap must wait for it; before, the rows went to the retired schema,
+/// the offsets to the new one, and the message was lost to the live model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_swap_waits_for_a_projector_batch_in_flight() {
+    let (s, _dir) = fresh_settings(Backend::Postgres).await;
+    let gateway_only = Roles {
+        gateway: true,
+        queries: true,
+        projector: false,
+    };
+    let gw = TestApp::spawn_with(s.clone(), gateway_only).await;
+    let mut env = imlog_tests::settings_env(&s);
+    env.push((
+        "IMLOG_PAUSEPOINT".into(),
+        "projection.messages.before_offsets:2500".into(),
+    ));
+    let projector = imlog_tests::Proc::spawn(
+        env!("CARGO_BIN_EXE_imlog-proc"),
+        &["projector", "--listen", "127.0.0.1:0"],
+        &env,
+    )
+    .await;
+    let (mut alice, _bob, _, thread) = gw.alice_and_bob().await;
+    alice
+        .send_text(thread, "m0", "before the rebuild")
+        .await
+        .expect("send");
+    alice
+        .sync_messages(thread, MessageId::default(), 10)
+        .await
+        .expect("projected (after one paused batch)");
+
+    // A rebuild that has everything so far: its offsets equal the live ones.
+    let url = gw.postgres_url();
+    replay::rebuild(&url, &gw.app.log(), "imlog_next")
+        .await
+        .expect("rebuild");
+    // The next message's batch writes its rows, then waits 2.5 s.
+    let m1 = alice
+        .send_text(thread, "m1", "during the swap")
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let swapping = Instant::now();
+    replay::swap(&url, "imlog", "imlog_next", "imlog_old")
+        .await
+        .expect("swap");
+    eprintln!("the swap took {:?}", swapping.elapsed());
+
+    // The message is in the live read model (re-applied to the new schema).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = alice
+            .sync_messages(thread, MessageId::default(), 10)
+            .await
+            .expect("sync");
+        if page.items.iter().any(|m| m.message_id == m1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message projected during the swap is lost to the live read model"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(projector.terminate().await.success());
+    gw.stop().await;
+}
