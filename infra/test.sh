@@ -34,7 +34,10 @@ fi
 # tsc, then Node's test runner against a real `imlog serve` — the SDK's
 # tests and the two-browser end-to-end test in headless Chromium.
 install_client_tools
-cargo build -p imlog --locked
+# The tests' `imlog-proc` is the real command line, already built above
+# (building `-p imlog` alone would rebuild crates under other features).
+export IMLOG_BIN=${IMLOG_BIN:-$CARGO_TARGET_DIR/debug/imlog-proc}
+[ -x "$IMLOG_BIN" ] || cargo build -p imlog-tests --bin imlog-proc --locked
 (
   cd clients
   npx tsc -p js/tsconfig.json

@@ -107,6 +107,39 @@ async fn stop_signal() {
     }
 }
 
+/// Every connection is an open file: a gateway raises its soft limit to the
+/// hard one (often 1,024 → far more), and says when even that is below what
+/// `gateway.max_connections` allows.
+fn raise_open_files_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut limit = soft;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(
+                    from = soft,
+                    to = hard,
+                    "raised the open files limit to the hard limit"
+                );
+                limit = hard;
+            }
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open files limit"),
+        }
+    }
+    // Sockets to Postgres, the log and the store, files and listeners.
+    let needed = max_connections as u64 + 256;
+    if limit < needed {
+        tracing::warn!(
+            limit,
+            max_connections,
+            "the open files limit is below gateway.max_connections: connections past it will be refused; raise the hard limit (e.g. LimitNOFILE in systemd)"
+        );
+    }
+}
+
 /// Runs the command line; the process's exit code.
 pub fn main() -> std::process::ExitCode {
     init_tracing();
@@ -157,6 +190,9 @@ async fn run() -> anyhow::Result<()> {
             command: LogCommand::Copy { from, to },
         } => return log_copy(settings, from, to).await,
     };
+    if roles.gateway {
+        raise_open_files_limit(settings.gateway.max_connections);
+    }
     let app = Application::build(settings, roles).await?;
     println!(
         "imlog listening on http://{} (WebSocket: ws://{}/ws)",

@@ -116,7 +116,12 @@ fn free_port() -> u16 {
 
 /// `n` idle connections to a fresh `imlog serve`: anonymous ones that sent a
 /// ping, or ones attached to a session with `auth`.
-async fn measure_imlog(imlog: &std::path::Path, admin: &str, n: usize, auth: bool) -> f64 {
+async fn measure_imlog(
+    imlog: &std::path::Path,
+    admin: &str,
+    n: usize,
+    auth: bool,
+) -> (f64, Option<Vec<Duration>>) {
     let db = format!("imlog_conns_{}_{auth}", std::process::id());
     let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
         .await
@@ -138,6 +143,7 @@ async fn measure_imlog(imlog: &std::path::Path, admin: &str, n: usize, auth: boo
         ("IMLOG_GATEWAY__HEARTBEAT_TIMEOUT_SECS", "3600".to_owned()),
         ("IMLOG_GATEWAY__MAX_CONNECTIONS", (n + 10).to_string()),
         ("IMLOG_LOG_LEVEL", "warn".to_owned()),
+        ("IMLOG_GATEWAY__STRANGERS_MAY_CHAT", "true".to_owned()),
     ];
     let listen = format!("127.0.0.1:{port}");
     let dir_arg = dir.path().to_str().expect("utf-8 path").to_owned();
@@ -164,11 +170,72 @@ async fn measure_imlog(imlog: &std::path::Path, admin: &str, n: usize, auth: boo
     // Let the start settle (pools, projections) before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (per, open) = per_connection(&url, serve.id(), n, &frame).await;
+    // Among the idle ones, a few active users still get their pushes fast.
+    let latencies = if auth {
+        Some(push_latencies(&url).await)
+    } else {
+        None
+    };
     drop(open);
     let _ = serve.kill();
     let _ = serve.wait();
     let _ = client.batch_execute(&format!("DROP DATABASE {db}")).await;
-    per
+    (per, latencies)
+}
+
+/// Messages the active users send while the idle connections are held.
+const ACTIVE_MESSAGES: usize = 500;
+
+/// Alice sends to Bob every 10 ms; from just before each send to Bob's push.
+async fn push_latencies(url: &str) -> Vec<Duration> {
+    use imlog_protocol::Push;
+    let mut alice = imlog_tests::Client::connect(url).await.expect("connect");
+    alice
+        .register("alice", "password-123")
+        .await
+        .expect("register");
+    alice.login("alice", "password-123").await.expect("login");
+    let mut bob = imlog_tests::Client::connect(url).await.expect("connect");
+    let bob_id = bob.register("bob", "password-123").await.expect("register");
+    bob.login("bob", "password-123").await.expect("login");
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+    let receiver = tokio::spawn(async move {
+        let mut arrived = vec![None; ACTIVE_MESSAGES];
+        let mut seen = 0;
+        while seen < ACTIVE_MESSAGES {
+            match bob.next_push(Duration::from_secs(10)).await {
+                Ok(Some(Push::Message(m))) => {
+                    if let Ok(i) = m.body.parse::<usize>() {
+                        if i < ACTIVE_MESSAGES && arrived[i].is_none() {
+                            arrived[i] = Some(std::time::Instant::now());
+                            seen += 1;
+                        }
+                    }
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        arrived
+    });
+    let mut sent = Vec::with_capacity(ACTIVE_MESSAGES);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..ACTIVE_MESSAGES {
+        tick.tick().await;
+        sent.push(std::time::Instant::now());
+        alice
+            .send_text(thread, &format!("m-{i}"), &i.to_string())
+            .await
+            .expect("send");
+    }
+    let arrived = receiver.await.expect("receiver");
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .zip(&arrived)
+        .map(|(s, a)| a.map_or(Duration::MAX, |a| a.duration_since(*s)))
+        .collect();
+    latencies.sort();
+    latencies
 }
 
 #[tokio::main]
@@ -196,8 +263,10 @@ async fn main() {
 
     // imlog serve over a fresh database, once per kind of connection (freed
     // memory is not given back, so each kind gets a process of its own).
-    let anonymous = measure_imlog(&imlog, &admin, n, false).await;
-    let authed = measure_imlog(&imlog, &admin, n, true).await;
+    let (anonymous, _) = measure_imlog(&imlog, &admin, n, false).await;
+    let (authed, latencies) = measure_imlog(&imlog, &admin, n, true).await;
+    let latencies = latencies.expect("measured with the logged-in connections");
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
 
     println!("memory per idle WebSocket connection, {n} connections, server RSS growth:");
     println!("  bare tokio-tungstenite, {READ_BUFFER} B read buffer: {baseline:.2} KiB");
@@ -212,5 +281,12 @@ async fn main() {
     println!(
         "  100,000 logged-in connections would hold ~{:.0} MiB",
         authed * 100_000.0 / 1024.0
+    );
+    println!(
+        "pushes to an active user among them ({ACTIVE_MESSAGES} messages, one per 10 ms): \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (send to push)",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        latencies[latencies.len() - 1].as_secs_f64() * 1e3,
     );
 }
