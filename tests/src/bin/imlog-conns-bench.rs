@@ -61,18 +61,34 @@ async fn bare_server(port: u16) {
     }
 }
 
-/// Opens `n` connections that each send `frame` and read its reply; the
-/// server's RSS growth per connection, in KiB.
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-async fn per_connection(url: &str, pid: u32, n: usize, frame: &str) -> (f64, Vec<Socket>) {
+/// Opens `n` connections that each send `frame` and read its reply; the
+/// server's RSS growth per connection, in KiB. Each kind of measurement
+/// connects `from` a loopback address of its own: one address's ~28,000
+/// ephemeral ports would not outlast the previous kind's TIME_WAIT sockets.
+async fn per_connection(
+    url: &str,
+    pid: u32,
+    n: usize,
+    frame: &str,
+    from: std::net::Ipv4Addr,
+) -> (f64, Vec<Socket>) {
     let before = rss_kib(pid);
     let mut open = Vec::with_capacity(n);
+    let server: std::net::SocketAddr = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("ws://ip:port/…");
     for _ in 0..n {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind((from, 0).into()).expect("bind");
+        let stream = socket.connect(server).await.expect("connect");
+        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
-            .expect("connect");
+            .expect("upgrade");
         ws.send(Message::text(frame)).await.expect("send");
         let reply = ws.next().await.expect("a reply").expect("a frame");
         assert!(
@@ -169,7 +185,8 @@ async fn measure_imlog(
     };
     // Let the start settle (pools, projections) before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (per, open) = per_connection(&url, serve.id(), n, &frame).await;
+    let from = std::net::Ipv4Addr::new(127, 0, 0, if auth { 4 } else { 3 });
+    let (per, open) = per_connection(&url, serve.id(), n, &frame, from).await;
     // Among the idle ones, a few active users still get their pushes fast.
     let latencies = if auth {
         Some(push_latencies(&url).await)
@@ -256,7 +273,8 @@ async fn main() {
     let port = free_port();
     let mut bare = spawn(&me, &["--bare-server", &port.to_string()], &[]);
     let url = format!("ws://127.0.0.1:{port}/");
-    let (baseline, open) = per_connection(&url, bare.id(), n, r#"{"op":"ping"}"#).await;
+    let from = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let (baseline, open) = per_connection(&url, bare.id(), n, r#"{"op":"ping"}"#, from).await;
     drop(open);
     let _ = bare.kill();
     let _ = bare.wait();
