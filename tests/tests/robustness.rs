@@ -464,3 +464,47 @@ async fn an_idle_connection_costs_at_most_8_kib() {
     drop(open);
     assert!(serve.terminate().await.success());
 }
+
+/// A Kafka producer in librdkafka's fatal state (an idempotent producer
+/// whose sequence numbers the broker no longer accepts) fails every send for
+/// good: the log replaces it, and appends work again at once. (It is put in
+/// that state the way librdkafka's own tests do; a real one needs a broker
+/// that lost acknowledged records.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_kafka_producer_error_is_survived() {
+    use imlog_events::Topic;
+    use imlog_log::{EventLog, KafkaLog, KafkaSettings, LogError};
+    let Some(brokers) = imlog_tests::kafka_brokers() else {
+        return;
+    };
+    let log = KafkaLog::connect(KafkaSettings {
+        brokers,
+        topic_prefix: imlog_tests::topic_prefix(),
+        replication_factor: 1,
+        linger_ms: 1,
+    })
+    .expect("connect");
+    log.ensure_topics().await.expect("topics");
+    log.append(Topic::Messages, "k", b"before".to_vec())
+        .await
+        .expect("append");
+
+    log.inject_fatal_error();
+    let mut failed = 0;
+    let position = loop {
+        match log.append(Topic::Messages, "k", b"after".to_vec()).await {
+            Ok(position) => break position,
+            Err(LogError::Unavailable(reason)) if failed < 3 => {
+                eprintln!("unavailable once: {reason}");
+                failed += 1;
+            }
+            Err(e) => panic!("appends fail for good after a fatal producer error: {e}"),
+        }
+    };
+    assert!(position.offset >= 1);
+    for i in 0..5 {
+        log.append(Topic::Messages, "k", format!("more {i}").into_bytes())
+            .await
+            .expect("later appends work");
+    }
+}

@@ -15,7 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,27 +37,73 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct KafkaLog {
     settings: KafkaSettings,
     names: TopicNames,
-    producer: FutureProducer,
+    /// Replaced by a new one when it fails fatally (see `replace_if_fatal`).
+    producer: std::sync::RwLock<Arc<FutureProducer>>,
     /// For metadata and watermarks (blocking calls, run off the runtime).
     metadata: Arc<BaseConsumer>,
 }
 
 impl KafkaLog {
     pub fn connect(settings: KafkaSettings) -> Result<KafkaLog, LogError> {
-        let producer: FutureProducer = client_config(&settings.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", settings.linger_ms.to_string())
-            .set("message.timeout.ms", "30000")
-            .create()
-            .map_err(fatal)?;
+        let producer = new_producer(&settings)?;
         let metadata: BaseConsumer = consumer_config(&settings.brokers).create().map_err(fatal)?;
         Ok(KafkaLog {
             names: TopicNames::new(settings.topic_prefix.clone()),
             settings,
-            producer,
+            producer: std::sync::RwLock::new(Arc::new(producer)),
             metadata: Arc::new(metadata),
         })
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// An idempotent producer that hit a fatal error (e.g. the broker lost
+    /// acknowledged records and the sequence numbers no longer match) fails
+    /// every send from then on: put a new one in its place. What was in
+    /// flight has an unknown outcome, which `Unavailable` tells the caller
+    /// (a client resends with `retry`).
+    fn replace_if_fatal(&self, failed: &Arc<FutureProducer>, e: KafkaError) -> LogError {
+        let Some((code, reason)) = failed.client().fatal_error() else {
+            return classify(e);
+        };
+        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&current, failed) {
+            match new_producer(&self.settings) {
+                Ok(producer) => {
+                    tracing::error!(?code, %reason, "the Kafka producer failed fatally; replaced it with a new one");
+                    metrics::counter!("imlog_log_producer_rebuilds_total").increment(1);
+                    *current = Arc::new(producer);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the Kafka producer failed fatally and a new one could not be made")
+                }
+            }
+        }
+        LogError::Unavailable(format!(
+            "the Kafka producer failed ({code:?}: {reason}); the write's outcome is unknown"
+        ))
+    }
+
+    /// Puts the producer in librdkafka's fatal state, as a real fatal error
+    /// would (for tests of the recovery).
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self) {
+        let producer = self.producer();
+        let reason = c"injected by a test";
+        // SAFETY: the pointer is the live producer's handle (kept alive by
+        // `producer` for the call); librdkafka copies the reason.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
     }
 
     async fn partition_count(&self, name: &str) -> Result<Option<usize>, LogError> {
@@ -87,15 +133,16 @@ impl KafkaLog {
         partition: i32,
         key: &str,
         payload: &[u8],
-    ) -> Result<DeliveryFuture, LogError> {
+    ) -> Result<Delivery, LogError> {
+        let producer = self.producer();
         let name = self.names.name(topic);
         let mut record = FutureRecord::to(&name)
             .partition(partition)
             .key(key)
             .payload(payload);
         loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+            match producer.send_result(record) {
+                Ok(future) => return Ok(Delivery { future, producer }),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // Backpressure: wait for deliveries to drain the queue rather
                     // than fail or buffer without bound.
@@ -104,23 +151,39 @@ impl KafkaLog {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return Err(classify(e)),
+                Err((e, _)) => return Err(self.replace_if_fatal(&producer, e)),
             }
+        }
+    }
+
+    async fn await_delivery(&self, delivery: Delivery) -> Result<LogPosition, LogError> {
+        match delivery.future.await {
+            Ok(Ok(d)) => Ok(LogPosition {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Ok(Err((e, _))) => Err(self.replace_if_fatal(&delivery.producer, e)),
+            Err(_) => Err(LogError::Unavailable(
+                "producer shut down before delivery".into(),
+            )),
         }
     }
 }
 
-async fn await_delivery(delivery: DeliveryFuture) -> Result<LogPosition, LogError> {
-    match delivery.await {
-        Ok(Ok(d)) => Ok(LogPosition {
-            partition: d.partition,
-            offset: d.offset,
-        }),
-        Ok(Err((e, _))) => Err(classify(e)),
-        Err(_) => Err(LogError::Unavailable(
-            "producer shut down before delivery".into(),
-        )),
-    }
+/// A record handed to a producer: its delivery, and which producer it was.
+struct Delivery {
+    future: DeliveryFuture,
+    producer: Arc<FutureProducer>,
+}
+
+fn new_producer(settings: &KafkaSettings) -> Result<FutureProducer, LogError> {
+    client_config(&settings.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", settings.linger_ms.to_string())
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(fatal)
 }
 
 fn client_config(brokers: &str) -> ClientConfig {
@@ -217,7 +280,7 @@ impl EventLog for KafkaLog {
         let mut results = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             results.push(match delivery {
-                Ok(delivery) => await_delivery(delivery).await,
+                Ok(delivery) => self.await_delivery(delivery).await,
                 Err(e) => Err(e),
             });
         }
@@ -232,7 +295,7 @@ impl EventLog for KafkaLog {
         payload: Vec<u8>,
     ) -> Result<LogPosition, LogError> {
         let delivery = self.enqueue(topic, partition, key, &payload).await?;
-        await_delivery(delivery).await
+        self.await_delivery(delivery).await
     }
 
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<i64>, LogError> {
