@@ -11,6 +11,7 @@
 //!   `IMLOG_TEST_S3_DIR`: where that server (s3s-fs) keeps its files, if local.
 
 pub mod bench;
+pub mod chaos;
 
 use imlog::app::{Application, Roles};
 use imlog::config::{LogBackend, Secret, Settings, StorageBackend};
@@ -313,6 +314,15 @@ pub fn use_s3(s: &mut Settings, s3: &S3Env) {
 /// A data dir for an `imlog serve` with a private cluster (inside a
 /// temporary directory that lives as long as the guard): reachable by the
 /// `postgres` user the cluster runs as when the tests run as root.
+/// A free TCP port on 127.0.0.1, for a process that must get the same
+/// address back when it is restarted.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 pub fn serve_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(
@@ -482,6 +492,15 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin args...` with `env` and waits for its "listening" line.
     pub async fn spawn(bin: &str, args: &[&str], env: &[(String, String)]) -> Proc {
+        match Self::try_spawn(bin, args, env).await {
+            Some(proc) => proc,
+            None => panic!("imlog exited before listening"),
+        }
+    }
+
+    /// As [`spawn`](Self::spawn), but `None` when the process exits before
+    /// it listens (e.g. it cannot reach its database yet).
+    pub async fn try_spawn(bin: &str, args: &[&str], env: &[(String, String)]) -> Option<Proc> {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(bin)
             .args(args)
@@ -497,17 +516,17 @@ impl Proc {
             while let Some(line) = lines.next_line().await.expect("reading imlog's output") {
                 if let Some(rest) = line.strip_prefix("imlog listening on http://") {
                     let addr = rest.split_whitespace().next().unwrap_or_default();
-                    return addr.parse().expect("a socket address");
+                    return Some(addr.parse().expect("a socket address"));
                 }
             }
-            panic!("imlog exited before listening");
+            None
         };
         let addr = tokio::time::timeout(std::time::Duration::from_secs(120), find)
             .await
-            .expect("imlog did not start within 120s");
+            .expect("imlog did not start within 120s")?;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Proc { child, addr }
+        Some(Proc { child, addr })
     }
 
     pub fn ws_url(&self) -> String {

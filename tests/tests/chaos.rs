@@ -1,0 +1,31 @@
+//! The chaos test's short form (the long one: `imlog-chaos`): two gateways,
+//! two projectors, tansu and Postgres, each killed with SIGKILL at random
+//! while clients send and retry; nothing acked is lost or duplicated.
+
+use imlog_tests::chaos::{describe, run, Plan};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acked_is_lost_or_duplicated_while_components_are_killed() {
+    if imlog_tests::kafka_brokers().is_none() {
+        // The same tools as the Kafka tests: infra/test.sh.
+        return;
+    }
+    let plan = Plan {
+        users: 4,
+        per_user: 200,
+        pace: Duration::from_millis(150),
+        kill_every: Duration::from_millis(1200),
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    };
+    eprintln!("chaos: {}", describe(&plan));
+    let report = run(plan, env!("CARGO_BIN_EXE_imlog-proc")).await;
+    eprintln!("{report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.duplicated, 0, "{report}");
+    assert_eq!(report.seq_gaps, 0, "{report}");
+    assert!(report.replay_equals_live, "{report}");
+    assert!(report.kills.values().sum::<usize>() >= 5, "{report}");
+}
