@@ -13,13 +13,19 @@ async fn nothing_acked_is_lost_or_duplicated_while_components_are_killed() {
     }
     let plan = Plan {
         users: 4,
-        per_user: 200,
+        per_user: 250,
         pace: Duration::from_millis(150),
         kill_every: Duration::from_millis(1200),
-        seed: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64),
+        seed: std::env::var("IMLOG_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            }),
     };
+    // A failure names its seed: IMLOG_CHAOS_SEED=… repeats the same kills.
     eprintln!("chaos: {}", describe(&plan));
     let report = run(plan, env!("CARGO_BIN_EXE_imlog-proc")).await;
     eprintln!("{report}");
