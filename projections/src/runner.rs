@@ -291,14 +291,22 @@ async fn apply_in_transaction(
     }
     for (&(topic, partition), &(new_next, appended_at)) in &advanced {
         let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
+        // Compare-and-set: the row must say `expected`; a missing row only
+        // when nothing was applied yet (a swapped-in read model without a
+        // row for this partition must not take offsets it never applied).
         let updated = tx
             .query_typed(
-                "INSERT INTO projection_offsets (projection, topic, partition, next_offset, last_appended_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (projection, topic, partition) DO UPDATE
-                 SET next_offset = EXCLUDED.next_offset, last_appended_at = EXCLUDED.last_appended_at
-                 WHERE projection_offsets.next_offset = $6
-                 RETURNING 1",
+                "WITH updated AS (
+                     UPDATE projection_offsets
+                     SET next_offset = $4, last_appended_at = $5
+                     WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset = $6
+                     RETURNING 1),
+                 inserted AS (
+                     INSERT INTO projection_offsets (projection, topic, partition, next_offset, last_appended_at)
+                     SELECT $1, $2, $3, $4, $5 WHERE $6 = 0
+                     ON CONFLICT (projection, topic, partition) DO NOTHING
+                     RETURNING 1)
+                 SELECT 1 FROM updated UNION ALL SELECT 1 FROM inserted",
                 &[
                     (&name, Type::TEXT),
                     (&topic.base_name(), Type::TEXT),

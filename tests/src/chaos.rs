@@ -38,6 +38,9 @@ const BATCH: usize = 5;
 pub struct Report {
     pub sent: usize,
     pub acked: usize,
+    /// Acked messages sent again with `retry` on purpose (each must be
+    /// answered with its first id).
+    pub resent: usize,
     /// Acked, but not in sync under its id.
     pub lost: usize,
     /// A `unique_id` stored more than once.
@@ -56,8 +59,8 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "messages sent {}, acked {}, lost {}, duplicated {}, threads with seq gaps {}",
-            self.sent, self.acked, self.lost, self.duplicated, self.seq_gaps
+            "messages sent {}, acked {} (and {} acked ones resent with retry), lost {}, duplicated {}, threads with seq gaps {}",
+            self.sent, self.acked, self.resent, self.lost, self.duplicated, self.seq_gaps
         )?;
         let total: usize = self.kills.values().sum();
         writeln!(f, "kills survived: {total} ({:?})", self.kills)?;
@@ -110,12 +113,18 @@ impl Running {
                 let _ = child.kill().await;
             }
             Running::Postgres(pid_file) => {
-                if let Some(pid) = std::fs::read_to_string(pid_file)
+                let pid = std::fs::read_to_string(pid_file)
                     .ok()
-                    .and_then(|f| f.lines().next().map(str::to_owned))
-                {
+                    .and_then(|f| f.lines().next().map(|l| l.trim().to_owned()));
+                // Only a live postmaster: a pid left in the file by one that
+                // died may belong to another process by now.
+                let postmaster = pid.as_ref().is_some_and(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("postgres"))
+                });
+                if let (true, Some(pid)) = (postmaster, pid) {
                     let _ = std::process::Command::new("kill")
-                        .args(["-9", pid.trim()])
+                        .args(["-9", &pid])
                         .status();
                 }
             }
@@ -263,6 +272,28 @@ async fn sender(mut session: Session, thread: ThreadId, user: usize, plan: Plan,
                 }
             }
         }
+        // Now and then the same batch again, as a client that lost the
+        // reply would: it must be answered with the same ids.
+        if rng.below(4) == 0 {
+            let refs: Vec<(&str, &str)> = items
+                .iter()
+                .map(|(u, b)| (u.as_str(), b.as_str()))
+                .collect();
+            let client = session.client(&mut rng).await;
+            let resend = client.resend_texts(thread, &refs);
+            match tokio::time::timeout(Duration::from_secs(40), resend).await {
+                Ok(Ok(sent)) => {
+                    for (item, (unique_id, _)) in sent.iter().zip(&items) {
+                        if let Some(id) = item.message_id {
+                            acks.record(thread, unique_id, id);
+                        }
+                    }
+                    acks.resent.fetch_add(items.len(), Ordering::Relaxed);
+                }
+                Ok(Err(ClientError::Server(_))) => {}
+                Ok(Err(_)) | Err(_) => session.client = None,
+            }
+        }
         acks.sent.fetch_add(items.len(), Ordering::Relaxed);
         next += items.len();
         tokio::time::sleep(plan.pace).await;
@@ -275,6 +306,8 @@ struct Acks {
     ids: Mutex<HashMap<(ThreadId, String), MessageId>>,
     times: Mutex<Vec<Duration>>,
     sent: AtomicUsize,
+    /// Acked messages sent again (with `retry`) on purpose.
+    resent: AtomicUsize,
     conflicting: AtomicUsize,
 }
 
@@ -419,6 +452,7 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
         ids: Mutex::default(),
         times: Mutex::default(),
         sent: AtomicUsize::new(0),
+        resent: AtomicUsize::new(0),
         conflicting: AtomicUsize::new(0),
     });
     let senders: Vec<_> = sessions
@@ -461,6 +495,7 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
 
     // The verdict, through a gateway, from the read model.
     report.sent = acks.sent.load(Ordering::Relaxed);
+    report.resent = acks.resent.load(Ordering::Relaxed);
     let acked = acks.ids.lock().unwrap().clone();
     report.acked = acked.len();
     report.duplicated += acks.conflicting.load(Ordering::Relaxed);

@@ -27,11 +27,18 @@ async fn nothing_acked_is_lost_or_duplicated_while_components_are_killed() {
     };
     // A failure names its seed: IMLOG_CHAOS_SEED=… repeats the same kills.
     eprintln!("chaos: {}", describe(&plan));
-    let report = run(plan, env!("CARGO_BIN_EXE_imlog-proc")).await;
+    // A sender that never gets through must fail the test, not hang it.
+    let report = tokio::time::timeout(
+        Duration::from_secs(300),
+        run(plan, env!("CARGO_BIN_EXE_imlog-proc")),
+    )
+    .await
+    .expect("the chaos run finished within 5 minutes");
     eprintln!("{report}");
     assert_eq!(report.lost, 0, "{report}");
     assert_eq!(report.duplicated, 0, "{report}");
     assert_eq!(report.seq_gaps, 0, "{report}");
     assert!(report.replay_equals_live, "{report}");
     assert!(report.kills.values().sum::<usize>() >= 5, "{report}");
+    assert!(report.resent > 0, "{report}");
 }

@@ -502,9 +502,84 @@ async fn a_fatal_kafka_producer_error_is_survived() {
         }
     };
     assert!(position.offset >= 1);
+    assert_eq!(
+        failed, 1,
+        "the injected fatal error showed once, as unavailable"
+    );
     for i in 0..5 {
         log.append(Topic::Messages, "k", format!("more {i}").into_bytes())
             .await
             .expect("later appends work");
     }
+}
+
+/// A logged-in client that stops reading while large pushes pour in is
+/// disconnected once its queue holds 1 MiB, long before 1,024 frames (the
+/// issue's item 6: 6 MB per slow connection when it counted frames only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_less_client_is_dropped_at_a_mebibyte_of_pushes() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let addr = app.app.addr();
+    let (mut alice, _, _) = app.user("alice").await;
+    let (_bob, bob_id, bob_token) = app.user("bob").await;
+    let thread = alice.open_private_thread(bob_id).await.expect("thread");
+
+    // Bob, on a socket with a tiny receive buffer that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut raw = socket.connect(addr).await.expect("connect");
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(handshake.as_bytes())
+        .await
+        .expect("handshake");
+    raw.write_all(&client_frame(&format!(
+        r#"{{"req":1,"op":"auth","token":"{bob_token}"}}"#
+    )))
+    .await
+    .expect("auth");
+    let (_, before) = http_get(addr, "/metrics", None).await;
+    let slow_before = metric(&before, "imlog_gateway_slow_consumers_total");
+
+    // 1,000 pushes of ~6 KB each (control characters are escaped six-fold):
+    // under 1,024 frames, 6 MB: more than the socket buffers and 1 MiB.
+    let body: String = std::iter::repeat_n('\u{1}', 1000).collect();
+    // Ten per request: a request frame may be at most 64 KiB.
+    for batch in 0..100 {
+        let items: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("big-{batch}-{i}"), body.clone()))
+            .collect();
+        let refs: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(u, b)| (u.as_str(), b.as_str()))
+            .collect();
+        alice.send_texts(thread, &refs).await.expect("send");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, now) = http_get(addr, "/metrics", None).await;
+        if metric(&now, "imlog_gateway_slow_consumers_total") > slow_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a client that does not read still holds its queue of pushes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    alice.ping().await.expect("the sender is unaffected");
+    drop(raw);
+    app.stop().await;
+}
+
+/// A counter's value in Prometheus text (0 when absent).
+fn metric(text: &serde_json::Value, name: &str) -> f64 {
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }

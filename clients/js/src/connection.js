@@ -560,11 +560,12 @@ export class Connection extends Emitter {
     }
   }
 
-  /** Pushes do not move a cursor (they may skip); a quiet moment after
-   * them, one sync does. @param {number} threadId */
+  /** Pushes do not move a cursor (they may skip); a sync 2 s after the
+   * first of them does. @param {number} threadId */
   _touchCursor(threadId) {
-    if (!(threadId in this._cursors)) return;
-    clearTimeout(this._cursorTimers.get(threadId));
+    // One sync at most every 2 s while pushes keep coming (a timer that
+    // every push reset would never fire in a busy thread).
+    if (!(threadId in this._cursors) || this._cursorTimers.has(threadId)) return;
     this._cursorTimers.set(
       threadId,
       setTimeout(() => {

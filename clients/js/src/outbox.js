@@ -24,6 +24,9 @@ import { readJson } from './store.js';
 
 /** Items per `send_messages` (the protocol's limit). */
 const BATCH = 100;
+/** JSON bytes of items per request, under the 64 KiB frame limit. */
+const BATCH_BYTES = 56 * 1024;
+const utf8 = new TextEncoder();
 
 export class Outbox {
   /** @param {import('./connection.js').Connection} client */
@@ -102,14 +105,20 @@ export class Outbox {
     }
   }
 
-  /** The oldest queued items of one thread, at most a batch. */
+  /** The oldest queued items of one thread: at most a batch, and at most
+   * [`BATCH_BYTES`] of JSON (a request frame may be 64 KiB; one item,
+   * preview included, always fits). */
   _nextBatch() {
     /** @type {OutgoingMessage[]} */
     const batch = [];
+    let bytes = 0;
     for (const item of this.items.values()) {
       if (this._inFlight.has(item.unique_id)) continue;
       if (batch.length && item.thread_id !== batch[0].thread_id) continue;
+      const size = utf8.encode(JSON.stringify(wireItem(item))).length + 1;
+      if (batch.length && bytes + size > BATCH_BYTES) break;
       batch.push(item);
+      bytes += size;
       if (batch.length === BATCH) break;
     }
     return batch;

@@ -58,7 +58,8 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(journal: Arc<Journal>, settings: AccountsSettings) -> Accounts {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // One per core, at most 8: each keeps ~19 MiB of argon2 memory.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
         Accounts {
             journal,
             settings,

@@ -53,7 +53,8 @@ impl ProcessManager for GroupLines {
             unique_id: format!("group-{}-line", trigger.envelope.meta.event_id.simple()),
             kind: MessageKind::System,
             body: describe(&change, &names),
-            // Every member but the one who made the change, as of this change.
+            // Every member as of this change (the fan-out pushes system lines
+            // to their actor too).
             recipients: vec![],
             members_as_of: Some(trigger.record.offset + 1),
             media: None,

@@ -187,15 +187,20 @@ impl Messages {
             // took it late): then the projection keeps that first copy and
             // drops ours. Answer with whichever copy the read model kept, so
             // an acked id is always the one sync shows.
+            // Lagging or unreachable: the request fails retryably (the
+            // messages are stored; a resend is answered from the read model).
             self.journal.settle(writes, &[Topic::Messages]).await?;
             let appended: Vec<&str> = in_batch.keys().map(String::as_str).collect();
-            let (_, kept) = self
+            let kept = self
                 .journal
                 .read()
                 .membership_and_sent(thread_id, me, &appended)
                 .await
                 .map_err(StoreError::from)?
-                .ok_or(ThreadsError::NotMember(thread_id))?;
+                // Removed from the group since: the read model still kept
+                // one copy each; ours stands unless it shows otherwise.
+                .map(|(_, kept)| kept)
+                .unwrap_or_default();
             for (unique_id, &envelope) in &in_batch {
                 let Some(&id) = kept.get(unique_id) else {
                     continue;
