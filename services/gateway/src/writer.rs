@@ -55,7 +55,9 @@ impl Shared {
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    /// Taken by `close`; if the connection ends without it (a panic), the
+    /// task is stopped on drop, and the socket with it.
+    task: Option<JoinHandle<()>>,
     deadline: Duration,
 }
 
@@ -66,7 +68,7 @@ impl Writer {
         let task = tokio::spawn(run(sink, shared.clone(), deadline));
         Writer {
             shared,
-            task,
+            task: Some(task),
             deadline,
         }
     }
@@ -120,18 +122,25 @@ impl Writer {
 
     /// Sends `frame` (if the client still takes writes) and waits for the
     /// writer to end — at most its write deadline, then it is stopped.
-    pub(crate) async fn close(self, frame: Option<CloseFrame>) {
+    pub(crate) async fn close(mut self, frame: Option<CloseFrame>) {
         if let Some(frame) = frame {
             self.queue(Outgoing::Close(Box::new(frame))).await;
         }
         self.shared.done.store(true, Ordering::Release);
         self.shared.work.notify_one();
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(self.deadline, self.task)
-            .await
-            .is_err()
-        {
-            abort.abort();
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(self.deadline, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
     }
 }
