@@ -257,6 +257,23 @@ async fn a_registration_flood_from_one_address_is_rate_limited() {
     app.stop().await;
 }
 
+/// A WebSocket upgrade by hand on a socket with a tiny receive buffer, for a
+/// client that never reads (the 101 reply stays unread too).
+async fn reader_less_client(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut raw = socket.connect(addr).await.expect("connect");
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(handshake.as_bytes())
+        .await
+        .expect("handshake");
+    raw
+}
+
 /// A WebSocket text frame from a client (masked, as clients must).
 fn client_frame(text: &str) -> Vec<u8> {
     let payload = text.as_bytes();
@@ -289,16 +306,7 @@ async fn a_client_that_stops_reading_gives_its_slot_back() {
 
     // A client with a tiny receive buffer that upgrades, sends pings whose
     // `req` (echoed in every reply) is 60 KB, and never reads a byte.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let mut raw = socket.connect(addr).await.expect("connect");
-    let handshake = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    raw.write_all(handshake.as_bytes())
-        .await
-        .expect("handshake");
+    let mut raw = reader_less_client(addr).await;
     let ping = client_frame(&format!(
         r#"{{"req":"{}","op":"ping"}}"#,
         "x".repeat(60_000)
@@ -526,16 +534,7 @@ async fn a_reader_less_client_is_dropped_at_a_mebibyte_of_pushes() {
     let thread = alice.open_private_thread(bob_id).await.expect("thread");
 
     // Bob, on a socket with a tiny receive buffer that never reads.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let mut raw = socket.connect(addr).await.expect("connect");
-    let handshake = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    raw.write_all(handshake.as_bytes())
-        .await
-        .expect("handshake");
+    let mut raw = reader_less_client(addr).await;
     raw.write_all(&client_frame(&format!(
         r#"{{"req":1,"op":"auth","token":"{bob_token}"}}"#
     )))

@@ -4,7 +4,7 @@
 // and a dropped connection resumes by itself.
 
 import { Emitter } from './emitter.js';
-import { ImlogError, backoffMs, envelope, sleep } from './errors.js';
+import { ImlogError, backoffMs, envelope, sleep, deferred } from './errors.js';
 
 /** @typedef {import('./connection.js').Connection} Connection */
 
@@ -55,18 +55,12 @@ export class Download extends Emitter {
     /** Counts runs (start, each resume); a pause ends the current one, and
      * what is left of an older run stops without touching the bytes. */
     this._runs = 0;
-    /** @type {(blob: Blob) => void} */
-    let resolve = () => {};
-    /** @type {(e: ImlogError) => void} */
-    let reject = () => {};
+    /** @type {ReturnType<typeof deferred<Blob>>} */
+    const outcome = deferred();
     /** Resolves with the whole file. @type {Promise<Blob>} */
-    this.done = new Promise((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    this.done.catch(() => {});
-    this._resolve = resolve;
-    this._reject = reject;
+    this.done = outcome.promise;
+    this._resolve = outcome.resolve;
+    this._reject = outcome.reject;
   }
 
   pause() {

@@ -67,3 +67,24 @@ export async function envelope(response) {
   );
 }
 
+
+/**
+ * A promise with its settle functions, for an outcome that arrives through
+ * events (an upload's, a download's, a transfer's `done`). Unobserved
+ * rejections are not reported: the owner's events tell them.
+ * @template T
+ * @returns {{promise: Promise<T>, resolve: (value: T) => void, reject: (e: ImlogError) => void}}
+ */
+export function deferred() {
+  /** @type {(value: T) => void} */
+  let resolve = () => {};
+  /** @type {(e: ImlogError) => void} */
+  let reject = () => {};
+  /** @type {Promise<T>} */
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}

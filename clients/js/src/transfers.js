@@ -4,7 +4,7 @@
 // on the server, so both must stay on the page until `done`.
 
 import { Emitter } from './emitter.js';
-import { ImlogError } from './errors.js';
+import { ImlogError, deferred } from './errors.js';
 
 /** @typedef {import('./connection.js').Connection} Connection */
 /** @typedef {import('./types.js').Transfer} Transfer */
@@ -61,20 +61,14 @@ export class Relay extends Emitter {
     /** Answers to pulls, chained so they go out in order. */
     this._sending = Promise.resolve();
     this._ended = false;
-    /** @type {(blob: Blob | null) => void} */
-    let resolve = () => {};
-    /** @type {(e: ImlogError) => void} */
-    let reject = () => {};
+    /** @type {ReturnType<typeof deferred<Blob | null>>} */
+    const outcome = deferred();
     /** The sender's resolves with null, the receiver's with the file, when
      * the transfer is `done`; rejects when it ends otherwise.
      * @type {Promise<Blob | null>} */
-    this.done = new Promise((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    this.done.catch(() => {});
-    this._resolve = resolve;
-    this._reject = reject;
+    this.done = outcome.promise;
+    this._resolve = outcome.resolve;
+    this._reject = outcome.reject;
 
     const WebSocketClass = /** @type {typeof WebSocket} */ (client._WebSocket);
     const socket = new WebSocketClass(transfer.relay_url);

@@ -4,7 +4,7 @@
 // what it has (so it works after a page reload too), cancel ends it.
 
 import { Emitter } from './emitter.js';
-import { ImlogError, backoffMs, sleep } from './errors.js';
+import { ImlogError, backoffMs, sleep, deferred } from './errors.js';
 import { sha256Hex } from './sha256.js';
 import { readJson } from './store.js';
 
@@ -112,19 +112,13 @@ export class Upload extends Emitter {
     /** Counts runs (start, each resume); a pause or cancel ends the current
      * one, and what is left of an older run stops quietly. */
     this._runs = 0;
-    /** @type {(view: UploadView) => void} */
-    let resolve = () => {};
-    /** @type {(e: ImlogError) => void} */
-    let reject = () => {};
+    /** @type {ReturnType<typeof deferred<UploadView>>} */
+    const outcome = deferred();
     /** Resolves with the completed upload; rejects if it fails or is cancelled.
      * @type {Promise<UploadView>} */
-    this.done = new Promise((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    this.done.catch(() => {});
-    this._resolve = resolve;
-    this._reject = reject;
+    this.done = outcome.promise;
+    this._resolve = outcome.resolve;
+    this._reject = outcome.reject;
   }
 
   /** Bytes the server has acknowledged. */
@@ -363,7 +357,8 @@ export class Upload extends Emitter {
   }
 
   _save() {
-    if (!this.uploadId || !this.view) return;
+    // An upload that ended (completed while paused, say) is not unfinished.
+    if (!this.uploadId || !this.view || this._final()) return;
     /** @type {Record<string, SavedUpload>} */
     const all = readJson(this.client.store, this.client._key('uploads'), {});
     all[this.uploadId] = {
