@@ -45,6 +45,8 @@ pub struct Report {
     pub lost: usize,
     /// A `unique_id` stored more than once.
     pub duplicated: usize,
+    /// What the first lost ones were acked as, and what sync has instead.
+    pub lost_examples: Vec<String>,
     /// A thread whose `seq` skips.
     pub seq_gaps: usize,
     /// Kills per component.
@@ -62,6 +64,9 @@ impl std::fmt::Display for Report {
             "messages sent {}, acked {} (and {} acked ones resent with retry), lost {}, duplicated {}, threads with seq gaps {}",
             self.sent, self.acked, self.resent, self.lost, self.duplicated, self.seq_gaps
         )?;
+        for example in &self.lost_examples {
+            writeln!(f, "  lost: {example}")?;
+        }
         let total: usize = self.kills.values().sum();
         writeln!(f, "kills survived: {total} ({:?})", self.kills)?;
         for (component, outage) in &self.longest_outage {
@@ -483,6 +488,11 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
         let c = &mut components[victim];
         if let Some(running) = c.running.take() {
             kills.push((c.name, started.elapsed()));
+            eprintln!(
+                "chaos: {:>6.2} s kill -9 {}",
+                started.elapsed().as_secs_f64(),
+                c.name
+            );
             *report.kills.entry(c.name).or_default() += 1;
             running.kill9().await;
         }
@@ -536,7 +546,15 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
     for (key, id) in &acked {
         match stored.get(key) {
             Some(ids) if ids.contains(id) => {}
-            _ => report.lost += 1,
+            found => {
+                report.lost += 1;
+                if report.lost_examples.len() < 10 {
+                    report.lost_examples.push(format!(
+                        "{} in thread {:?}: acked as {:?}, stored as {:?}",
+                        key.1, key.0, id, found
+                    ));
+                }
+            }
         }
     }
     report.duplicated += stored.values().filter(|ids| ids.len() > 1).count();

@@ -339,6 +339,10 @@ impl EventLog for KafkaLog {
     fn backend(&self) -> &'static str {
         "kafka"
     }
+
+    fn appends_may_repeat(&self) -> bool {
+        true
+    }
 }
 
 struct KafkaReader {
