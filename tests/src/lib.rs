@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod idle;
 
 use imlog::app::{Application, Roles};
 use imlog::config::{LogBackend, Secret, Settings, StorageBackend};
@@ -535,14 +536,11 @@ impl Proc {
 
     /// Its resident memory, from `/proc` (Linux), in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let pid = self.child.id().expect("running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS")
-            * 1024
+        idle::rss_bytes(self.pid())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     /// Waits for the process to exit by itself (e.g. at a failpoint).

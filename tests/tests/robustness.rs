@@ -425,8 +425,6 @@ async fn memory_stays_flat_across_many_logins() {
 /// cost 136 KiB with the WebSocket's default buffers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_costs_at_most_8_kib() {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
     let (s, _dir) = fresh_settings(Backend::Postgres).await;
     let mut env = imlog_tests::settings_env(&s);
     env.push(("IMLOG_GATEWAY__LOGIN_TIMEOUT_SECS".into(), "600".into()));
@@ -451,22 +449,9 @@ async fn an_idle_connection_costs_at_most_8_kib() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     const N: usize = 2_000;
-    let before = serve.rss_bytes();
-    let mut open = Vec::with_capacity(N);
-    for _ in 0..N {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .expect("connect");
-        ws.send(Message::text(auth.clone())).await.expect("auth");
-        let reply = ws.next().await.expect("a reply").expect("a frame");
-        assert!(
-            reply.to_text().unwrap_or("").contains(r#""ok":true"#),
-            "{reply}"
-        );
-        open.push(ws);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let per = serve.rss_bytes().saturating_sub(before) as f64 / N as f64 / 1024.0;
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let (per, open) =
+        imlog_tests::idle::per_connection(&url, serve.pid(), N, &auth, loopback).await;
     eprintln!("{per:.2} KiB per idle logged-in connection");
     assert!(per <= 8.0, "{per:.2} KiB per idle connection");
     drop(open);

@@ -11,6 +11,7 @@
 //! session with `auth` (what logged-in users hold).
 
 use futures::{SinkExt, StreamExt};
+use imlog_tests::idle::per_connection;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -24,15 +25,6 @@ fn arg(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// The baseline: accept WebSockets and answer each text frame, nothing else.
@@ -59,47 +51,6 @@ async fn bare_server(port: u16) {
             }
         });
     }
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-/// Opens `n` connections that each send `frame` and read its reply; the
-/// server's RSS growth per connection, in KiB. Each kind of measurement
-/// connects `from` a loopback address of its own: one address's ~28,000
-/// ephemeral ports would not outlast the previous kind's TIME_WAIT sockets.
-async fn per_connection(
-    url: &str,
-    pid: u32,
-    n: usize,
-    frame: &str,
-    from: std::net::Ipv4Addr,
-) -> (f64, Vec<Socket>) {
-    let before = rss_kib(pid);
-    let mut open = Vec::with_capacity(n);
-    let server: std::net::SocketAddr = url
-        .trim_start_matches("ws://")
-        .split('/')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("ws://ip:port/…");
-    for _ in 0..n {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind((from, 0).into()).expect("bind");
-        let stream = socket.connect(server).await.expect("connect");
-        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .expect("upgrade");
-        ws.send(Message::text(frame)).await.expect("send");
-        let reply = ws.next().await.expect("a reply").expect("a frame");
-        assert!(
-            reply.to_text().unwrap_or("").contains("\"ok\":true"),
-            "{reply}"
-        );
-        open.push(ws);
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(pid);
-    ((after.saturating_sub(before)) as f64 / n as f64, open)
 }
 
 fn spawn(program: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> std::process::Child {
