@@ -114,6 +114,21 @@ async fn projector_kill9(backend: Backend) {
     gw.stop().await;
 }
 
+/// A new user on a running `imlog serve`, logged in: its client, id and token.
+async fn user_on(serve: &Proc, name: &str) -> (Client, imlog_tests::UserId, String) {
+    let mut client = Client::connect(&serve.ws_url()).await.expect("connect");
+    let id = client
+        .register(name, "password-123")
+        .await
+        .expect("register");
+    let token = client
+        .login(name, "password-123")
+        .await
+        .expect("login")
+        .token;
+    (client, id, token)
+}
+
 /// The quick start's server: kill -9 it, start it again on the same data
 /// directory, and everything sent before is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,20 +145,9 @@ async fn serve_survives_kill9_with_its_private_postgres() {
     let (status, body) = imlog_tests::http_get(serve.addr, "/healthz", None).await;
     assert_eq!(status, 200, "{body}");
 
-    let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
-    let alice_id = alice
-        .register("alice", "password-123")
-        .await
-        .expect("register");
-    let token = alice
-        .login("alice", "password-123")
-        .await
-        .expect("login")
-        .token;
+    let (mut alice, alice_id, token) = user_on(&serve, "alice").await;
     // `serve` on defaults: only friends chat, so Alice and Bob befriend.
-    let mut bob = Client::connect(&serve.ws_url()).await.expect("connect");
-    let bob_id = bob.register("bob", "password-123").await.expect("register");
-    bob.login("bob", "password-123").await.expect("login");
+    let (mut bob, bob_id, _) = user_on(&serve, "bob").await;
     let err = alice.open_private_thread(bob_id).await.unwrap_err();
     assert_eq!(err.code(), Some("forbidden"), "strangers may not chat");
     alice
@@ -326,19 +330,8 @@ async fn serve_restarts_its_private_postgres_when_it_is_killed() {
         "127.0.0.1:0",
     ];
     let serve = Proc::spawn(BIN, &args, &[]).await;
-    let mut alice = Client::connect(&serve.ws_url()).await.expect("connect");
-    let alice_id = alice
-        .register("alice", "password-123")
-        .await
-        .expect("register");
-    let token = alice
-        .login("alice", "password-123")
-        .await
-        .expect("login")
-        .token;
-    let mut bob = Client::connect(&serve.ws_url()).await.expect("connect");
-    let bob_id = bob.register("bob", "password-123").await.expect("register");
-    bob.login("bob", "password-123").await.expect("login");
+    let (mut alice, alice_id, token) = user_on(&serve, "alice").await;
+    let (mut bob, bob_id, _) = user_on(&serve, "bob").await;
     alice
         .friend_apply(bob_id, "hi", "bob")
         .await
