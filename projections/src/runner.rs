@@ -30,6 +30,10 @@ pub const SWAPPED_CHANNEL: &str = "imlog_swapped";
 
 const BATCH: usize = 500;
 const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// A live projection starts batches at most this often while records keep
+/// coming: a record arriving when it was idle is applied at once, the ones
+/// behind it share a transaction instead of paying one each.
+pub const LINGER: Duration = Duration::from_millis(2);
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
 /// Next offset per topic partition.
@@ -134,6 +138,9 @@ pub async fn run(
             .increment(batch.len() as u64);
         metrics::histogram!("imlog_projection_batch_seconds", "projection" => name)
             .record(started.elapsed().as_secs_f64());
+        if matches!(until, Until::Cancelled(..)) && batch.len() < BATCH {
+            tokio::time::sleep_until((started + LINGER).into()).await;
+        }
     }
 }
 
@@ -256,8 +263,12 @@ async fn apply_in_transaction(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // First, so that every table of the batch is named after any swap.
+    // Committed without waiting for the WAL flush: the read model is derived
+    // from the log, and a crash that loses this transaction loses its offsets
+    // with it (never one without the other), so the batch is applied again.
+    // Only log appends, which clients are answered on, wait for the disk.
     tx.query_typed(
-        "SELECT pg_advisory_xact_lock_shared($1)",
+        "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock_shared($1)",
         &[(&SWAP_LOCK, Type::INT8)],
     )
     .await?;

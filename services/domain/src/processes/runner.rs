@@ -107,9 +107,14 @@ async fn run(
                     .await?;
             }
         }
+        let started = std::time::Instant::now();
         store_offsets(state, name, &batch, &mut next).await?;
         metrics::counter!("imlog_process_records_total", "process" => name)
             .increment(batch.len() as u64);
+        // As a projection does: records behind this batch share the next.
+        if batch.len() < BATCH {
+            tokio::time::sleep_until((started + imlog_projections::runner::LINGER).into()).await;
+        }
     }
 }
 
@@ -173,6 +178,12 @@ async fn store_offsets(
     }
     let mut client = state.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
+    // Not waiting for the disk: steps are appended (durably) before their
+    // offsets move, so losing this commit in a crash only makes the manager
+    // react to the same events again, which its steps are made to bear.
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(db)?;
     for (&(topic, partition), &new_next) in &advanced {
         let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
         let updated = tx
