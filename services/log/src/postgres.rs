@@ -265,6 +265,7 @@ impl EventLog for PgLog {
             next: from,
             topics: topics.into_iter().collect(),
             appended: self.appended.clone(),
+            caught_up: None,
         }))
     }
 
@@ -423,6 +424,9 @@ struct PgReader {
     /// Which topics (indices into `Appended`) this reader reads.
     topics: Vec<usize>,
     appended: watch::Receiver<Appended>,
+    /// The count of appends to our topics before the last read, if that
+    /// read reached the end of every partition.
+    caught_up: Option<u64>,
 }
 
 impl PgReader {
@@ -436,15 +440,29 @@ impl PgReader {
 impl LogReader for PgReader {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
         let deadline = tokio::time::Instant::now() + wait;
+        // Nothing was appended to our topics since a read that reached the
+        // end: do not ask again, wait for the next notification.
+        let counts = *self.appended.borrow();
+        let mut read_now = self.caught_up != Some(self.mine(&counts));
         loop {
             let counts = *self.appended.borrow_and_update();
             let seen = self.mine(&counts);
-            let records = self.read(max).await?;
-            if !records.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(records);
+            if read_now {
+                let (records, reached_end) = self.read(max).await?;
+                // Every append counted in `seen` had committed before this
+                // read began, so it saw them all; a later one notifies.
+                self.caught_up = reached_end.then_some(seen);
+                if !records.is_empty() {
+                    return Ok(records);
+                }
+            }
+            read_now = true;
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Vec::new());
             }
             // Wait until one of this reader's topics was appended to (or
-            // the fallback poll): another topic's appends do not wake it.
+            // the fallback poll, for a notification lost with the
+            // listener's connection): another topic's appends do not wake it.
             let nap = deadline.min(tokio::time::Instant::now() + FALLBACK_POLL);
             loop {
                 tokio::select! {
@@ -467,9 +485,11 @@ impl LogReader for PgReader {
 }
 
 impl PgReader {
-    async fn read(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
+    /// The next records, and whether the read reached the end of every
+    /// partition (no partition filled its share).
+    async fn read(&mut self, max: usize) -> Result<(Vec<Record>, bool), LogError> {
         if self.next.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), true));
         }
         // Each partition gets a fair share, so one busy partition cannot
         // starve the others; every share is a prefix, so nothing is skipped.
@@ -488,8 +508,10 @@ impl PgReader {
             .await
             .map_err(db_error)?;
         let mut records = Vec::with_capacity(rows.len());
+        let mut per_ord = vec![0i64; self.next.len()];
         for row in rows {
             let ord: i32 = row.get(0);
+            per_ord[ord as usize] += 1;
             let from = &mut self.next[ord as usize];
             let offset: i64 = row.get(1);
             debug_assert_eq!(offset, from.offset, "the log has a gap");
@@ -504,7 +526,8 @@ impl PgReader {
                 appended_at,
             });
         }
-        Ok(records)
+        let reached_end = per_ord.iter().all(|&n| n < per_partition);
+        Ok((records, reached_end))
     }
 }
 
