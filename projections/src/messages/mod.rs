@@ -107,9 +107,15 @@ async fn post(
         .collect();
     let mut seen: HashSet<(i64, i64, String)> = tx
             .query_typed(
-                "SELECT m.thread_id, m.sender_id, m.unique_id FROM messages m
-                 JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(thread_id, sender_id, unique_id)
-                   ON m.thread_id = u.thread_id AND m.sender_id = u.sender_id AND m.unique_id = u.unique_id",
+                // LATERAL: one index probe per posted message, whatever
+                // the planner guesses of the array's size (a hash join over
+                // the whole table otherwise).
+                "SELECT m.thread_id, m.sender_id, m.unique_id
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(thread_id, sender_id, unique_id)
+                 CROSS JOIN LATERAL (
+                     SELECT thread_id, sender_id, unique_id FROM messages x
+                     WHERE x.thread_id = u.thread_id AND x.sender_id = u.sender_id AND x.unique_id = u.unique_id
+                 ) m",
                 &[
                     (&threads, Type::INT8_ARRAY),
                     (&senders, Type::INT8_ARRAY),
