@@ -159,6 +159,32 @@ impl ReadModel {
         Ok(page)
     }
 
+    /// The messages these `unique_id`s of `sender` already produced in a
+    /// thread, by `unique_id`.
+    pub async fn sent(
+        &self,
+        thread_id: ThreadId,
+        sender: UserId,
+        unique_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, MessageId>, ReadError> {
+        Ok(self
+            .client()
+            .await?
+            .query_typed(
+                "SELECT unique_id, message_id FROM messages
+                 WHERE thread_id = $1 AND sender_id = $2 AND unique_id = ANY($3)",
+                &[
+                    (&thread_id.get(), Type::INT8),
+                    (&sender.get(), Type::INT8),
+                    (&unique_ids, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), MessageId::new(r.get(1))))
+            .collect())
+    }
+
     /// One message of a thread.
     pub async fn message(
         &self,

@@ -112,15 +112,31 @@ impl Messages {
                 .settle_partition(Topic::Messages, &messages_key(thread_id))
                 .await?;
         }
-        // Membership and earlier sends of these unique_ids: one round trip.
-        let unique_ids: Vec<&str> = texts.iter().map(|t| t.unique_id.as_str()).collect();
-        let (membership, already_sent) = self
-            .journal
-            .read()
-            .membership_and_sent(thread_id, me, &unique_ids)
-            .await
-            .map_err(StoreError::from)?
-            .ok_or(ThreadsError::NotMember(thread_id))?;
+        // A private thread's membership is kept by this gateway (it never
+        // changes), and the earlier sends of these unique_ids are then read
+        // while appending (below); otherwise both are read first, in one
+        // round trip.
+        let memberships = self.threads.memberships();
+        let kept = if retry {
+            None
+        } else {
+            memberships.get(thread_id, me)
+        };
+        let (membership, already_sent) = match kept {
+            Some(membership) => (membership, None),
+            None => {
+                let unique_ids: Vec<&str> = texts.iter().map(|t| t.unique_id.as_str()).collect();
+                let (membership, sent) = self
+                    .journal
+                    .read()
+                    .membership_and_sent(thread_id, me, &unique_ids)
+                    .await
+                    .map_err(StoreError::from)?
+                    .ok_or(ThreadsError::NotMember(thread_id))?;
+                memberships.keep(thread_id, me, &membership);
+                (membership, Some(sent))
+            }
+        };
         if let Some(until) = membership.muted_until.filter(|&until| until > Utc::now()) {
             return Err(MessagesError::Muted(until));
         }
@@ -140,7 +156,7 @@ impl Messages {
         for text in texts {
             let index = answers.len();
             let unique_id = text.unique_id.into_string();
-            if let Some(&id) = already_sent.get(&unique_id) {
+            if let Some(&id) = already_sent.as_ref().and_then(|sent| sent.get(&unique_id)) {
                 answers.push(Ok(id));
                 continue;
             }
@@ -175,10 +191,44 @@ impl Messages {
             ));
         }
         imlog_postgres::pausepoint("messages.before_append").await;
-        let results = self.journal.append_all(writes, &envelopes).await;
+        let (results, sent_before) = match already_sent {
+            Some(_) => (self.journal.append_all(writes, &envelopes).await, None),
+            None => {
+                // A unique_id sent before (the protocol asks for a fresh one
+                // unless `retry`, but a client may err) is answered with its
+                // first message; the copy appended here is dropped by the
+                // projection. Read alongside the append: no wait for it.
+                let read = self.journal.read();
+                let appending: Vec<&str> = in_batch.keys().map(String::as_str).collect();
+                let (results, sent) = tokio::join!(
+                    self.journal.append_all(writes, &envelopes),
+                    read.sent(thread_id, me, &appending)
+                );
+                (results, Some(sent.map_err(StoreError::from)))
+            }
+        };
         for (indices, result) in settles.iter().zip(results) {
             for &index in indices {
                 answers[index] = result.clone().map(MessageId::from_position);
+            }
+        }
+        match sent_before {
+            None => {}
+            Some(Ok(sent)) => {
+                for (unique_id, id) in sent {
+                    for &index in in_batch.get(&unique_id).map_or(&[][..], |&e| &settles[e]) {
+                        if answers[index].is_ok() {
+                            answers[index] = Ok(id);
+                        }
+                    }
+                }
+            }
+            // Stored, but whether as a duplicate is unknown: the client
+            // resends with `retry`, which the read model answers.
+            Some(Err(e)) => {
+                for answer in &mut answers {
+                    *answer = Err(e.clone());
+                }
             }
         }
         let may_repeat = retry || self.journal.log().appends_may_repeat();

@@ -1,6 +1,10 @@
 //! Threads: opening the one private thread of a pair, membership checks and
 //! thread list sync.
 
+mod memberships;
+
+pub use memberships::Memberships;
+
 use crate::journal::{Journal, StoreError, Writes};
 use imlog_events::{PrivateThreadCreated, ThreadId, Topic, UserId};
 use imlog_projections::threads::{Membership, ThreadKind as RowKind, ThreadRow};
@@ -35,11 +39,21 @@ pub struct ThreadsSettings {
 pub struct Threads {
     journal: Arc<Journal>,
     settings: ThreadsSettings,
+    memberships: Memberships,
 }
 
 impl Threads {
     pub fn new(journal: Arc<Journal>, settings: ThreadsSettings) -> Threads {
-        Threads { journal, settings }
+        Threads {
+            journal,
+            settings,
+            memberships: Memberships::default(),
+        }
+    }
+
+    /// The private-thread memberships kept for sends.
+    pub fn memberships(&self) -> &Memberships {
+        &self.memberships
     }
 
     /// `user`'s membership of a thread: one row, whatever its size.
