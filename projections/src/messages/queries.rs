@@ -171,8 +171,16 @@ impl ReadModel {
             .client()
             .await?
             .query_typed(
-                "SELECT unique_id, message_id FROM messages
-                 WHERE thread_id = $1 AND sender_id = $2 AND unique_id = ANY($3)",
+                // One index probe per unique_id. The planner, which
+                // underestimates a sender's messages in a thread (the two
+                // columns are correlated), would otherwise probe by thread
+                // and sender only and filter all of them (`= ANY`, or a
+                // join it flattens); OFFSET 0 keeps the subquery as written.
+                "SELECT x.unique_id, x.message_id FROM unnest($3::text[]) AS u(unique_id)
+                 CROSS JOIN LATERAL (
+                     SELECT unique_id, message_id FROM messages
+                     WHERE thread_id = $1 AND sender_id = $2 AND unique_id = u.unique_id OFFSET 0
+                 ) x",
                 &[
                     (&thread_id.get(), Type::INT8),
                     (&sender.get(), Type::INT8),

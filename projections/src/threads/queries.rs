@@ -86,7 +86,12 @@ const MEMBERSHIP_FROM_SENT: &str = "FROM thread_members m
     LEFT JOIN LATERAL (
         SELECT array_agg(x.unique_id ORDER BY x.message_id) AS unique_ids,
                array_agg(x.message_id ORDER BY x.message_id) AS message_ids
-        FROM messages x WHERE x.thread_id = $1 AND x.sender_id = $2 AND x.unique_id = ANY($3)
+        FROM unnest($3::text[]) AS u(unique_id)
+        -- One index probe per unique_id (see `ReadModel::sent`).
+        CROSS JOIN LATERAL (
+            SELECT unique_id, message_id FROM messages
+            WHERE thread_id = $1 AND sender_id = $2 AND unique_id = u.unique_id OFFSET 0
+        ) x
     ) sent ON true
     WHERE m.thread_id = $1 AND m.user_id = $2";
 
