@@ -30,6 +30,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 
 const BATCH: usize = 100;
 const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// How long reacted-to offsets may go unstored while records keep coming.
+const STORE_EVERY: Duration = Duration::from_millis(200);
 
 /// Runs every manager until `shutdown`, each while this process holds its
 /// lease. `state` is a pool whose search path is [`SCHEMA`].
@@ -86,14 +88,22 @@ async fn run(
         .reader(from)
         .await
         .map_err(crate::StoreError::from)?;
+    // Offsets reacted past but not stored yet, and when they last were.
+    let mut reached = next.clone();
+    let mut stored_at = std::time::Instant::now();
     loop {
         let batch = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                return store_offsets(state, name, &reached, &mut next).await;
+            }
             batch = reader.next_batch(BATCH, IDLE_WAIT) => batch.map_err(crate::StoreError::from)?,
         };
         if batch.is_empty() {
+            store_offsets(state, name, &reached, &mut next).await?;
+            stored_at = std::time::Instant::now();
             continue;
         }
+        let started = std::time::Instant::now();
         for record in &batch {
             if let Some(envelope) = decode(name, record)? {
                 manager
@@ -106,11 +116,17 @@ async fn run(
                     )
                     .await?;
             }
+            reached.insert((record.topic, record.partition), record.offset + 1);
         }
-        let started = std::time::Instant::now();
-        store_offsets(state, name, &batch, &mut next).await?;
         metrics::counter!("imlog_process_records_total", "process" => name)
             .increment(batch.len() as u64);
+        // Storing lags reacting by at most this: a crash then only makes
+        // the manager react again to those records, which it must bear
+        // anyway, and a busy topic does not cost a transaction per batch.
+        if stored_at.elapsed() >= STORE_EVERY {
+            store_offsets(state, name, &reached, &mut next).await?;
+            stored_at = std::time::Instant::now();
+        }
         // As a projection does: records behind this batch share the next.
         if batch.len() < BATCH {
             tokio::time::sleep_until((started + imlog_projections::runner::LINGER).into()).await;
@@ -164,17 +180,21 @@ async fn load_offsets(state: &Pool, manager: &dyn ProcessManager) -> Result<Offs
     Ok(offsets)
 }
 
-/// Advances the offsets past `batch`, guarded by the offsets it started
-/// from: a manager that lost its lease unnoticed cannot move them.
+/// Advances the stored offsets to `reached`, guarded by the offsets stored
+/// last (`next`): a manager that lost its lease unnoticed cannot move them.
 async fn store_offsets(
     state: &Pool,
     name: &'static str,
-    batch: &[Record],
+    reached: &Offsets,
     next: &mut Offsets,
 ) -> Result<(), ProcessError> {
-    let mut advanced: BTreeMap<(Topic, i32), i64> = BTreeMap::new();
-    for record in batch {
-        advanced.insert((record.topic, record.partition), record.offset + 1);
+    let advanced: Offsets = reached
+        .iter()
+        .filter(|(key, &offset)| next.get(key).copied().unwrap_or(0) < offset)
+        .map(|(&key, &offset)| (key, offset))
+        .collect();
+    if advanced.is_empty() {
+        return Ok(());
     }
     let mut client = state.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
