@@ -124,6 +124,16 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The topics it consumes.
     fn topics(&self) -> &'static [Topic];
+    /// Whether its transactions wait for the WAL flush (the default). Rows
+    /// that decide who may do what (sessions and logouts, members and
+    /// mutes, friends) are kept durable, so that a Postgres crash cannot
+    /// undo a logout or a removal even for a moment. A projection of many
+    /// small records whose loss is only a delay may say no: a crash loses
+    /// its last transactions together with their offsets, and the projector,
+    /// restarting from its stored offsets, applies them again from the log.
+    fn waits_for_disk(&self) -> bool {
+        true
+    }
     /// Applies one record inside the batch's transaction. The effect must be
     /// a function of the record and the projection's own tables, so a replay
     /// produces the same rows.

@@ -263,15 +263,15 @@ async fn apply_in_transaction(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // First, so that every table of the batch is named after any swap.
-    // Committed without waiting for the WAL flush: the read model is derived
-    // from the log, and a crash that loses this transaction loses its offsets
-    // with it (never one without the other), so the batch is applied again.
-    // Only log appends, which clients are answered on, wait for the disk.
-    tx.query_typed(
-        "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock_shared($1)",
-        &[(&SWAP_LOCK, Type::INT8)],
-    )
-    .await?;
+    // Whether the commit waits for the disk is the projection's choice
+    // (`Projection::waits_for_disk`): one that does not loses, in a crash,
+    // this transaction's offsets with its rows, never one without the other.
+    let first = if projection.waits_for_disk() {
+        "SELECT pg_advisory_xact_lock_shared($1)"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared($1), set_config('synchronous_commit', 'off', true)"
+    };
+    tx.query_typed(first, &[(&SWAP_LOCK, Type::INT8)]).await?;
     if one_by_one {
         for one in decoded.chunks(1) {
             tx.batch_execute("SAVEPOINT record").await?;

@@ -145,10 +145,12 @@ impl Accounts {
         password: Password,
         device: Device,
     ) -> Result<(Session, LoggedIn), AccountsError> {
-        let read = self.journal.read();
         let user = self
-            .found(Topic::Users, || read.user_by_name(name.as_str()))
-            .await?
+            .journal
+            .read()
+            .user_by_name(name.as_str())
+            .await
+            .map_err(StoreError::from)?
             .ok_or(AccountsError::BadCredentials)?;
         let phc = user.password_hash;
         let offered = password.as_str().to_owned();
@@ -199,11 +201,12 @@ impl Accounts {
 
     /// The live session a bearer token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<Session, AccountsError> {
-        let read = self.journal.read();
-        let digest = token_digest(token);
         let session = self
-            .found(Topic::Sessions, || read.live_session(&digest))
-            .await?
+            .journal
+            .read()
+            .live_session(&token_digest(token))
+            .await
+            .map_err(StoreError::from)?
             .ok_or(AccountsError::BadToken)?;
         Ok(Session {
             user_id: session.user_id,
@@ -211,24 +214,6 @@ impl Accounts {
             start_offset: session.start_offset,
             expires_at: session.expires_at,
         })
-    }
-
-    /// Reads something that, once appended, must be found: if it is not,
-    /// looks again once the read model has everything appended to `topic`
-    /// so far. The read model may be behind the log — after a crash it
-    /// re-applies what its last commits held (they do not wait for the
-    /// disk) — and a user who registered or logged in before must not be
-    /// told "wrong password" or "bad token" meanwhile.
-    async fn found<T, F, R>(&self, topic: Topic, read: R) -> Result<Option<T>, StoreError>
-    where
-        R: Fn() -> F,
-        F: std::future::Future<Output = Result<Option<T>, imlog_projections::ReadError>>,
-    {
-        if let Some(found) = read().await? {
-            return Ok(Some(found));
-        }
-        self.journal.settle_topic(topic).await?;
-        Ok(read().await?)
     }
 
     pub fn authenticated(session: &Session) -> Authenticated {
