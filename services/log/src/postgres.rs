@@ -440,13 +440,14 @@ impl PgReader {
 impl LogReader for PgReader {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
         let deadline = tokio::time::Instant::now() + wait;
-        // Nothing was appended to our topics since a read that reached the
-        // end: do not ask again, wait for the next notification.
-        let counts = *self.appended.borrow();
-        let mut read_now = self.caught_up != Some(self.mine(&counts));
+        let mut first = true;
         loop {
             let counts = *self.appended.borrow_and_update();
             let seen = self.mine(&counts);
+            // Nothing was appended to our topics since a read that reached
+            // the end: do not ask again, wait for the next notification.
+            let read_now = !(first && self.caught_up == Some(seen));
+            first = false;
             if read_now {
                 let (records, reached_end) = self.read(max).await?;
                 // Every append counted in `seen` had committed before this
@@ -456,7 +457,6 @@ impl LogReader for PgReader {
                     return Ok(records);
                 }
             }
-            read_now = true;
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
