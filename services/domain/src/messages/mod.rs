@@ -84,9 +84,12 @@ impl Messages {
 
     /// Posts a batch of texts and media messages (validated by the caller;
     /// the answers come in the same order). A media message must show an
-    /// upload of the sender's of its kind that has not failed. A `unique_id` already posted by the sender in this
-    /// thread (a retry after a lost reply), or repeated in the batch, is
-    /// answered with the first message's id and posts nothing.
+    /// upload of the sender's of its kind that has not failed. A `unique_id`
+    /// already posted by the sender in this thread (a retry after a lost
+    /// reply), or repeated in the batch, is answered with the first
+    /// message's id; a copy is appended only when the earlier one is looked
+    /// for alongside the append (a kept membership, below), and the
+    /// projection drops it.
     #[tracing::instrument(skip_all, fields(user_id = %session.user_id, thread_id = %thread_id))]
     pub async fn post(
         &self,
@@ -223,12 +226,12 @@ impl Messages {
                     }
                 }
             }
-            // Stored, but whether as a duplicate is unknown: the client
-            // resends with `retry`, which the read model answers.
+            // The messages are stored and pushed: answer with their ids. Had
+            // one reused a unique_id without `retry` (a client's mistake),
+            // its id is one the read model drops, as when the first copy is
+            // not projected yet.
             Some(Err(e)) => {
-                for answer in &mut answers {
-                    *answer = Err(e.clone());
-                }
+                tracing::warn!(error = %e, "could not look for earlier sends of these unique_ids");
             }
         }
         let may_repeat = retry || self.journal.log().appends_may_repeat();

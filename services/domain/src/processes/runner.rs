@@ -30,8 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 
 const BATCH: usize = 100;
 const IDLE_WAIT: Duration = Duration::from_millis(500);
-/// How long reacted-to offsets may go unstored while records keep coming.
+/// How long reacted-to offsets may go unstored while records keep coming
+/// (once they stop, they are stored when the reader has waited `IDLE_WAIT`).
 const STORE_EVERY: Duration = Duration::from_millis(200);
+/// As a projection's: records behind a batch share the next.
+const LINGER: Duration = imlog_projections::runner::LINGER;
 
 /// Runs every manager until `shutdown`, each while this process holds its
 /// lease. `state` is a pool whose search path is [`SCHEMA`].
@@ -105,16 +108,22 @@ async fn run(
         }
         let started = std::time::Instant::now();
         for record in &batch {
-            if let Some(envelope) = decode(name, record)? {
-                manager
-                    .react(
-                        journal,
-                        &Trigger {
-                            record,
-                            envelope: &envelope,
-                        },
-                    )
-                    .await?;
+            let reacted = match decode(name, record) {
+                Ok(Some(envelope)) => {
+                    let trigger = Trigger {
+                        record,
+                        envelope: &envelope,
+                    };
+                    manager.react(journal, &trigger).await
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = reacted {
+                // Restarted after this, it resumes here, not at the last
+                // store: the steps before were appended.
+                let _ = store_offsets(state, name, &reached, &mut next).await;
+                return Err(e);
             }
             reached.insert((record.topic, record.partition), record.offset + 1);
         }
@@ -129,7 +138,7 @@ async fn run(
         }
         // As a projection does: records behind this batch share the next.
         if batch.len() < BATCH {
-            tokio::time::sleep_until((started + imlog_projections::runner::LINGER).into()).await;
+            tokio::time::sleep_until((started + LINGER).into()).await;
         }
     }
 }
