@@ -8,7 +8,7 @@
 //!
 //! `imlog-chaos` runs the long form; `tests/tests/chaos.rs` a short one.
 
-use crate::{free_tcp_port, Client, Proc};
+use crate::{free_tcp_port, restartable_tcp_port, Client, Proc};
 use imlog_client::ClientError;
 use imlog_protocol::{MessageId, ThreadId};
 use std::collections::{BTreeMap, HashMap};
@@ -362,7 +362,7 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
 
     let tansu_dir = data.join("tansu");
     std::fs::create_dir_all(&tansu_dir).expect("tansu dir");
-    let tansu_port = free_tcp_port();
+    let tansu_port = restartable_tcp_port();
     let brokers = format!("127.0.0.1:{tansu_port}");
     let env: Vec<(String, String)> = vec![
         ("IMLOG_POSTGRES__URL".into(), url.clone()),
@@ -381,7 +381,15 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
             data.join("imlog").display().to_string(),
         ),
     ];
-    let gateway_ports = [free_tcp_port(), free_tcp_port()];
+    let mut gateway_ports = [0u16; 2];
+    for i in 0..2 {
+        gateway_ports[i] = loop {
+            let port = restartable_tcp_port();
+            if port != tansu_port && !gateway_ports[..i].contains(&port) {
+                break port;
+            }
+        };
+    }
     let mut components: Vec<Component> = vec![
         Component {
             name: "postgres",

@@ -324,6 +324,31 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
+/// A free port below the kernel's ephemeral range, for a process that is
+/// killed and started again on the same port: while it is down, a port of
+/// the ephemeral range can become the local end of any outgoing
+/// connection (a pool reconnecting to Postgres) and stay taken.
+pub fn restartable_tcp_port() -> u16 {
+    let first_ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16.min(first_ephemeral / 2);
+    let span = u32::from(first_ephemeral - low);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for i in 0..span {
+        let port = low + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_tcp_port()
+}
+
 pub fn serve_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(
