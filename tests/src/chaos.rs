@@ -587,31 +587,12 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
         })
         .expect("log"),
     );
-    imlog_projections::replay::rebuild(&url, &log, "chaos_check")
-        .await
-        .expect("rebuild");
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    report.replay_equals_live = loop {
-        let differences = imlog_projections::replay::differences(
-            &db,
-            imlog_projections::LIVE_SCHEMA,
-            "chaos_check",
-        )
-        .await
-        .expect("compare");
-        if differences.is_empty() {
-            break true;
-        }
-        if Instant::now() > deadline {
-            eprintln!("replay differs from live: {differences:?}");
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let differences =
+        crate::replay_differences(&url, &log, "chaos_check", Duration::from_secs(30)).await;
+    if !differences.is_empty() {
+        eprintln!("replay differs from live: {differences:?}");
+    }
+    report.replay_equals_live = differences.is_empty();
 
     for c in &mut components {
         if let Some(running) = c.running.take() {

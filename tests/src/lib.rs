@@ -349,6 +349,34 @@ pub fn restartable_tcp_port() -> u16 {
     free_tcp_port()
 }
 
+/// Rebuilds the read model from `log` into the fresh schema `rebuilt` and
+/// compares it with the live one table by table, again every 200 ms until
+/// they are equal or `within` has passed (live projectors may still be
+/// applying the last records): the differences left, empty when equal.
+pub async fn replay_differences(
+    url: &str,
+    log: &SharedLog,
+    rebuilt: &str,
+    within: std::time::Duration,
+) -> Vec<String> {
+    use imlog_projections::replay;
+    replay::rebuild(url, log, rebuilt).await.expect("rebuild");
+    let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let differences = replay::differences(&db, imlog_projections::LIVE_SCHEMA, rebuilt)
+            .await
+            .expect("compare");
+        if differences.is_empty() || tokio::time::Instant::now() >= deadline {
+            return differences;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 pub fn serve_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(

@@ -2,7 +2,6 @@
 //! and kill -9 `imlog serve` itself; nothing may be lost or duplicated.
 
 use imlog::app::Roles;
-use imlog_projections::replay;
 use imlog_tests::{
     fresh_settings, on_backends, open_log, settings_env, Backend, Client, MessageId, Proc, TestApp,
 };
@@ -102,12 +101,8 @@ async fn projector_kill9(backend: Backend) {
 
     // A replay from offset 0 into a fresh schema yields the same rows.
     let log = open_log(backend, &url, &prefix).await;
-    replay::rebuild(&url, &log, "imlog_rebuilt")
-        .await
-        .expect("rebuild");
-    let differences = replay::differences(&db, "imlog", "imlog_rebuilt")
-        .await
-        .expect("compare");
+    let differences =
+        imlog_tests::replay_differences(&url, &log, "imlog_rebuilt", Duration::ZERO).await;
     assert!(differences.is_empty(), "replay differs: {differences:?}");
 
     assert!(projector.terminate().await.success());

@@ -5,8 +5,8 @@ use imlog::app::{Application, Roles};
 use imlog::config::Secret;
 use imlog_projections::replay;
 use imlog_tests::{
-    fresh_settings, http_get, kafka_brokers, open_log, send_numbered, Backend, Client, MessageId,
-    TestApp,
+    fresh_settings, http_get, kafka_brokers, open_log, replay_differences, send_numbered, Backend,
+    Client, MessageId, TestApp,
 };
 use std::time::{Duration, Instant};
 
@@ -137,17 +137,8 @@ async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
     send_numbered(&mut alice, thread, "replayed", 30).await;
     let url = app.postgres_url();
     let log = app.app.log();
-    replay::rebuild(&url, &log, "imlog_next")
-        .await
-        .expect("rebuild");
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
     assert_eq!(
-        replay::differences(&db, "imlog", "imlog_next")
-            .await
-            .expect("compare"),
+        replay_differences(&url, &log, "imlog_next", Duration::ZERO).await,
         Vec::<String>::new()
     );
     assert!(
@@ -205,16 +196,7 @@ async fn log_copy_to_kafka_preserves_positions_and_ids() {
         .expect("copy again");
     assert_eq!(again.copied, 0);
 
-    replay::rebuild(&url, &target, "imlog_from_kafka")
-        .await
-        .expect("rebuild from Kafka");
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let differences = replay::differences(&db, "imlog", "imlog_from_kafka")
-        .await
-        .expect("compare");
+    let differences = replay_differences(&url, &target, "imlog_from_kafka", Duration::ZERO).await;
     assert!(differences.is_empty(), "{differences:?}");
     app.stop().await;
 }
@@ -436,27 +418,11 @@ async fn replay_swaps_under_load_and_the_read_model_stays_whole() {
     );
 
     // And the live read model equals one rebuilt now, table by table.
-    replay::rebuild(&url, &log, "imlog_check")
-        .await
-        .expect("rebuild");
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let differences = replay::differences(&db, "imlog", "imlog_check")
-            .await
-            .expect("compare");
-        if differences.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the live read model lost or kept extra rows across the swaps: {differences:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let differences = replay_differences(&url, &log, "imlog_check", Duration::from_secs(20)).await;
+    assert!(
+        differences.is_empty(),
+        "the live read model lost or kept extra rows across the swaps: {differences:?}"
+    );
     eprintln!("{sent} messages sent across 4 swaps");
     app.stop().await;
 }
