@@ -287,6 +287,51 @@ pub async fn idle_reader_waits_then_wakes(open: Opener) {
     assert_eq!(topics.len(), 2, "records from both topics");
 }
 
+/// Two processes append to one partition in turn while a reader in each
+/// tails it: both read every record once, in offset order. (The Postgres
+/// log keeps a process's own appends in memory for its readers; the other
+/// process's appends are gaps there, read from the table.)
+pub async fn two_processes_appending_are_read_whole_by_either(open: Opener) {
+    const N: usize = 60;
+    let (a, b) = (open().await, open().await);
+    let key = "thread-shared";
+    let partition = partition_for_key(key.as_bytes(), Topic::Messages.partitions());
+    let mut readers = Vec::new();
+    for log in [&a, &b] {
+        let mut reader = log
+            .reader(from(Topic::Messages, partition, 0))
+            .await
+            .expect("reader");
+        readers.push(tokio::spawn(async move {
+            let mut records = Vec::new();
+            // Small batches, so that reads fall between the appends.
+            while records.len() < N {
+                let more = collect(reader.as_mut(), 3.min(N - records.len())).await;
+                records.extend(more);
+            }
+            records
+        }));
+    }
+    for i in 0..N {
+        // Runs of one to three records from each, so both see gaps.
+        let log = if (i / 3 + i % 2) % 2 == 0 { &a } else { &b };
+        log.append(Topic::Messages, key, format!("r{i}").into_bytes())
+            .await
+            .expect("append");
+        if i % 7 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for reader in readers {
+        let records = reader.await.expect("reader");
+        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..N as i64).collect::<Vec<_>>());
+        let payloads: Vec<Vec<u8>> = records.iter().map(|r| r.payload.clone()).collect();
+        let expected: Vec<Vec<u8>> = (0..N).map(|i| format!("r{i}").into_bytes()).collect();
+        assert_eq!(payloads, expected);
+    }
+}
+
 /// Every test of the suite, by name, for the backends' test files.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -298,7 +343,8 @@ macro_rules! conformance_tests {
             concurrent_appenders_never_expose_a_gap,
             append_all_keeps_order,
             restart_resumes_where_it_was,
-            idle_reader_waits_then_wakes);
+            idle_reader_waits_then_wakes,
+            two_processes_appending_are_read_whole_by_either);
     };
     (@each $opener:expr; $($name:ident),*) => {
         $(

@@ -1,0 +1,151 @@
+//! What a process has heard of appends to the log: a count per topic (so a
+//! reader wakes only when one of its own topics moved) and each partition's
+//! end offset (so a reader that has everything up to it in memory need not
+//! ask the table whether there is more).
+//!
+//! Every append transaction notifies `imlog_log` with `<topic> <partition>
+//! <end>` for each partition it wrote; the process's own writer tells the
+//! same at once, without waiting for the round trip through Postgres. A
+//! partition's end is known only from such a notification or a read of the
+//! table: a notification naming just a topic (an older writer) or none (the
+//! listener reconnected, so any may have been missed) makes the ends it
+//! concerns unknown, and readers ask the table again.
+
+use crate::TopicNames;
+use imlog_events::Topic;
+use tokio::sync::watch;
+
+/// Partitions per topic whose ends are kept; a topic with more (none today)
+/// has the ends of the rest unknown, which costs reads, not correctness.
+const KEPT_PARTITIONS: usize = 8;
+
+#[derive(Clone, Copy, Default)]
+pub(super) struct Appended {
+    /// Notifications heard per topic (by index in `Topic::ALL`).
+    counts: [u64; Topic::ALL.len()],
+    /// Each partition's end offset as last heard: every record before it is
+    /// committed, and an append after it will be heard of. `None` where
+    /// appends may have gone unheard.
+    ends: [[Option<i64>; KEPT_PARTITIONS]; Topic::ALL.len()],
+    /// Bumped whenever ends became unknown: an end a reader found in the
+    /// table before that may be stale.
+    forgotten: u64,
+}
+
+fn topic_index(topic: Topic) -> usize {
+    Topic::ALL.iter().position(|&t| t == topic).unwrap_or(0)
+}
+
+impl Appended {
+    /// Notifications heard for these topics, summed.
+    pub(super) fn count(&self, topics: &[Topic]) -> u64 {
+        topics.iter().map(|&t| self.counts[topic_index(t)]).sum()
+    }
+
+    pub(super) fn end(&self, topic: Topic, partition: i32) -> Option<i64> {
+        let ends = &self.ends[topic_index(topic)];
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| ends.get(p).copied().flatten())
+    }
+
+    pub(super) fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    fn advance(&mut self, topic: Topic, partition: i32, end: i64) {
+        let t = topic_index(topic);
+        self.counts[t] += 1;
+        if let Some(known) = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.ends[t].get_mut(p))
+        {
+            *known = (*known).max(Some(end));
+        }
+    }
+
+    fn forget(&mut self, topic: Option<Topic>) {
+        for (t, ends) in self.ends.iter_mut().enumerate() {
+            if topic.is_none_or(|topic| topic_index(topic) == t) {
+                self.counts[t] += 1;
+                *ends = Default::default();
+            }
+        }
+        self.forgotten += 1;
+    }
+}
+
+/// The payload this process's writer notifies after appending up to `end`
+/// (exclusive) in a partition: written by `APPEND` in SQL, read by [`heard`].
+#[cfg(test)]
+fn payload(name: &str, partition: i32, end: i64) -> String {
+    format!("{name} {partition} {end}")
+}
+
+/// Counts a notification (`None`: the listener reconnected). Topics of
+/// another deployment's prefix are ignored.
+pub(super) fn heard(appended: &watch::Sender<Appended>, names: &TopicNames, payload: Option<&str>) {
+    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
+        appended.send_modify(|a| a.forget(None));
+        return;
+    };
+    // From the right: the topic's name is the deployment's to choose.
+    let mut words = payload.rsplitn(3, ' ');
+    let (end, partition, name) = (words.next(), words.next(), words.next());
+    let position = partition
+        .and_then(|p| p.parse().ok())
+        .zip(end.and_then(|e| e.parse().ok()));
+    match (name.and_then(|n| names.topic(n)), position) {
+        (Some(topic), Some((partition, end))) => {
+            appended.send_modify(|a| a.advance(topic, partition, end))
+        }
+        // An older writer's, naming only the topic.
+        (None, _) => {
+            if let Some(topic) = names.topic(payload) {
+                appended.send_modify(|a| a.forget(Some(topic)));
+            }
+        }
+        // A topic of ours with a malformed position: assume anything.
+        (Some(topic), None) => appended.send_modify(|a| a.forget(Some(topic))),
+    }
+}
+
+/// What this process's writer just committed, told without waiting for its
+/// notification to come back.
+pub(super) fn wrote(appended: &watch::Sender<Appended>, topic: Topic, partition: i32, end: i64) {
+    appended.send_modify(|a| a.advance(topic, partition, end));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ends_are_heard_and_forgotten() {
+        let names = TopicNames::new("p .");
+        let (tx, rx) = watch::channel(Appended::default());
+        let messages = [Topic::Messages];
+        heard(&tx, &names, Some(&payload("p .messages", 3, 10)));
+        heard(&tx, &names, Some(&payload("p .messages", 3, 7)));
+        let a = *rx.borrow();
+        assert_eq!(a.end(Topic::Messages, 3), Some(10), "never moves back");
+        assert_eq!(a.end(Topic::Messages, 2), None);
+        assert_eq!(a.count(&messages), 2);
+        // Another deployment's topic, or nonsense: ignored.
+        heard(&tx, &names, Some(&payload("q.messages", 3, 50)));
+        heard(&tx, &names, Some("p .nothing 1 2"));
+        assert_eq!(rx.borrow().count(&messages), 2);
+        // An older writer names only the topic: its ends are unknown.
+        wrote(&tx, Topic::Sessions, 1, 4);
+        heard(&tx, &names, Some("p .messages"));
+        let a = *rx.borrow();
+        assert_eq!(a.end(Topic::Messages, 3), None);
+        assert_eq!(a.end(Topic::Sessions, 1), Some(4));
+        assert_eq!((a.count(&messages), a.forgotten()), (3, 1));
+        // A reconnect: every end is unknown, every reader wakes.
+        heard(&tx, &names, None);
+        let a = *rx.borrow();
+        assert_eq!(a.end(Topic::Sessions, 1), None);
+        assert_eq!((a.count(&messages), a.forgotten()), (4, 2));
+    }
+}
