@@ -21,10 +21,10 @@ pub mod runner;
 pub mod threads;
 
 use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use imlog_events::{Envelope, Topic};
 use imlog_log::Record;
 use imlog_postgres::Migration;
-use tokio_postgres::Transaction;
 
 pub use read_model::{Page, ReadError, ReadModel};
 
@@ -133,6 +133,12 @@ pub trait Projection: Send + Sync + 'static {
     /// restarting from its stored offsets, applies them again from the log.
     fn waits_for_disk(&self) -> bool {
         true
+    }
+    /// How many runners apply it side by side, each over its share of the
+    /// partitions ([`runner::Shard`]). Only for a projection whose rows of
+    /// one partition never depend on another partition's records.
+    fn shards(&self) -> i32 {
+        1
     }
     /// Applies one record inside the batch's transaction. The effect must be
     /// a function of the record and the projection's own tables, so a replay

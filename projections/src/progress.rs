@@ -3,6 +3,7 @@
 use crate::runner::PROJECTED_CHANNEL;
 use crate::{projections_of, ProjectionError};
 use imlog_events::{LogPosition, Topic};
+use imlog_postgres::Prepared;
 use imlog_postgres::{spawn_listener, Pool};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +53,7 @@ impl Progress {
                 continue;
             }
             let past: i64 = client
-                .query_typed_one(
+                .query_prepared_one(
                     "SELECT count(*) FROM projection_offsets
                      WHERE projection = ANY($1) AND topic = $2 AND partition = $3 AND next_offset > $4",
                     &[

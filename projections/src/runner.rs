@@ -9,6 +9,7 @@
 use crate::{Projection, ProjectionError};
 use imlog_events::{DecodeError, Envelope, Topic};
 use imlog_log::{ReadFrom, Record, SharedLog};
+use imlog_postgres::Prepared;
 use imlog_postgres::{run_leased, spawn_listener, Pool, Worker};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +40,34 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 /// Next offset per topic partition.
 pub type Offsets = BTreeMap<(Topic, i32), i64>;
 
+/// The partitions one runner of a projection applies: those whose number
+/// modulo `count` is `index`. Every record of a partition goes through one
+/// runner, in log order; a projection with `shards() == count` runs `count`
+/// of them side by side ([`Projection::shards`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: i32,
+    pub count: i32,
+}
+
+impl Shard {
+    /// Every shard of a projection.
+    pub fn all(projection: &dyn Projection) -> impl Iterator<Item = Shard> {
+        let count = projection.shards().max(1);
+        (0..count).map(move |index| Shard { index, count })
+    }
+
+    fn owns(self, partition: i32) -> bool {
+        partition.rem_euclid(self.count) == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 /// When a runner stops.
 #[derive(Clone)]
 pub enum Until {
@@ -66,19 +95,28 @@ pub async fn run_all(
     let mut tasks = tokio::task::JoinSet::new();
     let (swapped, swaps) = watch::channel(0);
     let listener = spawn_listener(lease_url.clone(), SWAPPED_CHANNEL, Arc::new(swapped));
-    for projection in projections {
+    for (projection, shard) in projections
+        .into_iter()
+        .flat_map(|p| Shard::all(p).map(move |shard| (p, shard)))
+    {
         let (pool, log, shutdown) = (pool.clone(), log.clone(), shutdown.clone());
         let (lease_url, schema, swaps) = (lease_url.clone(), schema.clone(), swaps.clone());
         tasks.spawn(async move {
             let name = projection.name();
             let until = Until::Cancelled(shutdown.clone(), swaps);
-            let key = format!("imlog.projection.{schema}.{name}");
+            let key = match shard.count {
+                1 => format!("imlog.projection.{schema}.{name}"),
+                _ => format!(
+                    "imlog.projection.{schema}.{name}.{}of{}",
+                    shard.index, shard.count
+                ),
+            };
             let worker = Worker {
                 kind: "projection",
                 name,
             };
             run_leased(&lease_url, &key, worker, &shutdown, || {
-                run(&pool, &log, projection, &until)
+                run(&pool, &log, projection, shard, &until)
             })
             .await;
         });
@@ -87,15 +125,17 @@ pub async fn run_all(
     listener.abort();
 }
 
-/// Loads the projection's offsets and applies the log from there until
-/// `until`. Returns an error on any failure; nothing half-applied remains.
+/// Loads the offsets of the projection's partitions in `shard` and applies
+/// the log from there until `until`. Returns an error on any failure;
+/// nothing half-applied remains.
 pub async fn run(
     pool: &Pool,
     log: &SharedLog,
     projection: &dyn Projection,
+    shard: Shard,
     until: &Until,
 ) -> Result<(), ProjectionError> {
-    let mut next = load_offsets(pool, projection).await?;
+    let mut next = load_offsets(pool, projection, shard).await?;
     let mut reader = log.reader(read_from(&next)).await?;
     let mut swaps = match until {
         Until::Cancelled(_, swaps) => Some(swaps.clone()),
@@ -111,7 +151,7 @@ pub async fn run(
             }
         }
         if last_lag.is_none_or(|at| at.elapsed() >= LAG_EVERY) {
-            record_lag(log, name, &next, last_appended).await;
+            record_lag(log, name, shard, &next, last_appended).await;
             last_lag = Some(Instant::now());
         }
         let batch = match until {
@@ -119,7 +159,7 @@ pub async fn run(
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = swapped(&mut swaps) => {
                     // The swapped-in read model has offsets of its own.
-                    next = load_offsets(pool, projection).await?;
+                    next = load_offsets(pool, projection, shard).await?;
                     reader = log.reader(read_from(&next)).await?;
                     tracing::info!(projection = name, "the read model was swapped; continuing from its offsets");
                     continue;
@@ -134,9 +174,9 @@ pub async fn run(
         let started = Instant::now();
         apply_batch(pool, projection, &batch, &mut next).await?;
         last_appended = batch.last().map(|r| r.appended_at);
-        metrics::counter!("imlog_projection_records_total", "projection" => name)
+        metrics::counter!("imlog_projection_records_total", "projection" => name, "shard" => shard.to_string())
             .increment(batch.len() as u64);
-        metrics::histogram!("imlog_projection_batch_seconds", "projection" => name)
+        metrics::histogram!("imlog_projection_batch_seconds", "projection" => name, "shard" => shard.to_string())
             .record(started.elapsed().as_secs_f64());
         if matches!(until, Until::Cancelled(..)) && batch.len() < BATCH {
             tokio::time::sleep_until((started + LINGER).into()).await;
@@ -166,11 +206,12 @@ async fn swapped(swaps: &mut Option<watch::Receiver<u64>>) {
     }
 }
 
-/// The stored next offset of every partition the projection consumes (0
-/// where it never applied anything).
+/// The stored next offset of every partition of `shard` the projection
+/// consumes (0 where it never applied anything).
 pub async fn load_offsets(
     pool: &Pool,
     projection: &dyn Projection,
+    shard: Shard,
 ) -> Result<Offsets, ProjectionError> {
     let client = pool.get().await?;
     let rows = client
@@ -181,14 +222,15 @@ pub async fn load_offsets(
         .await?;
     let mut offsets = Offsets::new();
     for &topic in projection.topics() {
-        for partition in 0..topic.partitions() {
+        for partition in (0..topic.partitions()).filter(|&p| shard.owns(p)) {
             offsets.insert((topic, partition), 0);
         }
     }
     for row in rows {
         let topic: String = row.get(0);
-        if let Some(topic) = Topic::from_base_name(&topic) {
-            offsets.insert((topic, row.get(1)), row.get(2));
+        let partition: i32 = row.get(1);
+        if let Some(topic) = Topic::from_base_name(&topic).filter(|_| shard.owns(partition)) {
+            offsets.insert((topic, partition), row.get(2));
         }
     }
     Ok(offsets)
@@ -266,12 +308,20 @@ async fn apply_in_transaction(
     // Whether the commit waits for the disk is the projection's choice
     // (`Projection::waits_for_disk`): one that does not loses, in a crash,
     // this transaction's offsets with its rows, never one without the other.
+    // Its statements are key look-ups and set-based writes over arrays,
+    // whose plan does not depend on the values: planned once per connection
+    // (a plan for the values at hand would be re-made every batch, as the
+    // planner sizes each array).
     let first = if projection.waits_for_disk() {
-        "SELECT pg_advisory_xact_lock_shared($1)"
+        "SELECT pg_advisory_xact_lock_shared($1),
+                set_config('plan_cache_mode', 'force_generic_plan', true)"
     } else {
-        "SELECT pg_advisory_xact_lock_shared($1), set_config('synchronous_commit', 'off', true)"
+        "SELECT pg_advisory_xact_lock_shared($1),
+                set_config('plan_cache_mode', 'force_generic_plan', true),
+                set_config('synchronous_commit', 'off', true)"
     };
-    tx.query_typed(first, &[(&SWAP_LOCK, Type::INT8)]).await?;
+    tx.query_prepared(first, &[(&SWAP_LOCK, Type::INT8)])
+        .await?;
     if one_by_one {
         for one in decoded.chunks(1) {
             tx.batch_execute("SAVEPOINT record").await?;
@@ -300,44 +350,54 @@ async fn apply_in_transaction(
             (record.offset + 1, record.appended_at),
         );
     }
-    for (&(topic, partition), &(new_next, appended_at)) in &advanced {
-        let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
-        // Compare-and-set: the row must say `expected`; a missing row only
-        // when nothing was applied yet (a swapped-in read model without a
-        // row for this partition must not take offsets it never applied).
-        let updated = tx
-            .query_typed(
-                "WITH updated AS (
-                     UPDATE projection_offsets
-                     SET next_offset = $4, last_appended_at = $5
-                     WHERE projection = $1 AND topic = $2 AND partition = $3 AND next_offset = $6
-                     RETURNING 1),
-                 inserted AS (
-                     INSERT INTO projection_offsets (projection, topic, partition, next_offset, last_appended_at)
-                     SELECT $1, $2, $3, $4, $5 WHERE $6 = 0
-                     ON CONFLICT (projection, topic, partition) DO NOTHING
-                     RETURNING 1)
-                 SELECT 1 FROM updated UNION ALL SELECT 1 FROM inserted",
-                &[
-                    (&name, Type::TEXT),
-                    (&topic.base_name(), Type::TEXT),
-                    (&partition, Type::INT4),
-                    (&new_next, Type::INT8),
-                    (&appended_at, Type::TIMESTAMPTZ),
-                    (&expected, Type::INT8),
-                ],
-            )
-            .await?
-            .len();
-        if updated != 1 {
-            return Err(ProjectionError::Conflict { projection: name });
-        }
+    // Compare-and-set, every partition of the batch in one statement: each
+    // row must say the offset this runner started from; a missing row only
+    // when nothing was applied yet (a swapped-in read model without a row
+    // for a partition must not take offsets it never applied).
+    let topics: Vec<&str> = advanced.keys().map(|(t, _)| t.base_name()).collect();
+    let partitions: Vec<i32> = advanced.keys().map(|&(_, p)| p).collect();
+    let new_next: Vec<i64> = advanced.values().map(|&(n, _)| n).collect();
+    let appended_at: Vec<chrono::DateTime<chrono::Utc>> =
+        advanced.values().map(|&(_, at)| at).collect();
+    let expected: Vec<i64> = advanced
+        .keys()
+        .map(|key| next.get(key).copied().unwrap_or(0))
+        .collect();
+    let set: i64 = tx
+        .query_prepared(
+            "WITH batch AS (
+                 SELECT * FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::timestamptz[], $6::bigint[])
+                     AS b(topic, partition, next_offset, last_appended_at, expected)
+             ), updated AS (
+                 UPDATE projection_offsets o
+                 SET next_offset = b.next_offset, last_appended_at = b.last_appended_at
+                 FROM batch b
+                 WHERE o.projection = $1 AND o.topic = b.topic AND o.partition = b.partition
+                   AND o.next_offset = b.expected
+                 RETURNING 1
+             ), inserted AS (
+                 INSERT INTO projection_offsets (projection, topic, partition, next_offset, last_appended_at)
+                 SELECT $1, topic, partition, next_offset, last_appended_at FROM batch WHERE expected = 0
+                 ON CONFLICT (projection, topic, partition) DO NOTHING
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted), pg_notify($7, $1)",
+            &[
+                (&name, Type::TEXT),
+                (&topics, Type::TEXT_ARRAY),
+                (&partitions, Type::INT4_ARRAY),
+                (&new_next, Type::INT8_ARRAY),
+                (&appended_at, Type::TIMESTAMPTZ_ARRAY),
+                (&expected, Type::INT8_ARRAY),
+                (&PROJECTED_CHANNEL, Type::TEXT),
+            ],
+        )
+        .await?
+        .first()
+        .map_or(0, |row| row.get(0));
+    if set != advanced.len() as i64 {
+        return Err(ProjectionError::Conflict { projection: name });
     }
-    tx.query_typed(
-        "SELECT pg_notify($1, $2)",
-        &[(&PROJECTED_CHANNEL, Type::TEXT), (&name, Type::TEXT)],
-    )
-    .await?;
     tx.commit().await?;
     for (key, (new_next, _)) in advanced {
         next.insert(key, new_next);
@@ -353,6 +413,7 @@ fn reached(next: &Offsets, target: &Offsets) -> bool {
 async fn record_lag(
     log: &SharedLog,
     name: &'static str,
+    shard: Shard,
     next: &Offsets,
     last_appended: Option<chrono::DateTime<chrono::Utc>>,
 ) {
@@ -362,8 +423,9 @@ async fn record_lag(
         match log.end_offsets(topic).await {
             Ok(ends) => {
                 for (partition, end) in ends.into_iter().enumerate() {
-                    let at = next.get(&(topic, partition as i32)).copied().unwrap_or(0);
-                    behind += (end - at).max(0);
+                    if let Some(at) = next.get(&(topic, partition as i32)) {
+                        behind += (end - at).max(0);
+                    }
                 }
             }
             Err(e) => {
@@ -376,6 +438,9 @@ async fn record_lag(
         (0, _) | (_, None) => 0.0,
         (_, Some(at)) => (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0,
     };
-    metrics::gauge!("imlog_projection_lag_events", "projection" => name).set(behind as f64);
-    metrics::gauge!("imlog_projection_lag_seconds", "projection" => name).set(seconds);
+    let shard = shard.to_string();
+    metrics::gauge!("imlog_projection_lag_events", "projection" => name, "shard" => shard.clone())
+        .set(behind as f64);
+    metrics::gauge!("imlog_projection_lag_seconds", "projection" => name, "shard" => shard)
+        .set(seconds);
 }

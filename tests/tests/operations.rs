@@ -146,9 +146,27 @@ async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
         "a rebuild needs a fresh schema"
     );
 
+    // Reads and projector batches before the swap: the statements they
+    // prepared on their pooled connections must follow it.
+    assert_eq!(
+        alice
+            .sync_all_messages(thread, MessageId::default())
+            .await
+            .expect("sync")
+            .len(),
+        30
+    );
     replay::swap(&url, "imlog", "imlog_next", "imlog_old")
         .await
         .expect("swap");
+    let admin = imlog_postgres::connect_pool(&url, 1, None).expect("pool");
+    admin
+        .get()
+        .await
+        .expect("connect")
+        .batch_execute("DELETE FROM imlog_old.messages")
+        .await
+        .expect("empty the retired messages");
     // The running application now reads and writes the swapped-in tables.
     let more = alice
         .send_text(thread, "after-swap", "still flowing")

@@ -4,6 +4,7 @@ use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
 use imlog_events::{SessionId, Sex, UserId};
+use imlog_postgres::Prepared;
 use std::collections::HashMap;
 use tokio_postgres::types::Type;
 
@@ -62,7 +63,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 "SELECT user_id, password_hash FROM users WHERE name = $1",
                 &[(&name, Type::TEXT)],
             )
@@ -77,7 +78,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 "SELECT user_id, name FROM users WHERE user_id = $1",
                 &[(&user_id.get(), Type::INT8)],
             )
@@ -92,7 +93,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 &format!("SELECT {PROFILE_COLUMNS} FROM users WHERE user_id = $1"),
                 &[(&user_id.get(), Type::INT8)],
             )
@@ -118,7 +119,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 &format!(
                     "SELECT {PROFILE_COLUMNS} FROM users WHERE name LIKE $1 AND user_id > $2
                      ORDER BY user_id LIMIT $3"
@@ -145,7 +146,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT u, (SELECT array_agg(gateway_id) FROM presence WHERE user_id = u),
                         (SELECT at FROM last_seen WHERE user_id = u)
                  FROM unnest($1::bigint[]) AS u",
@@ -176,7 +177,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT user_id, gateway_id FROM presence
                  WHERE NOT (gateway_id = ANY($1)) AND since < now() - make_interval(secs => $2)
                  LIMIT $3",
@@ -198,7 +199,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT user_id FROM users WHERE user_id = ANY($1)",
                 &[(&raw, Type::INT8_ARRAY)],
             )
@@ -214,7 +215,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT user_id, name FROM users WHERE user_id = ANY($1)",
                 &[(&raw, Type::INT8_ARRAY)],
             )
@@ -229,7 +230,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 "SELECT session_id, user_id, start_offset, expires_at FROM sessions
                  WHERE token_sha256 = $1 AND ended_at IS NULL AND expires_at > now()",
                 &[(&token_sha256, Type::TEXT)],

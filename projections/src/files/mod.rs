@@ -6,10 +6,10 @@ mod queries;
 
 use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use imlog_events::{Envelope, Event, Topic};
 use imlog_log::Record;
 use imlog_postgres::Migration;
-use tokio_postgres::Transaction;
 
 pub use queries::{ChunkRow, TransferRow, UploadRow, UploadState};
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use imlog_events::{
     TaskId, TransferMode, TransferState, UploadFailure, UploadId, UploadKind, UserId,
 };
+use imlog_postgres::Prepared;
 use tokio_postgres::types::Type;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +142,7 @@ impl ReadModel {
     pub async fn upload(&self, upload_id: UploadId) -> Result<Option<UploadRow>, ReadError> {
         let client = self.client().await?;
         let row = client
-            .query_typed(
+            .query_prepared(
                 &format!("SELECT {COLUMNS} FROM uploads WHERE upload_id = $1"),
                 &[(&upload_id.get(), Type::UUID)],
             )
@@ -153,7 +154,7 @@ impl ReadModel {
     pub async fn upload_chunks(&self, upload_id: UploadId) -> Result<Vec<ChunkRow>, ReadError> {
         let client = self.client().await?;
         let rows = client
-            .query_typed(
+            .query_prepared(
                 "SELECT index, size, part FROM upload_chunks WHERE upload_id = $1 ORDER BY index",
                 &[(&upload_id.get(), Type::UUID)],
             )
@@ -169,7 +170,7 @@ impl ReadModel {
     ) -> Result<Option<ChunkRow>, ReadError> {
         let client = self.client().await?;
         let rows = client
-            .query_typed(
+            .query_prepared(
                 "SELECT index, size, part FROM upload_chunks WHERE upload_id = $1 AND index = $2",
                 &[
                     (&upload_id.get(), Type::UUID),
@@ -184,7 +185,7 @@ impl ReadModel {
     pub async fn bytes_in_flight(&self, owner: UserId) -> Result<u64, ReadError> {
         let client = self.client().await?;
         let rows = client
-            .query_typed(
+            .query_prepared(
                 "SELECT coalesce(sum(size), 0)::bigint FROM uploads WHERE owner = $1 AND state = 'uploading'",
                 &[(&owner.get(), Type::INT8)],
             )
@@ -201,7 +202,7 @@ impl ReadModel {
     ) -> Result<Vec<UploadRow>, ReadError> {
         let client = self.client().await?;
         let rows = client
-            .query_typed(
+            .query_prepared(
                 &format!(
                     "SELECT {COLUMNS} FROM uploads
                      WHERE state = 'uploading' AND active_at < $1 AND completing_offset IS NULL
@@ -219,7 +220,7 @@ impl ReadModel {
     pub async fn may_download(&self, upload_id: UploadId, user: UserId) -> Result<bool, ReadError> {
         let client = self.client().await?;
         let rows = client
-            .query_typed(
+            .query_prepared(
                 "SELECT EXISTS (SELECT 1 FROM messages m
                                 JOIN thread_members tm ON tm.thread_id = m.thread_id AND tm.user_id = $3
                                 WHERE m.media IS NOT NULL AND m.media->>'upload_id' = $2)
@@ -241,7 +242,7 @@ impl ReadModel {
     pub async fn transfer(&self, task_id: TaskId) -> Result<Option<TransferRow>, ReadError> {
         let client = self.client().await?;
         let rows = client
-            .query_typed(
+            .query_prepared(
                 &format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE task_id = $1"),
                 &[(&task_id.get(), Type::UUID)],
             )
@@ -257,7 +258,7 @@ impl ReadModel {
     ) -> Result<Vec<TransferRow>, ReadError> {
         let client = self.client().await?;
         let rows = client
-            .query_typed(
+            .query_prepared(
                 &format!(
                     "SELECT {TRANSFER_COLUMNS} FROM transfers
                      WHERE to_id = $1 AND mode = 'offline'
@@ -281,7 +282,7 @@ impl ReadModel {
         let client = self.client().await?;
         let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         let rows = client
-            .query_typed(
+            .query_prepared(
                 &format!(
                     "SELECT {TRANSFER_COLUMNS} FROM transfers
                      WHERE state = ANY($1) AND mode = $2 AND updated_at < $3

@@ -4,6 +4,7 @@ use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
 use imlog_events::{LogPosition, ThreadId, UserId};
+use imlog_postgres::Prepared;
 use tokio_postgres::types::Type;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 &format!(
                     "SELECT {REQUEST_COLUMNS} FROM friend_requests r
                      LEFT JOIN users f ON f.user_id = r.from_id LEFT JOIN users t ON t.user_id = r.to_id
@@ -102,7 +103,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 &format!(
                     "SELECT {REQUEST_COLUMNS} FROM friend_requests r
                      LEFT JOIN users f ON f.user_id = r.from_id LEFT JOIN users t ON t.user_id = r.to_id
@@ -128,7 +129,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT friend_id FROM friends WHERE user_id = $1",
                 &[(&user.get(), Type::INT8)],
             )
@@ -143,7 +144,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 "SELECT 1 FROM friends WHERE user_id = $1 AND friend_id = $2",
                 &[(&a.get(), Type::INT8), (&b.get(), Type::INT8)],
             )
@@ -161,7 +162,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT f.friend_id, u.name, f.alias, f.since, p.thread_id
                  FROM friends f
                  JOIN users u ON u.user_id = f.friend_id

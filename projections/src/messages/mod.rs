@@ -7,12 +7,13 @@ mod receipts;
 use crate::{Feature, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use imlog_events::{Envelope, Event, MessageId, MessagePosted, Topic};
 use imlog_log::Record;
 use imlog_postgres::Migration;
+use imlog_postgres::Prepared;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio_postgres::types::Type;
-use tokio_postgres::Transaction;
 
 pub(crate) use queries::COLUMNS;
 pub use queries::{MediaMessageRow, MessageRow, ReceiptRow};
@@ -51,6 +52,13 @@ impl Projection for Messages {
     /// (the log append already made it durable).
     fn waits_for_disk(&self) -> bool {
         false
+    }
+
+    /// Everything here is keyed by thread (seqs, dedupe, read markers), and
+    /// a thread is one partition: two runners each take half the
+    /// partitions, so one's commit overlaps the other's work.
+    fn shards(&self) -> i32 {
+        2
     }
 
     async fn apply(
@@ -113,7 +121,7 @@ async fn post(
         .map(|(_, _, m)| m.unique_id.as_str())
         .collect();
     let mut seen: HashSet<(i64, i64, String)> = tx
-            .query_typed(
+            .query_prepared(
                 // LATERAL, kept as written (OFFSET 0): one index probe per
                 // posted message, whatever the planner guesses of the
                 // array's size (a join over the whole table otherwise).
@@ -152,7 +160,7 @@ async fn post(
     let threads: Vec<i64> = per_thread.keys().copied().collect();
     let counts: Vec<i64> = per_thread.values().copied().collect();
     let mut next_seq: HashMap<i64, i64> = tx
-            .query_typed(
+            .query_prepared(
                 "INSERT INTO thread_seqs (thread_id, last_seq) SELECT * FROM unnest($1::bigint[], $2::bigint[])
                  ON CONFLICT (thread_id) DO UPDATE SET last_seq = thread_seqs.last_seq + EXCLUDED.last_seq
                  RETURNING thread_id, last_seq",
@@ -185,7 +193,7 @@ async fn post(
             .push(m.media.as_ref().and_then(|a| serde_json::to_value(a).ok()));
         *seq += 1;
     }
-    tx.query_typed(
+    tx.query_prepared(
             "INSERT INTO messages (message_id, thread_id, seq, sender_id, unique_id, kind, body, created_at, media)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
                                   $6::text[], $7::text[], $8::timestamptz[], $9::jsonb[])",
@@ -233,7 +241,7 @@ async fn settle_media(
     tx: &Transaction<'_>,
     m: &imlog_events::MessageMediaSettled,
 ) -> Result<(), ProjectionError> {
-    tx.query_typed(
+    tx.query_prepared(
         "UPDATE messages SET media = jsonb_set(media, '{state}', to_jsonb($3::text))
          WHERE message_id = $1 AND thread_id = $2 AND media->>'state' = 'uploading'",
         &[

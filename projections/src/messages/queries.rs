@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use imlog_events::{
     MediaAttachment, MediaState, MessageId, MessageKind, ThreadId, UploadId, UserId,
 };
+use imlog_postgres::Prepared;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 
@@ -79,7 +80,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT thread_id, message_id, sender_id, media->>'state' FROM messages
                  WHERE media IS NOT NULL AND media->>'upload_id' = $1 ORDER BY message_id",
                 &[(&upload_id.to_string(), Type::TEXT)],
@@ -110,7 +111,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 &format!(
                     "SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND message_id > $2
                      ORDER BY message_id LIMIT $3"
@@ -140,7 +141,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 &format!(
                     "SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND message_id < $2
                      ORDER BY message_id DESC LIMIT $3"
@@ -167,27 +168,48 @@ impl ReadModel {
         sender: UserId,
         unique_ids: &[&str],
     ) -> Result<std::collections::HashMap<String, MessageId>, ReadError> {
-        Ok(self
-            .client()
-            .await?
-            .query_typed(
-                // One index probe per unique_id. The planner, which
-                // underestimates a sender's messages in a thread (the two
-                // columns are correlated), would otherwise probe by thread
-                // and sender only and filter all of them (`= ANY`, or a
-                // join it flattens); OFFSET 0 keeps the subquery as written.
-                "SELECT x.unique_id, x.message_id FROM unnest($3::text[]) AS u(unique_id)
-                 CROSS JOIN LATERAL (
-                     SELECT unique_id, message_id FROM messages
-                     WHERE thread_id = $1 AND sender_id = $2 AND unique_id = u.unique_id OFFSET 0
-                 ) x",
-                &[
-                    (&thread_id.get(), Type::INT8),
-                    (&sender.get(), Type::INT8),
-                    (&unique_ids, Type::TEXT_ARRAY),
-                ],
-            )
-            .await?
+        let client = self.client().await?;
+        let rows = match unique_ids {
+            // Most sends carry one message: a plain look-up, whose plan
+            // Postgres makes once per connection (the array form is planned
+            // again for each array).
+            [unique_id] => {
+                client
+                    .query_prepared(
+                        "SELECT unique_id, message_id FROM messages
+                         WHERE thread_id = $1 AND sender_id = $2 AND unique_id = $3",
+                        &[
+                            (&thread_id.get(), Type::INT8),
+                            (&sender.get(), Type::INT8),
+                            (unique_id, Type::TEXT),
+                        ],
+                    )
+                    .await?
+            }
+            _ => {
+                client
+                    .query_prepared(
+                        // One index probe per unique_id. The planner, which
+                        // underestimates a sender's messages in a thread (the
+                        // two columns are correlated), would otherwise probe
+                        // by thread and sender only and filter all of them
+                        // (`= ANY`, or a join it flattens); OFFSET 0 keeps the
+                        // subquery as written.
+                        "SELECT x.unique_id, x.message_id FROM unnest($3::text[]) AS u(unique_id)
+                         CROSS JOIN LATERAL (
+                             SELECT unique_id, message_id FROM messages
+                             WHERE thread_id = $1 AND sender_id = $2 AND unique_id = u.unique_id OFFSET 0
+                         ) x",
+                        &[
+                            (&thread_id.get(), Type::INT8),
+                            (&sender.get(), Type::INT8),
+                            (&unique_ids, Type::TEXT_ARRAY),
+                        ],
+                    )
+                    .await?
+            }
+        };
+        Ok(rows
             .iter()
             .map(|r| (r.get(0), MessageId::new(r.get(1))))
             .collect())
@@ -202,7 +224,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 &format!("SELECT {COLUMNS} FROM messages WHERE thread_id = $1 AND message_id = $2"),
                 &[
                     (&thread_id.get(), Type::INT8),
@@ -224,7 +246,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT r.user_id, r.read_message_id, r.read_at FROM thread_reads r
                  JOIN thread_members m ON m.thread_id = r.thread_id AND m.user_id = r.user_id
                  WHERE r.thread_id = $1 AND r.user_id > $2 ORDER BY r.user_id LIMIT $3",
@@ -258,7 +280,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 &format!("SELECT {COLUMNS} FROM messages WHERE message_id > $1 ORDER BY message_id LIMIT $2"),
                 &[(&after.get(), Type::INT8), (&(limit as i64), Type::INT8)],
             )

@@ -2,9 +2,10 @@
 
 use crate::ProjectionError;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use imlog_events::{MessageRecalled, MessagesRead};
+use imlog_postgres::Prepared;
 use tokio_postgres::types::Type;
-use tokio_postgres::Transaction;
 
 /// Moves `reader`'s marker forward to the last message at or before `up_to`.
 pub(super) async fn read(
@@ -12,7 +13,7 @@ pub(super) async fn read(
     e: &MessagesRead,
     at: DateTime<Utc>,
 ) -> Result<(), ProjectionError> {
-    tx.query_typed(
+    tx.query_prepared(
         "INSERT INTO thread_reads (thread_id, user_id, read_seq, read_message_id, read_at)
          SELECT m.thread_id, $2, m.seq, m.message_id, $4 FROM messages m
          WHERE m.thread_id = $1 AND m.message_id <= $3
@@ -40,7 +41,7 @@ pub(super) async fn recall(
     e: &MessageRecalled,
     at: DateTime<Utc>,
 ) -> Result<(), ProjectionError> {
-    tx.query_typed(
+    tx.query_prepared(
         "UPDATE messages SET body = '', media = NULL, recalled_at = $4
          WHERE message_id = $1 AND thread_id = $2 AND sender_id = $3 AND recalled_at IS NULL",
         &[
@@ -64,7 +65,7 @@ pub(super) async fn read_own_posts(
     message_ids: &[i64],
     at: &[DateTime<Utc>],
 ) -> Result<(), ProjectionError> {
-    tx.query_typed(
+    tx.query_prepared(
         "INSERT INTO thread_reads (thread_id, user_id, read_seq, read_message_id, read_at)
          SELECT t, s, max(q), max(m), max(c)
          FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[]) AS u(t, s, q, m, c)

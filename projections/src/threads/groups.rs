@@ -5,9 +5,9 @@
 use super::permissions::{may, may_leave, GroupAction, MAX_GROUP_MEMBERS};
 use crate::ProjectionError;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
 use imlog_events::{Event, GroupCreated, GroupRole, LogPosition, ThreadId, UserId};
 use std::collections::BTreeSet;
-use tokio_postgres::Transaction;
 
 /// Applies a group event if the permission table allows it here.
 pub(super) async fn apply(

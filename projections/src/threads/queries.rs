@@ -7,6 +7,7 @@ use crate::read_model::overfetch;
 use crate::{Page, ReadError, ReadModel};
 use chrono::{DateTime, Utc};
 use imlog_events::{GroupRole, MessageId, ThreadId, UserId};
+use imlog_postgres::Prepared;
 use std::collections::HashMap;
 use tokio_postgres::types::Type;
 
@@ -123,7 +124,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 "SELECT thread_id FROM private_threads WHERE user_low = $1 AND user_high = $2",
                 &[
                     (&user_low.get(), Type::INT8),
@@ -139,7 +140,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT user_id FROM thread_members WHERE thread_id = $1 ORDER BY user_id",
                 &[(&thread_id.get(), Type::INT8)],
             )
@@ -159,7 +160,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 &format!("SELECT {MEMBERSHIP_COLUMNS} {MEMBERSHIP_FROM}"),
                 &[(&thread_id.get(), Type::INT8), (&user.get(), Type::INT8)],
             )
@@ -179,7 +180,7 @@ impl ReadModel {
         let row = self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 &format!(
                     "SELECT {MEMBERSHIP_COLUMNS}, sent.unique_ids, sent.message_ids {MEMBERSHIP_FROM_SENT}"
                 ),
@@ -210,7 +211,7 @@ impl ReadModel {
         let row = self
             .client()
             .await?
-            .query_typed_one(
+            .query_prepared_one(
                 "SELECT coalesce((SELECT array_agg(user_id) FROM thread_members WHERE thread_id = $1), '{}'),
                         coalesce((SELECT next_offset FROM projection_offsets
                                   WHERE projection = 'threads' AND topic = 'threads' AND partition = 0), 0)",
@@ -235,7 +236,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT user_id FROM thread_members WHERE thread_id = $1 AND user_id = ANY($2)",
                 &[(&thread_id.get(), Type::INT8), (&raw, Type::INT8_ARRAY)],
             )
@@ -255,7 +256,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 "SELECT m.user_id, u.name, m.role, m.joined_at,
                         CASE WHEN m.muted_until > now() THEN m.muted_until END
                  FROM thread_members m JOIN users u ON u.user_id = m.user_id
@@ -289,7 +290,7 @@ impl ReadModel {
         Ok(self
             .client()
             .await?
-            .query_typed_opt(
+            .query_prepared_opt(
                 "SELECT thread_id, actor, kind, subjects, detail FROM group_changes WHERE change_offset = $1",
                 &[(&offset, Type::INT8)],
             )
@@ -314,7 +315,7 @@ impl ReadModel {
         let rows = self
             .client()
             .await?
-            .query_typed(
+            .query_prepared(
                 &format!(
                 "SELECT t.thread_id, t.kind, t.created_at, peer.user_id, peer.name, g.name, g.members,
                         coalesce(s.last_seq, 0) - coalesce(r.read_seq, 0), m.joined_pos, lm.*

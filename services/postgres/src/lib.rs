@@ -9,6 +9,7 @@ mod migrate;
 mod notify;
 mod pausepoint;
 mod pool;
+mod prepared;
 
 pub use embedded::PrivateCluster;
 pub use lease::{run_leased, Lease, LeaseLost, Worker};
@@ -16,6 +17,7 @@ pub use migrate::{migrate, validate_schema_name, Migration};
 pub use notify::{spawn_listener, spawn_payload_listener, Heard};
 pub use pausepoint::pausepoint;
 pub use pool::{connect_pool, Pool};
+pub use prepared::{Prepared, TypedParam};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {

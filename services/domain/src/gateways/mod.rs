@@ -8,6 +8,7 @@
 //! a heartbeat is not history, and dies with its process. It lives in its
 //! own schema ([`SCHEMA`]), outside the read model.
 
+use imlog_postgres::Prepared;
 use imlog_postgres::{Migration, Pool};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -65,7 +66,7 @@ impl Gateways {
             .get()
             .await
             .map_err(db)?
-            .execute_typed(
+            .execute_prepared(
                 "INSERT INTO gateways (gateway_id, ws_url, connections, heartbeat_at)
                  VALUES ($1, $2, $3, now())
                  ON CONFLICT (gateway_id) DO UPDATE
@@ -89,7 +90,7 @@ impl Gateways {
             .get()
             .await
             .map_err(db)?
-            .execute_typed(
+            .execute_prepared(
                 "DELETE FROM gateways WHERE heartbeat_at < now() - make_interval(secs => $1)",
                 &[(&forget, Type::FLOAT8)],
             )
@@ -104,7 +105,7 @@ impl Gateways {
             .get()
             .await
             .map_err(db)?
-            .execute_typed(
+            .execute_prepared(
                 "DELETE FROM gateways WHERE gateway_id = $1",
                 &[(&gateway_id, Type::TEXT)],
             )
@@ -122,7 +123,7 @@ impl Gateways {
             .get()
             .await
             .map_err(db)?
-            .query_typed_opt(
+            .query_prepared_opt(
                 "SELECT gateway_id, ws_url, connections FROM gateways
                  WHERE heartbeat_at > now() - make_interval(secs => $1)
                  ORDER BY connections, heartbeat_at DESC LIMIT 1",
@@ -150,7 +151,7 @@ impl Gateways {
             .get()
             .await
             .map_err(db)?
-            .query_typed(
+            .query_prepared(
                 "SELECT gateway_id FROM gateways WHERE heartbeat_at > now() - make_interval(secs => $1)",
                 &[(&live, Type::FLOAT8)],
             )

@@ -6,6 +6,7 @@ use super::{ProcessError, ProcessManager, Trigger};
 use crate::journal::Journal;
 use imlog_events::{DecodeError, Envelope, Topic};
 use imlog_log::{ReadFrom, Record};
+use imlog_postgres::Prepared;
 use imlog_postgres::{run_leased, Migration, Pool, Worker};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -169,7 +170,7 @@ fn db(e: impl std::fmt::Display) -> ProcessError {
 async fn load_offsets(state: &Pool, manager: &dyn ProcessManager) -> Result<Offsets, ProcessError> {
     let client = state.get().await.map_err(db)?;
     let rows = client
-        .query_typed(
+        .query_prepared(
             "SELECT topic, partition, next_offset FROM process_offsets WHERE process = $1",
             &[(&manager.name(), Type::TEXT)],
         )
@@ -216,7 +217,7 @@ async fn store_offsets(
     for (&(topic, partition), &new_next) in &advanced {
         let expected = next.get(&(topic, partition)).copied().unwrap_or(0);
         let updated = tx
-            .query_typed(
+            .query_prepared(
                 "INSERT INTO process_offsets (process, topic, partition, next_offset)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (process, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset
