@@ -3,8 +3,10 @@
 //! A rebuild creates a fresh schema, applies the migrations into it, and runs
 //! every projection there until it reaches the log's end as of the start.
 //! `swap` then renames schemas in one transaction: queries use unqualified
-//! names resolved through `search_path` at each statement, so they move to
-//! the new tables at once, and the retired schema is kept for inspection.
+//! names resolved through `search_path`, and Postgres re-plans a kept
+//! prepared statement once that path resolves to another schema, so they
+//! move to the new tables at once; the retired schema is kept for
+//! inspection.
 //! Because projection offsets live in the same schema as the tables, the
 //! live projector simply continues from the rebuilt schema's offsets.
 

@@ -146,16 +146,19 @@ async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
         "a rebuild needs a fresh schema"
     );
 
-    // Reads and projector batches before the swap: the statements they
-    // prepared on their pooled connections must follow it.
-    assert_eq!(
-        alice
-            .sync_all_messages(thread, MessageId::default())
-            .await
-            .expect("sync")
-            .len(),
-        30
+    // Statements prepared before the swap must follow it: the projector's,
+    // and a read's on a connection of its own.
+    let read = imlog_projections::ReadModel::new(
+        imlog_postgres::connect_pool(&url, 1, Some("imlog")).expect("pool"),
     );
+    let exported = |read: imlog_projections::ReadModel| async move {
+        let mut out = Vec::new();
+        let n = imlog_domain::messages::export_history(&read, &mut out)
+            .await
+            .expect("export");
+        (n, out)
+    };
+    assert_eq!(exported(read.clone()).await.0, 30);
     replay::swap(&url, "imlog", "imlog_next", "imlog_old")
         .await
         .expect("swap");
@@ -179,13 +182,7 @@ async fn replay_rebuilds_an_equal_read_model_and_swaps_it_in() {
     assert_eq!(all.len(), 31);
     assert_eq!(all.last().unwrap().message_id, more);
 
-    let mut out = Vec::new();
-    let read = imlog_projections::ReadModel::new(
-        imlog_postgres::connect_pool(&url, 1, Some("imlog")).expect("pool"),
-    );
-    let n = imlog_domain::messages::export_history(&read, &mut out)
-        .await
-        .expect("export");
+    let (n, out) = exported(read).await;
     assert_eq!(n, 31);
     let first: serde_json::Value =
         serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();

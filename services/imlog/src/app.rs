@@ -253,11 +253,12 @@ impl Application {
         if roles.projector {
             // Projections have connections of their own: a flood of
             // requests on the shared pool never holds them up.
-            let pool = connect_pool(
-                &url,
-                imlog_projections::FEATURES.len() + 2,
-                Some(LIVE_SCHEMA),
-            )?;
+            // One per projection runner (a shard is one), and spares.
+            let runners: usize = imlog_projections::all()
+                .into_iter()
+                .map(|p| runner::Shard::all(p).count())
+                .sum();
+            let pool = connect_pool(&url, runners + 2, Some(LIVE_SCHEMA))?;
             let (log, stop) = (backbone.log.clone(), shutdown.clone());
             tasks.spawn(runner::run_all(
                 pool,

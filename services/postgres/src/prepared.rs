@@ -6,7 +6,11 @@
 //! A kept statement still follows `replay --swap`: Postgres re-plans a
 //! prepared statement when the schemas its `search_path` names resolve to
 //! other schemas (the swap renames them), so the next execution reads the
-//! swapped-in tables (`tests/tests/operations.rs` swaps under a live load).
+//! swapped-in tables (`tests/tests/operations.rs` prepares one on a
+//! one-connection pool, swaps, and reads again). The swapped-in tables must
+//! have the same columns and types, as a rebuild by the same build's
+//! migrations does: a statement whose result type changed fails with
+//! "cached plan must not change result type" until its connection is gone.
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;

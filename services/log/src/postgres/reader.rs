@@ -139,6 +139,11 @@ impl PgReader {
             self.found_after = heard.forgotten();
         }
         let check = self.checked.elapsed() >= FALLBACK_POLL;
+        if check {
+            // Even if this read fills up before asking about every
+            // partition: the rest are asked a second later.
+            self.checked = Instant::now();
+        }
         let mut records = Vec::new();
         let mut reached_end = true;
         let mut client = None;
@@ -149,8 +154,8 @@ impl PgReader {
                 // Partitions with more to read, and no room left for them.
                 return Ok((records, false));
             }
-            // At least one each (so a batch smaller than the partitions
-            // may carry a few more records than asked for).
+            // At least one each, so a batch may carry up to one record per
+            // partition more than asked for (a few, against 500).
             let share = (left / asking.len()).max(1);
             // Memory first. A partition served its whole share there may
             // have more; one served part of it is at its end, or at another
@@ -196,9 +201,6 @@ impl PgReader {
                 records.extend(read);
             }
             asking = more;
-        }
-        if check {
-            self.checked = Instant::now();
         }
         Ok((records, reached_end))
     }
