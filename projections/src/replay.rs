@@ -43,10 +43,7 @@ pub async fn rebuild(url: &str, log: &SharedLog, schema: &str) -> Result<Offsets
         }
     }
     let until = Until::Reached(Arc::new(target.clone()));
-    let runs = crate::all().into_iter().flat_map(|projection| {
-        runner::Shard::all(projection).map(move |shard| (projection, shard))
-    });
-    let runs = runs.map(|(projection, shard)| {
+    let runs = runner::Shard::runners(crate::all()).map(|(projection, shard)| {
         let (pool, until) = (pool.clone(), until.clone());
         async move { runner::run(&pool, log, projection, shard, &until).await }
     });

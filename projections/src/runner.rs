@@ -51,10 +51,14 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Every shard of a projection.
-    pub fn all(projection: &dyn Projection) -> impl Iterator<Item = Shard> {
-        let count = projection.shards().max(1);
-        (0..count).map(move |index| Shard { index, count })
+    /// Every runner of these projections: each with each of its shards.
+    pub fn runners(
+        projections: Vec<&'static dyn Projection>,
+    ) -> impl Iterator<Item = (&'static dyn Projection, Shard)> {
+        projections.into_iter().flat_map(|projection| {
+            let count = projection.shards().max(1);
+            (0..count).map(move |index| (projection, Shard { index, count }))
+        })
     }
 
     fn owns(self, partition: i32) -> bool {
@@ -95,10 +99,7 @@ pub async fn run_all(
     let mut tasks = tokio::task::JoinSet::new();
     let (swapped, swaps) = watch::channel(0);
     let listener = spawn_listener(lease_url.clone(), SWAPPED_CHANNEL, Arc::new(swapped));
-    for (projection, shard) in projections
-        .into_iter()
-        .flat_map(|p| Shard::all(p).map(move |shard| (p, shard)))
-    {
+    for (projection, shard) in Shard::runners(projections) {
         let (pool, log, shutdown) = (pool.clone(), log.clone(), shutdown.clone());
         let (lease_url, schema, swaps) = (lease_url.clone(), schema.clone(), swaps.clone());
         tasks.spawn(async move {
@@ -142,6 +143,7 @@ pub async fn run(
         Until::Reached(_) => None,
     };
     let name = projection.name();
+    let shard_label = shard.to_string();
     let mut last_lag: Option<Instant> = None;
     let mut last_appended = None;
     loop {
@@ -174,9 +176,9 @@ pub async fn run(
         let started = Instant::now();
         apply_batch(pool, projection, &batch, &mut next).await?;
         last_appended = batch.last().map(|r| r.appended_at);
-        metrics::counter!("imlog_projection_records_total", "projection" => name, "shard" => shard.to_string())
+        metrics::counter!("imlog_projection_records_total", "projection" => name, "shard" => shard_label.clone())
             .increment(batch.len() as u64);
-        metrics::histogram!("imlog_projection_batch_seconds", "projection" => name, "shard" => shard.to_string())
+        metrics::histogram!("imlog_projection_batch_seconds", "projection" => name, "shard" => shard_label.clone())
             .record(started.elapsed().as_secs_f64());
         if matches!(until, Until::Cancelled(..)) && batch.len() < BATCH {
             tokio::time::sleep_until((started + LINGER).into()).await;

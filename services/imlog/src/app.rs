@@ -254,10 +254,7 @@ impl Application {
             // Projections have connections of their own: a flood of
             // requests on the shared pool never holds them up.
             // One per projection runner (a shard is one), and spares.
-            let runners: usize = imlog_projections::all()
-                .into_iter()
-                .map(|p| runner::Shard::all(p).count())
-                .sum();
+            let runners = runner::Shard::runners(imlog_projections::all()).count();
             let pool = connect_pool(&url, runners + 2, Some(LIVE_SCHEMA))?;
             let (log, stop) = (backbone.log.clone(), shutdown.clone());
             tasks.spawn(runner::run_all(

@@ -13,6 +13,7 @@
 
 use crate::TopicNames;
 use imlog_events::Topic;
+use std::collections::BTreeMap;
 use tokio::sync::watch;
 
 /// Partitions per topic whose ends are kept. Every topic has at most this
@@ -112,10 +113,16 @@ pub(super) fn heard(appended: &watch::Sender<Appended>, names: &TopicNames, payl
     }
 }
 
-/// What this process's writer just committed, told without waiting for its
-/// notification to come back.
-pub(super) fn wrote(appended: &watch::Sender<Appended>, topic: Topic, partition: i32, end: i64) {
-    appended.send_modify(|a| a.advance(topic, partition, end));
+/// What this process's writer just committed (each partition's new end),
+/// told in one update without waiting for its notifications to come back.
+pub(super) fn wrote(appended: &watch::Sender<Appended>, ends: BTreeMap<(Topic, i32), i64>) {
+    if !ends.is_empty() {
+        appended.send_modify(|a| {
+            for ((topic, partition), end) in ends {
+                a.advance(topic, partition, end);
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -145,7 +152,7 @@ mod tests {
         heard(&tx, &names, Some("p .nothing 1 2"));
         assert_eq!(rx.borrow().count(&messages), 2);
         // An older writer names only the topic: its ends are unknown.
-        wrote(&tx, Topic::Sessions, 1, 4);
+        wrote(&tx, BTreeMap::from([((Topic::Sessions, 1), 4)]));
         heard(&tx, &names, Some("p .messages"));
         let a = *rx.borrow();
         assert_eq!(a.end(Topic::Messages, 3), None);

@@ -68,9 +68,7 @@ pub(super) async fn write_appends(
         }
         recent.keep(kept);
         // Readers in this process need not wait for the notification.
-        for ((topic, partition), end) in ends {
-            wrote(&bump, topic, partition, end);
-        }
+        wrote(&bump, ends);
         for (reply, result) in replies {
             let _ = reply.send(result);
         }
