@@ -33,6 +33,11 @@ pub(super) struct Appended {
     /// Bumped whenever ends became unknown: an end a reader found in the
     /// table before that may be stale.
     forgotten: u64,
+    /// This process's append batches in flight per partition. Their
+    /// notification can be heard before the writer has kept their records:
+    /// a reader then waits for the writer (which wakes it) instead of
+    /// asking the table for records about to be in memory.
+    writing: [[u16; KEPT_PARTITIONS]; Topic::ALL.len()],
 }
 
 fn topic_index(topic: Topic) -> usize {
@@ -54,6 +59,15 @@ impl Appended {
 
     pub(super) fn forgotten(&self) -> u64 {
         self.forgotten
+    }
+
+    /// Whether this process's writer has an append to the partition in
+    /// flight.
+    pub(super) fn writing(&self, topic: Topic, partition: i32) -> bool {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.writing[topic_index(topic)].get(p))
+            .is_some_and(|&n| n > 0)
     }
 
     fn advance(&mut self, topic: Topic, partition: i32, end: i64) {
@@ -113,13 +127,48 @@ pub(super) fn heard(appended: &watch::Sender<Appended>, names: &TopicNames, payl
     }
 }
 
-/// What this process's writer just committed (each partition's new end),
-/// told in one update without waiting for its notifications to come back.
-pub(super) fn wrote(appended: &watch::Sender<Appended>, ends: BTreeMap<(Topic, i32), i64>) {
-    if !ends.is_empty() {
+/// Partitions of a batch this process's writer is about to append: marked
+/// before the statement runs (so before its notification can be heard),
+/// without waking anyone.
+pub(super) fn writing<'a>(
+    appended: &watch::Sender<Appended>,
+    partitions: impl IntoIterator<Item = &'a (Topic, i32)>,
+) {
+    appended.send_if_modified(|a| {
+        for &(topic, partition) in partitions {
+            if let Some(n) = writing_slot(a, topic, partition) {
+                *n += 1;
+            }
+        }
+        false
+    });
+}
+
+fn writing_slot(a: &mut Appended, topic: Topic, partition: i32) -> Option<&mut u16> {
+    usize::try_from(partition)
+        .ok()
+        .and_then(|p| a.writing[topic_index(topic)].get_mut(p))
+}
+
+/// What this process's writer just did with the partitions it marked
+/// [`writing`]: each one's new end if the batch committed (`None` if it
+/// failed), told in one update without waiting for the notifications to
+/// come back. Wakes the readers of every partition marked, failed or not:
+/// one may have skipped the table for it.
+pub(super) fn wrote(
+    appended: &watch::Sender<Appended>,
+    batch: BTreeMap<(Topic, i32), Option<i64>>,
+) {
+    if !batch.is_empty() {
         appended.send_modify(|a| {
-            for ((topic, partition), end) in ends {
-                a.advance(topic, partition, end);
+            for ((topic, partition), end) in batch {
+                if let Some(n) = writing_slot(a, topic, partition) {
+                    *n = n.saturating_sub(1);
+                }
+                match end {
+                    Some(end) => a.advance(topic, partition, end),
+                    None => a.counts[topic_index(topic)] += 1,
+                }
             }
         });
     }
@@ -152,7 +201,7 @@ mod tests {
         heard(&tx, &names, Some("p .nothing 1 2"));
         assert_eq!(rx.borrow().count(&messages), 2);
         // An older writer names only the topic: its ends are unknown.
-        wrote(&tx, BTreeMap::from([((Topic::Sessions, 1), 4)]));
+        wrote(&tx, BTreeMap::from([((Topic::Sessions, 1), Some(4))]));
         heard(&tx, &names, Some("p .messages"));
         let a = *rx.borrow();
         assert_eq!(a.end(Topic::Messages, 3), None);
@@ -163,5 +212,31 @@ mod tests {
         let a = *rx.borrow();
         assert_eq!(a.end(Topic::Sessions, 1), None);
         assert_eq!((a.count(&messages), a.forgotten()), (4, 2));
+    }
+
+    #[test]
+    fn an_append_in_flight_is_marked_quietly_and_its_end_wakes_readers() {
+        let names = TopicNames::new("p.");
+        let (tx, mut rx) = watch::channel(Appended::default());
+        rx.borrow_and_update();
+        let batch = [(Topic::Messages, 3), (Topic::Threads, 0)];
+        writing(&tx, &batch);
+        assert!(!rx.has_changed().unwrap(), "marking wakes nobody");
+        assert!(rx.borrow().writing(Topic::Messages, 3));
+        assert!(!rx.borrow().writing(Topic::Messages, 2));
+        // Its notification may be heard first: still in flight.
+        heard(&tx, &names, Some(&payload("p.messages", 3, 5)));
+        assert!(rx.borrow_and_update().writing(Topic::Messages, 3));
+        // Committed in messages, failed in threads: both done, both woken.
+        wrote(&tx, BTreeMap::from([(batch[0], Some(5)), (batch[1], None)]));
+        assert!(rx.has_changed().unwrap());
+        let a = *rx.borrow_and_update();
+        assert!(!a.writing(Topic::Messages, 3) && !a.writing(Topic::Threads, 0));
+        assert_eq!(a.end(Topic::Messages, 3), Some(5));
+        assert_eq!(a.end(Topic::Threads, 0), None);
+        assert_eq!(
+            (a.count(&[Topic::Messages]), a.count(&[Topic::Threads])),
+            (2, 1)
+        );
     }
 }

@@ -95,12 +95,7 @@ impl PgLog {
         let names = TopicNames::new(topic_prefix);
         let (appends, queue) = mpsc::channel(QUEUE);
         let recent = Arc::new(Recent::default());
-        tokio::spawn(write_appends(
-            pool.clone(),
-            queue,
-            bump.clone(),
-            recent.clone(),
-        ));
+        spawn_writer(url, queue, bump.clone(), recent.clone())?;
         let heard_names = names.clone();
         let listener = spawn_payload_listener(
             url.to_owned(),
@@ -116,6 +111,29 @@ impl PgLog {
             listener,
         })
     }
+}
+
+/// Starts the single writer on a thread of its own, with a connection of
+/// its own: every acknowledged message waits for it, and on a runtime busy
+/// with thousands of connections each of its wake-ups (the query's answer,
+/// then the writer) would queue behind them. On its own thread the kernel
+/// runs it as soon as Postgres answers.
+fn spawn_writer(
+    url: &str,
+    queue: mpsc::Receiver<PendingAppend>,
+    bump: Arc<watch::Sender<Appended>>,
+    recent: Arc<Recent>,
+) -> Result<(), LogError> {
+    let pool = connect_pool(url, 1, None).map_err(|e| LogError::Fatal(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LogError::Fatal(format!("starting the log writer: {e}")))?;
+    std::thread::Builder::new()
+        .name("imlog-log-writer".into())
+        .spawn(move || runtime.block_on(write_appends(pool, queue, bump, recent)))
+        .map_err(|e| LogError::Fatal(format!("starting the log writer: {e}")))?;
+    Ok(())
 }
 
 impl PgLog {

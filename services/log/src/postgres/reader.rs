@@ -181,6 +181,11 @@ impl PgReader {
                         records.extend(run);
                     }
                     None if !check && end.is_some_and(|end| from.offset >= end) => {}
+                    // Our own writer's append, heard of before it was kept:
+                    // the writer wakes us when it is in memory.
+                    None if !check && heard.writing(from.topic, from.partition) => {
+                        reached_end = false;
+                    }
                     None => from_table.push(i),
                 }
             }

@@ -2,7 +2,7 @@
 //! written in one transaction, kept in memory for this process's readers
 //! and answered.
 
-use super::heard::{wrote, Appended};
+use super::heard::{writing, wrote, Appended};
 use super::recent::Recent;
 use super::{db_error, unavailable, MAX_BATCH};
 use crate::{LogError, Record};
@@ -42,6 +42,12 @@ pub(super) async fn write_appends(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Each partition written, and its new end once committed.
+        let mut ends: BTreeMap<(Topic, i32), Option<i64>> = batch
+            .iter()
+            .map(|p| ((p.topic, p.partition), None))
+            .collect();
+        writing(&bump, ends.keys());
         let started = std::time::Instant::now();
         let (results, appended_at) = write_batch(&pool, &batch).await;
         metrics::histogram!("imlog_log_append_batch_seconds", "backend" => "postgres")
@@ -49,12 +55,14 @@ pub(super) async fn write_appends(
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
             tracing::warn!(error = %e, records = batch.len(), "log append failed");
         }
-        let mut ends = BTreeMap::new();
         let mut kept = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for (pending, result) in batch.drain(..).zip(results) {
             if let (Ok(position), Some(appended_at)) = (&result, appended_at) {
-                ends.insert((pending.topic, position.partition), position.offset + 1);
+                ends.insert(
+                    (pending.topic, position.partition),
+                    Some(position.offset + 1),
+                );
                 kept.push(Record {
                     topic: pending.topic,
                     partition: position.partition,
