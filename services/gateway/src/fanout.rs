@@ -24,6 +24,7 @@ use imlog_protocol::{Push, ThreadKind};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What a route does with one event.
@@ -34,7 +35,21 @@ type Deliver = for<'a> fn(&'a Fanout, &'a Record, &'a Envelope) -> BoxFuture<'a,
 pub struct Route {
     pub event: &'static str,
     pub topic: Topic,
+    lane: Lane,
     deliver: Deliver,
+}
+
+/// Where a route runs. Messages must not wait behind a read-model query
+/// (a gateway restart's thousand presence changes each read the user's
+/// friends), so the routes that ask the read model whom to push run in a
+/// lane of their own, in log order among themselves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lane {
+    /// In log order, as read: nothing it does waits on the read model for
+    /// long (a group's members are loaded once, then kept).
+    Inline,
+    /// Reads the read model first (friends, presence, a new thread's verdict).
+    Lookup,
 }
 
 /// The table: one row per event type that reaches connections.
@@ -42,81 +57,97 @@ pub const ROUTES: &[Route] = &[
     Route {
         event: MessagePosted::TYPE_NAME,
         topic: MessagePosted::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_message(f, r, e)),
     },
     Route {
         event: MessagesRead::TYPE_NAME,
         topic: MessagesRead::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_read(f, r, e)),
     },
     Route {
         event: MessageRecalled::TYPE_NAME,
         topic: MessageRecalled::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_recalled(f, r, e)),
     },
     Route {
         event: MessageMediaSettled::TYPE_NAME,
         topic: MessageMediaSettled::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_media_settled(f, r, e)),
     },
     Route {
         event: TransferOffered::TYPE_NAME,
         topic: TransferOffered::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_file_offer(f, r, e)),
     },
     Route {
         event: TransferStateChanged::TYPE_NAME,
         topic: TransferStateChanged::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_transfer_state(f, r, e)),
     },
     Route {
         event: SessionStarted::TYPE_NAME,
         topic: SessionStarted::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(kick_older_sessions(f, r, e)),
     },
     Route {
         event: SessionEnded::TYPE_NAME,
         topic: SessionEnded::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(close_ended_session(f, r, e)),
     },
     Route {
         event: PresenceChanged::TYPE_NAME,
         topic: PresenceChanged::TOPIC,
+        lane: Lane::Lookup,
         deliver: |f, r, e| Box::pin(push_presence(f, r, e)),
     },
     Route {
         event: ProfileUpdated::TYPE_NAME,
         topic: ProfileUpdated::TOPIC,
+        lane: Lane::Lookup,
         deliver: |f, r, e| Box::pin(push_profile(f, r, e)),
     },
     Route {
         event: FriendRequested::TYPE_NAME,
         topic: FriendRequested::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_friend_request(f, r, e)),
     },
     Route {
         event: FriendAccepted::TYPE_NAME,
         topic: FriendAccepted::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_friend_accepted(f, r, e)),
     },
     Route {
         event: PrivateThreadCreated::TYPE_NAME,
         topic: PrivateThreadCreated::TOPIC,
+        lane: Lane::Lookup,
         deliver: |f, r, e| Box::pin(push_private_thread(f, r, e)),
     },
     Route {
         event: GroupCreated::TYPE_NAME,
         topic: GroupCreated::TOPIC,
+        lane: Lane::Lookup,
         deliver: |f, r, e| Box::pin(group_joined(f, r, e)),
     },
     Route {
         event: GroupMembersAdded::TYPE_NAME,
         topic: GroupMembersAdded::TOPIC,
+        lane: Lane::Lookup,
         deliver: |f, r, e| Box::pin(group_joined(f, r, e)),
     },
     Route {
         event: GroupMemberRemoved::TYPE_NAME,
         topic: GroupMemberRemoved::TOPIC,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(group_left(f, r, e)),
     },
 ];
@@ -562,7 +593,29 @@ fn topics() -> Vec<Topic> {
     topics.into_iter().collect()
 }
 
+/// Events waiting for the lookup lane; past it, the reader waits for room.
+const LOOKUPS_QUEUED: usize = 4096;
+
 pub async fn run(fanout: Arc<Fanout>, shutdown: CancellationToken) {
+    let (lookups, queued) = mpsc::channel(LOOKUPS_QUEUED);
+    let lane = tokio::spawn(run_lookups(fanout.clone(), queued));
+    read_and_route(&fanout, &lookups, &shutdown).await;
+    // Shutting down: what is still queued would be recovered by sync.
+    lane.abort();
+}
+
+/// The lookup lane: its routes one after the other, in log order.
+async fn run_lookups(fanout: Arc<Fanout>, mut queued: mpsc::Receiver<(Record, Envelope, Deliver)>) {
+    while let Some((record, envelope, deliver)) = queued.recv().await {
+        deliver(&fanout, &record, &envelope).await;
+    }
+}
+
+async fn read_and_route(
+    fanout: &Fanout,
+    lookups: &mpsc::Sender<(Record, Envelope, Deliver)>,
+    shutdown: &CancellationToken,
+) {
     let topics = topics();
     let log = fanout.journal.log().clone();
     while !shutdown.is_cancelled() {
@@ -590,8 +643,8 @@ pub async fn run(fanout: Arc<Fanout>, shutdown: CancellationToken) {
             };
             match batch {
                 Ok(records) => {
-                    for record in &records {
-                        route(&fanout, record).await;
+                    for record in records {
+                        route(fanout, lookups, record).await;
                     }
                 }
                 Err(e) => {
@@ -607,13 +660,24 @@ pub async fn run(fanout: Arc<Fanout>, shutdown: CancellationToken) {
     }
 }
 
-async fn route(fanout: &Fanout, record: &Record) {
+async fn route(
+    fanout: &Fanout,
+    lookups: &mpsc::Sender<(Record, Envelope, Deliver)>,
+    record: Record,
+) {
     let Ok(envelope) = Envelope::decode(&record.payload) else {
         return;
     };
     let name = envelope.event.type_name();
-    if let Some(route) = ROUTES.iter().find(|r| r.event == name) {
-        (route.deliver)(fanout, record, &envelope).await;
+    let Some(route) = ROUTES.iter().find(|r| r.event == name) else {
+        return;
+    };
+    match route.lane {
+        Lane::Inline => (route.deliver)(fanout, &record, &envelope).await,
+        Lane::Lookup => {
+            // Closed only once this loop has ended.
+            let _ = lookups.send((record, envelope, route.deliver)).await;
+        }
     }
 }
 
