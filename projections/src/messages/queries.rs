@@ -160,58 +160,50 @@ impl ReadModel {
         Ok(page)
     }
 
-    /// The messages these `unique_id`s of `sender` already produced in a
-    /// thread, by `unique_id`.
+    /// The messages that earlier sends of these `(thread, sender,
+    /// unique_id)`s produced: the ones found, in no particular order. Many
+    /// concurrent sends are looked up in one statement
+    /// (`domain::messages::earlier`).
     pub async fn sent(
         &self,
-        thread_id: ThreadId,
-        sender: UserId,
-        unique_ids: &[&str],
-    ) -> Result<std::collections::HashMap<String, MessageId>, ReadError> {
-        let client = self.client().await?;
-        let rows = match unique_ids {
-            // Most sends carry one message: a plain look-up, whose plan
-            // Postgres makes once per connection (the array form is planned
-            // again for each array).
-            [unique_id] => {
-                client
-                    .query_prepared(
-                        "SELECT unique_id, message_id FROM messages
-                         WHERE thread_id = $1 AND sender_id = $2 AND unique_id = $3",
-                        &[
-                            (&thread_id.get(), Type::INT8),
-                            (&sender.get(), Type::INT8),
-                            (unique_id, Type::TEXT),
-                        ],
-                    )
-                    .await?
-            }
-            _ => {
-                client
-                    .query_prepared(
-                        // One index probe per unique_id. The planner, which
-                        // underestimates a sender's messages in a thread (the
-                        // two columns are correlated), would otherwise probe
-                        // by thread and sender only and filter all of them
-                        // (`= ANY`, or a join it flattens); OFFSET 0 keeps the
-                        // subquery as written.
-                        "SELECT x.unique_id, x.message_id FROM unnest($3::text[]) AS u(unique_id)
-                         CROSS JOIN LATERAL (
-                             SELECT unique_id, message_id FROM messages
-                             WHERE thread_id = $1 AND sender_id = $2 AND unique_id = u.unique_id OFFSET 0
-                         ) x",
-                        &[
-                            (&thread_id.get(), Type::INT8),
-                            (&sender.get(), Type::INT8),
-                            (&unique_ids, Type::TEXT_ARRAY),
-                        ],
-                    )
-                    .await?
-            }
-        };
+        wanted: &[(ThreadId, UserId, &str)],
+    ) -> Result<Vec<(ThreadId, UserId, String, MessageId)>, ReadError> {
+        let threads: Vec<i64> = wanted.iter().map(|w| w.0.get()).collect();
+        let senders: Vec<i64> = wanted.iter().map(|w| w.1.get()).collect();
+        let unique_ids: Vec<&str> = wanted.iter().map(|w| w.2).collect();
+        let rows = self
+            .client()
+            .await?
+            .query_prepared(
+                // One index probe per item. The planner, which
+                // underestimates a sender's messages in a thread (the two
+                // columns are correlated), would otherwise probe by thread
+                // and sender only and filter all of them (a join it
+                // flattens); OFFSET 0 keeps the subquery as written.
+                "SELECT x.thread_id, x.sender_id, x.unique_id, x.message_id
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(thread_id, sender_id, unique_id)
+                 CROSS JOIN LATERAL (
+                     SELECT thread_id, sender_id, unique_id, message_id FROM messages
+                     WHERE thread_id = u.thread_id AND sender_id = u.sender_id
+                       AND unique_id = u.unique_id OFFSET 0
+                 ) x",
+                &[
+                    (&threads, Type::INT8_ARRAY),
+                    (&senders, Type::INT8_ARRAY),
+                    (&unique_ids, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), MessageId::new(r.get(1))))
+            .map(|r| {
+                (
+                    ThreadId::new(r.get(0)),
+                    UserId::new(r.get(1)),
+                    r.get(2),
+                    MessageId::new(r.get(3)),
+                )
+            })
             .collect())
     }
 

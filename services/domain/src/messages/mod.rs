@@ -3,12 +3,14 @@
 //! logged messages to the wire's [`MessageView`]. Media messages turn
 //! "uploaded" through the [`media`] process.
 
+mod earlier;
 pub mod media;
 
 use crate::accounts::Session;
 use crate::journal::{Journal, StoreError, Writes};
 use crate::threads::{Threads, ThreadsError};
 use chrono::{DateTime, Utc};
+use earlier::EarlierSends;
 use imlog_events::{
     messages_key, Envelope, EventMeta, LogPosition, MessageId, MessageKind, MessagePosted,
     MessageRecalled, MessagesRead, ThreadId, Topic, UserId,
@@ -66,6 +68,7 @@ pub const RECEIPT_PUSH_LIMIT: usize = 100;
 pub struct Messages {
     journal: Arc<Journal>,
     threads: Arc<Threads>,
+    earlier: EarlierSends,
     settings: MessagesSettings,
 }
 
@@ -76,6 +79,7 @@ impl Messages {
         settings: MessagesSettings,
     ) -> Messages {
         Messages {
+            earlier: EarlierSends::new(journal.read().clone()),
             journal,
             threads,
             settings,
@@ -201,13 +205,12 @@ impl Messages {
                 // unless `retry`, but a client may err) is answered with its
                 // first message; the copy appended here is dropped by the
                 // projection. Read alongside the append: no wait for it.
-                let read = self.journal.read();
-                let appending: Vec<&str> = in_batch.keys().map(String::as_str).collect();
+                let appending: Vec<String> = in_batch.keys().cloned().collect();
                 let (results, sent) = tokio::join!(
                     self.journal.append_all(writes, &envelopes),
-                    read.sent(thread_id, me, &appending)
+                    self.earlier.of(thread_id, me, appending)
                 );
-                (results, Some(sent.map_err(StoreError::from)))
+                (results, Some(sent))
             }
         };
         for (indices, result) in settles.iter().zip(results) {
