@@ -40,15 +40,19 @@ pub struct Route {
 }
 
 /// Where a route runs. Messages must not wait behind a read-model query
-/// (a gateway restart's thousand presence changes each read the user's
-/// friends), so the routes that ask the read model whom to push run in a
-/// lane of their own, in log order among themselves.
+/// per event of a burst (a gateway restart's thousand presence changes each
+/// read the user's friends), so the routes that ask the read model to whom
+/// a user's news goes run in a lane of their own, in log order among
+/// themselves.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Lane {
-    /// In log order, as read: nothing it does waits on the read model for
-    /// long (a group's members are loaded once, then kept).
+    /// In log order, as read. A new thread's `thread` push stays here, so
+    /// it comes before the thread's first messages (it may wait for the
+    /// threads projection, as may a group message after a membership
+    /// change, which reloads the members).
     Inline,
-    /// Reads the read model first (friends, presence, a new thread's verdict).
+    /// The user's friends are read first: presence and profile changes,
+    /// whose order relative to messages does not matter.
     Lookup,
 }
 
@@ -129,19 +133,19 @@ pub const ROUTES: &[Route] = &[
     Route {
         event: PrivateThreadCreated::TYPE_NAME,
         topic: PrivateThreadCreated::TOPIC,
-        lane: Lane::Lookup,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(push_private_thread(f, r, e)),
     },
     Route {
         event: GroupCreated::TYPE_NAME,
         topic: GroupCreated::TOPIC,
-        lane: Lane::Lookup,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(group_joined(f, r, e)),
     },
     Route {
         event: GroupMembersAdded::TYPE_NAME,
         topic: GroupMembersAdded::TOPIC,
-        lane: Lane::Lookup,
+        lane: Lane::Inline,
         deliver: |f, r, e| Box::pin(group_joined(f, r, e)),
     },
     Route {
@@ -643,8 +647,15 @@ async fn read_and_route(
             };
             match batch {
                 Ok(records) => {
-                    for record in records {
-                        route(fanout, lookups, record).await;
+                    let routing = async {
+                        for record in records {
+                            route(fanout, lookups, record).await;
+                        }
+                    };
+                    // A route may wait (the read model, a full lookup lane).
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = routing => {}
                     }
                 }
                 Err(e) => {
@@ -675,8 +686,16 @@ async fn route(
     match route.lane {
         Lane::Inline => (route.deliver)(fanout, &record, &envelope).await,
         Lane::Lookup => {
-            // Closed only once this loop has ended.
-            let _ = lookups.send((record, envelope, route.deliver)).await;
+            // Waits for room when the lane is a full queue behind.
+            if lookups
+                .send((record, envelope, route.deliver))
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    "fanout: the lookup lane has stopped; presence and profile pushes are lost"
+                );
+            }
         }
     }
 }

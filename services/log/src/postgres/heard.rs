@@ -33,11 +33,14 @@ pub(super) struct Appended {
     /// Bumped whenever ends became unknown: an end a reader found in the
     /// table before that may be stale.
     forgotten: u64,
-    /// This process's append batches in flight per partition. Their
-    /// notification can be heard before the writer has kept their records:
-    /// a reader then waits for the writer (which wakes it) instead of
-    /// asking the table for records about to be in memory.
-    writing: [[u16; KEPT_PARTITIONS]; Topic::ALL.len()],
+    /// Where this process's append batch in flight starts, at the least,
+    /// per partition: the end heard when the writer took the batch (unset
+    /// if it was unknown). Its notification can be heard before the writer
+    /// has kept its records: a reader missing records from there on waits
+    /// for the writer (which wakes it) instead of asking the table for
+    /// records about to be in memory. Records before it are not the
+    /// batch's: those come from the table.
+    writing_from: [[Option<i64>; KEPT_PARTITIONS]; Topic::ALL.len()],
 }
 
 fn topic_index(topic: Topic) -> usize {
@@ -61,13 +64,18 @@ impl Appended {
         self.forgotten
     }
 
-    /// Whether this process's writer has an append to the partition in
-    /// flight.
-    pub(super) fn writing(&self, topic: Topic, partition: i32) -> bool {
+    /// Whether the record at `offset` of the partition may be in this
+    /// process's append batch in flight.
+    pub(super) fn writing(&self, topic: Topic, partition: i32, offset: i64) -> bool {
         usize::try_from(partition)
             .ok()
-            .and_then(|p| self.writing[topic_index(topic)].get(p))
-            .is_some_and(|&n| n > 0)
+            .and_then(|p| {
+                self.writing_from[topic_index(topic)]
+                    .get(p)
+                    .copied()
+                    .flatten()
+            })
+            .is_some_and(|from| offset >= from)
     }
 
     fn advance(&mut self, topic: Topic, partition: i32, end: i64) {
@@ -136,18 +144,19 @@ pub(super) fn writing<'a>(
 ) {
     appended.send_if_modified(|a| {
         for &(topic, partition) in partitions {
-            if let Some(n) = writing_slot(a, topic, partition) {
-                *n += 1;
+            let end = a.end(topic, partition);
+            if let Some(from) = writing_slot(a, topic, partition) {
+                *from = end;
             }
         }
         false
     });
 }
 
-fn writing_slot(a: &mut Appended, topic: Topic, partition: i32) -> Option<&mut u16> {
+fn writing_slot(a: &mut Appended, topic: Topic, partition: i32) -> Option<&mut Option<i64>> {
     usize::try_from(partition)
         .ok()
-        .and_then(|p| a.writing[topic_index(topic)].get_mut(p))
+        .and_then(|p| a.writing_from[topic_index(topic)].get_mut(p))
 }
 
 /// What this process's writer just did with the partitions it marked
@@ -162,8 +171,8 @@ pub(super) fn wrote(
     if !batch.is_empty() {
         appended.send_modify(|a| {
             for ((topic, partition), end) in batch {
-                if let Some(n) = writing_slot(a, topic, partition) {
-                    *n = n.saturating_sub(1);
+                if let Some(from) = writing_slot(a, topic, partition) {
+                    *from = None;
                 }
                 match end {
                     Some(end) => a.advance(topic, partition, end),
@@ -218,25 +227,31 @@ mod tests {
     fn an_append_in_flight_is_marked_quietly_and_its_end_wakes_readers() {
         let names = TopicNames::new("p.");
         let (tx, mut rx) = watch::channel(Appended::default());
+        wrote(&tx, BTreeMap::from([((Topic::Messages, 3), Some(2))]));
         rx.borrow_and_update();
         let batch = [(Topic::Messages, 3), (Topic::Threads, 0)];
         writing(&tx, &batch);
         assert!(!rx.has_changed().unwrap(), "marking wakes nobody");
-        assert!(rx.borrow().writing(Topic::Messages, 3));
-        assert!(!rx.borrow().writing(Topic::Messages, 2));
+        let a = *rx.borrow();
+        assert!(a.writing(Topic::Messages, 3, 2) && a.writing(Topic::Messages, 3, 4));
+        // Before the end heard (another process's, or older than memory):
+        // not the batch's. An unknown end, or another partition: no claim.
+        assert!(!a.writing(Topic::Messages, 3, 1));
+        assert!(!a.writing(Topic::Threads, 0, 0));
+        assert!(!a.writing(Topic::Messages, 2, 0));
         // Its notification may be heard first: still in flight.
         heard(&tx, &names, Some(&payload("p.messages", 3, 5)));
-        assert!(rx.borrow_and_update().writing(Topic::Messages, 3));
+        assert!(rx.borrow_and_update().writing(Topic::Messages, 3, 2));
         // Committed in messages, failed in threads: both done, both woken.
         wrote(&tx, BTreeMap::from([(batch[0], Some(5)), (batch[1], None)]));
         assert!(rx.has_changed().unwrap());
         let a = *rx.borrow_and_update();
-        assert!(!a.writing(Topic::Messages, 3) && !a.writing(Topic::Threads, 0));
+        assert!(!a.writing(Topic::Messages, 3, 5));
         assert_eq!(a.end(Topic::Messages, 3), Some(5));
         assert_eq!(a.end(Topic::Threads, 0), None);
         assert_eq!(
             (a.count(&[Topic::Messages]), a.count(&[Topic::Threads])),
-            (2, 1)
+            (3, 1)
         );
     }
 }

@@ -5,7 +5,8 @@
 //! updating the partition's row (`next_offset`), whose row lock is held until
 //! the transaction commits: appenders to one partition commit one after the
 //! other, in offset order. Appends are grouped into one transaction per batch
-//! by a single writer task, which makes that serialisation cheap.
+//! by a single writer (a thread of its own), which makes that serialisation
+//! cheap.
 //!
 //! Tailing does not poll: the writer issues `NOTIFY imlog_log` in its
 //! transaction and every process LISTENs; readers wait on that (with a slow
@@ -125,13 +126,17 @@ fn spawn_writer(
     recent: Arc<Recent>,
 ) -> Result<(), LogError> {
     let pool = connect_pool(url, 1, None).map_err(|e| LogError::Fatal(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let start = move || match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| LogError::Fatal(format!("starting the log writer: {e}")))?;
+    {
+        Ok(runtime) => runtime.block_on(write_appends(pool, queue, bump, recent)),
+        // The queue is dropped with it: every append fails, "log writer stopped".
+        Err(e) => tracing::error!(error = %e, "cannot start the log writer"),
+    };
     std::thread::Builder::new()
         .name("imlog-log-writer".into())
-        .spawn(move || runtime.block_on(write_appends(pool, queue, bump, recent)))
+        .spawn(start)
         .map_err(|e| LogError::Fatal(format!("starting the log writer: {e}")))?;
     Ok(())
 }

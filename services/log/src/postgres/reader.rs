@@ -181,9 +181,9 @@ impl PgReader {
                         records.extend(run);
                     }
                     None if !check && end.is_some_and(|end| from.offset >= end) => {}
-                    // Our own writer's append, heard of before it was kept:
-                    // the writer wakes us when it is in memory.
-                    None if !check && heard.writing(from.topic, from.partition) => {
+                    // Our own writer's batch in flight, heard of before it
+                    // was kept: the writer wakes us once it is in memory.
+                    None if !check && heard.writing(from.topic, from.partition, from.offset) => {
                         reached_end = false;
                     }
                     None => from_table.push(i),
