@@ -28,6 +28,7 @@ pub async fn messages_topic(brokers: &str, tag: &str) -> String {
         topic_prefix: prefix.clone(),
         replication_factor: 1,
         linger_ms: 5,
+        idempotent: crate::kafka_idempotent(),
     })
     .expect("kafka");
     log.ensure_topics().await.expect("topics");
@@ -35,7 +36,8 @@ pub async fn messages_topic(brokers: &str, tag: &str) -> String {
 }
 
 /// Baseline: rdkafka producing `n` copies of `payload` straight to `topic`
-/// (idempotent, `acks=all`, like imlog's producer), keyed over 64 threads,
+/// (`acks=all`, idempotent or never retrying as imlog's producer is on
+/// this broker: [`crate::kafka_idempotent`]), keyed over 64 threads,
 /// with up to `in_flight` unacknowledged, after one warm-up record; records
 /// per second, and when the measured sends started.
 pub async fn produce(
@@ -46,13 +48,20 @@ pub async fn produce(
     in_flight: usize,
     linger_ms: u32,
 ) -> (f64, Instant) {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", linger_ms.to_string())
-        .create()
-        .expect("producer");
+        .set("linger.ms", linger_ms.to_string());
+    if crate::kafka_idempotent() {
+        config.set("enable.idempotence", "true");
+    } else {
+        config
+            .set("enable.idempotence", "false")
+            .set("message.send.max.retries", "0")
+            .set("max.in.flight.requests.per.connection", "5");
+    }
+    let producer: FutureProducer = config.create().expect("producer");
     // Warm up (metadata, connections, idempotent producer id) as imlog's
     // producer already is, then measure.
     let warm = FutureRecord::to(topic)

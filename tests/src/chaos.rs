@@ -369,6 +369,10 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
         ("IMLOG_LOG__BACKEND".into(), "kafka".into()),
         ("IMLOG_LOG__KAFKA__BROKERS".into(), brokers.clone()),
         ("IMLOG_LOG__KAFKA__LINGER_MS".into(), "1".into()),
+        (
+            "IMLOG_LOG__KAFKA__IDEMPOTENT".into(),
+            crate::kafka_idempotent().to_string(),
+        ),
         ("IMLOG_LOG__TOPIC_PREFIX".into(), "chaos.".into()),
         ("IMLOG_GATEWAY__STRANGERS_MAY_CHAT".into(), "true".into()),
         (
@@ -584,6 +588,7 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
             topic_prefix: "chaos.".into(),
             replication_factor: 1,
             linger_ms: 1,
+            idempotent: crate::kafka_idempotent(),
         })
         .expect("log"),
     );

@@ -101,6 +101,13 @@ pub fn topic_prefix() -> String {
     format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// Whether the test broker honours idempotent producers: only when
+/// `IMLOG_TEST_KAFKA_IDEMPOTENT=1` (a real Kafka); tansu, which the suite
+/// starts, keeps both copies of a retried produce.
+pub fn kafka_idempotent() -> bool {
+    std::env::var("IMLOG_TEST_KAFKA_IDEMPOTENT").is_ok_and(|v| v == "1")
+}
+
 /// A log backend over `postgres_url` (for the Postgres log) or the test broker.
 pub async fn open_log(backend: Backend, postgres_url: &str, prefix: &str) -> SharedLog {
     let log: SharedLog = match backend {
@@ -115,6 +122,7 @@ pub async fn open_log(backend: Backend, postgres_url: &str, prefix: &str) -> Sha
                 topic_prefix: prefix.to_owned(),
                 replication_factor: 1,
                 linger_ms: 1,
+                idempotent: kafka_idempotent(),
             })
             .expect("configuring Kafka"),
         ),
@@ -150,6 +158,7 @@ pub fn settings(
             s.log.backend = LogBackend::Kafka;
             s.log.kafka.brokers = kafka_brokers().expect("Kafka configured");
             s.log.kafka.linger_ms = 1;
+            s.log.kafka.idempotent = kafka_idempotent();
         }
     }
     s
@@ -190,6 +199,10 @@ pub fn settings_env(s: &Settings) -> Vec<(String, String)> {
         (
             "IMLOG_LOG__KAFKA__LINGER_MS".into(),
             s.log.kafka.linger_ms.to_string(),
+        ),
+        (
+            "IMLOG_LOG__KAFKA__IDEMPOTENT".into(),
+            s.log.kafka.idempotent.to_string(),
         ),
         (
             "IMLOG_GATEWAY__STRANGERS_MAY_CHAT".into(),

@@ -18,7 +18,6 @@ on_backends! {
     sync_pages_by_cursor_without_skipping => cursor_paging;
     a_retry_before_projection_gets_the_first_id => retry_before_projection;
     a_retry_racing_a_late_first_copy_is_answered_with_the_kept_ids => late_first_copy;
-    a_batch_the_broker_wrote_twice_is_answered_with_the_kept_ids => broker_wrote_twice;
 }
 
 async fn thin_path(backend: Backend) {
@@ -402,18 +401,14 @@ async fn retry_before_projection(backend: Backend) {
         .expect("projected so far");
 
     // The first send is appended but, with no projector running, not
-    // projected; its reply is "lost" and the client resends.
+    // projected; it is answered all the same, on either log (an append is
+    // in the log once: nothing to wait for). Its reply is "lost" and the
+    // client resends.
     projector.stop().await;
-    let first = match alice.send_text(thread, "lost-reply", "hello").await {
-        Ok(id) => Some(id),
-        // On Kafka a send is answered once the read model has it (a broker
-        // may hold a batch twice): with no projector, that is after 5 s,
-        // as projection_lagging — the message is stored all the same.
-        Err(e) if matches!(backend, Backend::Kafka) && e.code() == Some("projection_lagging") => {
-            None
-        }
-        Err(e) => panic!("send: {e}"),
-    };
+    let first = alice
+        .send_text(thread, "lost-reply", "hello")
+        .await
+        .expect("a send is answered without a projector");
     let restart = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         TestApp::spawn_with(s, only(false)).await
@@ -422,13 +417,11 @@ async fn retry_before_projection(backend: Backend) {
         .resend_texts(thread, &[("lost-reply", "hello")])
         .await
         .expect("resend");
-    if let Some(first) = first {
-        assert_eq!(
-            again[0].message_id,
-            Some(first),
-            "the retry is answered with the first id"
-        );
-    }
+    assert_eq!(
+        again[0].message_id,
+        Some(first),
+        "the retry is answered with the first id"
+    );
     let synced = alice.sync_all_messages(thread, START).await.expect("sync");
     assert_eq!(
         synced
@@ -455,24 +448,9 @@ async fn retry_before_projection(backend: Backend) {
 /// flight, the client resends it with `retry` on another gateway, and the
 /// broker takes the first copy only after the retry looked for it. The
 /// projection keeps the first copy; the retry's reply must name it too.
+/// Staged: the retry waits just before appending (a pausepoint) while the
+/// first copy reaches the log.
 async fn late_first_copy(backend: Backend) {
-    copy_lands_first(backend, true).await
-}
-
-/// On Kafka a producer that retries a request whose answer it missed can
-/// write a batch twice (the broker's idempotence is not ours to rely on):
-/// a plain send, too, must be answered with the copy the read model kept.
-/// The Postgres log appends in one transaction; there the case cannot arise.
-async fn broker_wrote_twice(backend: Backend) {
-    if matches!(backend, Backend::Kafka) {
-        copy_lands_first(backend, false).await
-    }
-}
-
-/// Another copy of a batch reaches the log while a gateway's send of it
-/// waits just before appending (a pausepoint); the reply must name the copy
-/// the read model kept.
-async fn copy_lands_first(backend: Backend, retry: bool) {
     use imlog_events::{messages_key, Envelope, EventMeta, MessageKind, MessagePosted, Topic};
     let app = TestApp::spawn(backend).await;
     let (mut alice, alice_id, token) = app.user("alice").await;
@@ -511,11 +489,7 @@ async fn copy_lands_first(backend: Backend, retry: bool) {
                 .iter()
                 .map(|(u, b)| (u.as_str(), b.as_str()))
                 .collect();
-            if retry {
-                retrying.resend_texts(thread, &refs).await
-            } else {
-                retrying.send_texts(thread, &refs).await
-            }
+            retrying.resend_texts(thread, &refs).await
         })
     };
 

@@ -475,6 +475,9 @@ async fn a_fatal_kafka_producer_error_is_survived() {
         topic_prefix: imlog_tests::topic_prefix(),
         replication_factor: 1,
         linger_ms: 1,
+        // The fatal state is the idempotent producer's; no record here is
+        // retried, so the broker's deduplication does not matter.
+        idempotent: true,
     })
     .expect("connect");
     log.ensure_topics().await.expect("topics");

@@ -155,6 +155,7 @@ pub async fn open_log(
                 topic_prefix: settings.log.topic_prefix.clone(),
                 replication_factor: settings.log.kafka.replication_factor,
                 linger_ms: settings.log.kafka.linger_ms,
+                idempotent: settings.log.kafka.idempotent,
             })
             .context("configuring Kafka")?,
         ),

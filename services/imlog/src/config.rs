@@ -126,6 +126,9 @@ pub struct KafkaConfig {
     /// For topics imlog creates; use 3 on a real cluster.
     pub replication_factor: i32,
     pub linger_ms: u32,
+    /// Whether the broker honours idempotent producers (Apache Kafka,
+    /// Redpanda: leave `true`). tansu 0.6.0 does not: set `false`.
+    pub idempotent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +258,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             replication_factor: 1,
             linger_ms: 5,
+            idempotent: true,
         }
     }
 }

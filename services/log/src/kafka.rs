@@ -30,9 +30,21 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// Producer `linger.ms`: batching delay against throughput.
     pub linger_ms: u32,
+    /// Whether the broker honours idempotent producers (Apache Kafka since
+    /// 0.11, Redpanda). Then the producer retries a request whose answer it
+    /// missed, and the broker drops the copy. A broker that accepts an
+    /// idempotent producer but keeps both copies (tansu 0.6.0) needs
+    /// `false`: the producer then never retries, and a request whose answer
+    /// is lost fails its records (their senders resend with `retry`).
+    /// Either way a record is in the log once per successful append.
+    pub idempotent: bool,
 }
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Readers' `fetch.wait.max.ms`: how long the broker may hold a fetch that
+/// found nothing. (tansu holds every fetch this long, records or not.)
+pub const READER_FETCH_WAIT_MS: u32 = 50;
 
 pub struct KafkaLog {
     settings: KafkaSettings,
@@ -177,13 +189,24 @@ struct Delivery {
 }
 
 fn new_producer(settings: &KafkaSettings) -> Result<FutureProducer, LogError> {
-    client_config(&settings.brokers)
-        .set("enable.idempotence", "true")
+    let mut config = client_config(&settings.brokers);
+    config
         .set("acks", "all")
         .set("linger.ms", settings.linger_ms.to_string())
-        .set("message.timeout.ms", "30000")
-        .create()
-        .map_err(fatal)
+        .set("message.timeout.ms", "30000");
+    if settings.idempotent {
+        config.set("enable.idempotence", "true");
+    } else {
+        // No retry can write a request's records a second time: one whose
+        // answer is lost fails them instead. As many requests in flight as
+        // an idempotent producer keeps (librdkafka's default otherwise is
+        // unbounded: many tiny requests instead of batches).
+        config
+            .set("enable.idempotence", "false")
+            .set("message.send.max.retries", "0")
+            .set("max.in.flight.requests.per.connection", "5");
+    }
+    config.create().map_err(fatal)
 }
 
 fn client_config(brokers: &str) -> ClientConfig {
@@ -204,7 +227,7 @@ fn consumer_config(brokers: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", READER_FETCH_WAIT_MS.to_string())
         .set("auto.offset.reset", "error");
     config
 }
@@ -338,10 +361,6 @@ impl EventLog for KafkaLog {
 
     fn backend(&self) -> &'static str {
         "kafka"
-    }
-
-    fn appends_may_repeat(&self) -> bool {
-        true
     }
 }
 

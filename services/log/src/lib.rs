@@ -17,7 +17,7 @@ use imlog_events::{partition_for_key, LogPosition, Topic};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use kafka::{KafkaLog, KafkaSettings};
+pub use kafka::{KafkaLog, KafkaSettings, READER_FETCH_WAIT_MS};
 pub use postgres::PgLog;
 
 /// One record read back from the log.
@@ -116,14 +116,6 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The backend's name, for logs and metrics.
     fn backend(&self) -> &'static str;
-
-    /// Whether one append can land in the log twice. A Kafka client that
-    /// retries a produce request whose answer it missed can write its records
-    /// again when the broker does not deduplicate (idempotence is the
-    /// broker's to honour); the Postgres log appends in one transaction.
-    fn appends_may_repeat(&self) -> bool {
-        false
-    }
 }
 
 #[async_trait]

@@ -132,6 +132,7 @@ async fn run(backend: LogBackend, url: &str, dir: &std::path::Path, load: &Load)
     if backend == LogBackend::Kafka {
         s.log.kafka.brokers = std::env::var("IMLOG_TEST_KAFKA_BROKERS").expect("brokers");
         s.log.kafka.linger_ms = 1;
+        s.log.kafka.idempotent = imlog_tests::kafka_idempotent();
     }
     s.gateway.strangers_may_chat = true;
     s.gateway.heartbeat_timeout_secs = 600;

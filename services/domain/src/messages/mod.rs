@@ -237,15 +237,14 @@ impl Messages {
                 tracing::warn!(error = %e, "could not look for earlier sends of these unique_ids");
             }
         }
-        let may_repeat = retry || self.journal.log().appends_may_repeat();
-        if may_repeat && !envelopes.is_empty() {
-            // Our copy may not be the one the read model keeps: a retry's
-            // first send may have reached the log after the wait above (its
+        if retry && !envelopes.is_empty() {
+            // Our copy may not be the one the read model keeps: the first
+            // send may have reached the log after the wait above (its
             // gateway died with the append in flight, and the broker took it
-            // late), and on Kafka a producer's own retry can write a batch
-            // twice. The projection keeps the first copy and drops the
+            // late). The projection keeps the first copy and drops the
             // others. Answer with whichever copy the read model kept, so an
-            // acked id is always the one sync shows.
+            // acked id is always the one sync shows. (A log never writes one
+            // append twice by itself: `KafkaSettings::idempotent`.)
             // Lagging or unreachable: the request fails retryably (the
             // messages are stored; a resend is answered from the read model).
             self.journal.settle(writes, &[Topic::Messages]).await?;
