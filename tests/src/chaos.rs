@@ -220,6 +220,32 @@ impl Session {
     }
 }
 
+/// A client logged in as `name` at `url`, retrying for up to 30 s while the
+/// components come back.
+async fn verdict_client(url: &str, name: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let mut c = Client::connect(url).await.map_err(|e| e.to_string())?;
+            c.login(name, "password-123")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(c)
+        };
+        let failure = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(c)) => return c,
+            Ok(Err(e)) => e,
+            Err(_) => "timed out".into(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "no gateway lets {name} log in: {failure}"
+        );
+        eprintln!("chaos: verdict login: {failure}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Sends `plan.per_user` messages, each acked exactly once: a batch whose
 /// reply is lost (the connection broke, the reply timed out, `unavailable`)
 /// is sent again, whole, with `retry: true`.
@@ -525,11 +551,9 @@ pub async fn run(plan: Plan, bin: &str) -> Report {
     unique_threads.dedup();
     let mut stored: HashMap<(ThreadId, String), Vec<MessageId>> = HashMap::new();
     for (i, &thread) in unique_threads.iter().enumerate() {
-        // Read as the pair's first user.
-        let mut c = Client::connect(&gateways[0]).await.expect("connect");
-        c.login(&format!("user{}", i * 2), "password-123")
-            .await
-            .expect("login");
+        // Read as the pair's first user, as soon as a gateway answers (the
+        // last kill may have been a moment ago).
+        let mut c = verdict_client(&gateways[0], &format!("user{}", i * 2)).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         let messages = loop {
             let all = c

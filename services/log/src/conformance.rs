@@ -332,6 +332,73 @@ pub async fn two_processes_appending_are_read_whole_by_either(open: Opener) {
     }
 }
 
+/// Readers of one process at different places in one partition — at its
+/// end, far behind, in between, and one started later behind what was kept
+/// — each read exactly the records from their offset on, once, in order,
+/// while appends go on. (Both backends share what one reader fetched with
+/// the others of the process, and serve a reader behind that from the log
+/// itself; Kafka through one tail per topic.) A little over 4 MiB of
+/// records, so the oldest are no longer kept when the last reader starts.
+pub async fn readers_behind_and_at_the_end_read_the_same_records(open: Opener) {
+    const BEFORE: usize = 40;
+    const DURING: usize = 200;
+    const TOTAL: usize = BEFORE + DURING;
+    let log = open().await;
+    let key = "thread-readers";
+    let partition = partition_for_key(key.as_bytes(), Topic::Messages.partitions());
+    let payload = |i: usize| {
+        let mut p = format!("r{i}-").into_bytes();
+        p.resize(20 << 10, b'x');
+        p
+    };
+    for i in 0..BEFORE {
+        log.append(Topic::Messages, key, payload(i))
+            .await
+            .expect("append");
+    }
+    let read = |log: SharedLog, offset: usize| {
+        tokio::spawn(async move {
+            let mut reader = log
+                .reader(from(Topic::Messages, partition, offset as i64))
+                .await
+                .expect("reader");
+            let mut records = Vec::new();
+            while records.len() < TOTAL - offset {
+                let more = collect(reader.as_mut(), 7.min(TOTAL - offset - records.len())).await;
+                records.extend(more);
+            }
+            let beyond = reader
+                .next_batch(10, Duration::from_millis(200))
+                .await
+                .expect("read");
+            assert!(beyond.is_empty(), "nothing beyond the end: {beyond:?}");
+            (offset, records)
+        })
+    };
+    let mut readers = vec![read(log.clone(), BEFORE), read(log.clone(), 0)];
+    for i in BEFORE..TOTAL {
+        log.append(Topic::Messages, key, payload(i))
+            .await
+            .expect("append");
+        if i == BEFORE + 20 {
+            readers.push(read(log.clone(), 10));
+        }
+    }
+    readers.push(read(log.clone(), 5));
+    for reader in readers {
+        let (offset, records) = reader.await.expect("reader");
+        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(
+            offsets,
+            (offset as i64..TOTAL as i64).collect::<Vec<_>>(),
+            "the reader from {offset}"
+        );
+        for r in &records {
+            assert_eq!(r.payload, payload(r.offset as usize), "record {}", r.offset);
+        }
+    }
+}
+
 /// Every test of the suite, by name, for the backends' test files.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -344,7 +411,8 @@ macro_rules! conformance_tests {
             append_all_keeps_order,
             restart_resumes_where_it_was,
             idle_reader_waits_then_wakes,
-            two_processes_appending_are_read_whole_by_either);
+            two_processes_appending_are_read_whole_by_either,
+            readers_behind_and_at_the_end_read_the_same_records);
     };
     (@each $opener:expr; $($name:ident),*) => {
         $(

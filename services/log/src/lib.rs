@@ -10,6 +10,7 @@
 pub mod conformance;
 mod kafka;
 mod postgres;
+mod recent;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

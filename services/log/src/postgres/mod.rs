@@ -12,7 +12,7 @@
 //! transaction and every process LISTENs; readers wait on that (with a slow
 //! fallback poll should the listening connection be down) — [`heard`].
 //!
-//! Readers in one process share what it appended or read ([`recent`]): a
+//! Readers in one process share what it appended or read (`crate::recent`): a
 //! record is fetched from the table about once per process, not once per
 //! reader, and a reader that has in memory everything up to the end it
 //! heard of does not ask the table at all ([`reader`]).
@@ -28,12 +28,11 @@ use tokio::task::JoinHandle;
 
 mod heard;
 mod reader;
-mod recent;
 mod writer;
 
+use crate::recent::Recent;
 use heard::{heard, Appended};
 use reader::PgReader;
-use recent::Recent;
 use writer::{await_reply, write_appends, PendingAppend, Reply};
 
 const SCHEMA: &str = "imlog_log";

@@ -3,7 +3,7 @@
 //! more than that ([`Appended`]'s ends).
 
 use super::heard::Appended;
-use super::recent::Recent;
+use crate::recent::Recent;
 use super::{db_error, unavailable, FALLBACK_POLL};
 use crate::{LogError, LogReader, ReadFrom, Record, TopicNames};
 use async_trait::async_trait;

@@ -3,7 +3,7 @@
 //! and answered.
 
 use super::heard::{writing, wrote, Appended};
-use super::recent::Recent;
+use crate::recent::Recent;
 use super::{db_error, unavailable, MAX_BATCH};
 use crate::{LogError, Record};
 use chrono::{DateTime, Utc};

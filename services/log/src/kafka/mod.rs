@@ -1,24 +1,33 @@
-//! The Kafka backend, through rdkafka: an idempotent producer with
-//! `acks=all` whose delivery is awaited before an append returns, `QueueFull`
-//! treated as backpressure, and readers that assign partitions at explicit
-//! offsets (no consumer-group commits: projections keep their offsets in
-//! Postgres, in the same transaction as their effects).
+//! The Kafka backend, through rdkafka: a producer with `acks=all` that never
+//! writes one append twice (idempotent, or never retrying: [`KafkaSettings`])
+//! whose delivery is awaited before an append returns, `QueueFull` treated
+//! as backpressure, and readers at explicit offsets (no consumer-group
+//! commits: projections keep their offsets in Postgres, in the same
+//! transaction as their effects). A process reads each topic once, on its
+//! [`tail`], for all its readers ([`reader`]).
 
 use crate::{AppendRecord, EventLog, LogError, LogReader, ReadFrom, Record, TopicNames};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
 use imlog_events::{partition_for_key, LogPosition, Topic};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod reader;
+mod tail;
+
+use crate::recent::Recent;
+use reader::KafkaReader;
+use tail::Tail;
 
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -51,8 +60,34 @@ pub struct KafkaLog {
     names: TopicNames,
     /// Replaced by a new one when it fails fatally (see `replace_if_fatal`).
     producer: std::sync::RwLock<Arc<FutureProducer>>,
-    /// For metadata and watermarks (blocking calls, run off the runtime).
-    metadata: Arc<BaseConsumer>,
+    metadata: Metadata,
+    /// What this process's readers read, kept for all of them: one tail
+    /// per topic ([`tail`]), and what readers behind it read themselves.
+    recent: Arc<Recent>,
+    tails: Mutex<HashMap<Topic, Arc<Tail>>>,
+}
+
+/// For metadata and watermarks (blocking calls, run off the runtime).
+#[derive(Clone)]
+struct Metadata(Arc<BaseConsumer>);
+
+impl Metadata {
+    async fn end_offsets(&self, names: &TopicNames, topic: Topic) -> Result<Vec<i64>, LogError> {
+        let consumer = self.0.clone();
+        let name = names.name(topic);
+        tokio::task::spawn_blocking(move || {
+            (0..topic.partitions())
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&name, p, METADATA_TIMEOUT)
+                        .map(|(_low, high)| high)
+                        .map_err(classify)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| LogError::Fatal(e.to_string()))?
+    }
 }
 
 impl KafkaLog {
@@ -63,7 +98,9 @@ impl KafkaLog {
             names: TopicNames::new(settings.topic_prefix.clone()),
             settings,
             producer: std::sync::RwLock::new(Arc::new(producer)),
-            metadata: Arc::new(metadata),
+            metadata: Metadata(Arc::new(metadata)),
+            recent: Arc::default(),
+            tails: Mutex::default(),
         })
     }
 
@@ -119,7 +156,7 @@ impl KafkaLog {
     }
 
     async fn partition_count(&self, name: &str) -> Result<Option<usize>, LogError> {
-        let consumer = self.metadata.clone();
+        let consumer = self.metadata.0.clone();
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
             let md = consumer
@@ -322,41 +359,18 @@ impl EventLog for KafkaLog {
     }
 
     async fn end_offsets(&self, topic: Topic) -> Result<Vec<i64>, LogError> {
-        let consumer = self.metadata.clone();
-        let name = self.names.name(topic);
-        tokio::task::spawn_blocking(move || {
-            (0..topic.partitions())
-                .map(|p| {
-                    consumer
-                        .fetch_watermarks(&name, p, METADATA_TIMEOUT)
-                        .map(|(_low, high)| high)
-                        .map_err(classify)
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| LogError::Fatal(e.to_string()))?
+        self.metadata.end_offsets(&self.names, topic).await
     }
 
     async fn reader(&self, from: Vec<ReadFrom>) -> Result<Box<dyn LogReader>, LogError> {
-        let consumer: StreamConsumer = consumer_config(&self.settings.brokers)
-            .create()
-            .map_err(fatal)?;
-        let mut assignment = TopicPartitionList::new();
-        for f in &from {
-            assignment
-                .add_partition_offset(
-                    &self.names.name(f.topic),
-                    f.partition,
-                    Offset::Offset(f.offset),
-                )
-                .map_err(fatal)?;
-        }
-        consumer.assign(&assignment).map_err(fatal)?;
-        Ok(Box::new(KafkaReader {
-            consumer,
-            names: self.names.clone(),
-        }))
+        let tails = from.iter().map(|f| self.tail(f.topic)).collect();
+        Ok(Box::new(KafkaReader::new(
+            self.names.clone(),
+            self.settings.brokers.clone(),
+            from,
+            tails,
+            self.recent.clone(),
+        )))
     }
 
     fn backend(&self) -> &'static str {
@@ -364,54 +378,55 @@ impl EventLog for KafkaLog {
     }
 }
 
-struct KafkaReader {
-    consumer: StreamConsumer,
-    names: TopicNames,
-}
+impl KafkaLog {
+    /// This process's tail of `topic`, started on first use.
+    fn tail(&self, topic: Topic) -> Arc<Tail> {
+        let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
+        tails
+            .entry(topic)
+            .or_insert_with(|| Arc::new(Tail::start(self, topic, self.recent.clone())))
+            .clone()
+    }
 
-#[async_trait]
-impl LogReader for KafkaReader {
-    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
-        let mut records = Vec::new();
-        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
-            Err(_) => return Ok(records),
-            Ok(result) => result.map_err(classify)?,
-        };
-        records.push(self.to_record(&first)?);
-        drop(first);
-        while records.len() < max {
-            match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => records.push(self.to_record(&message)?),
-                Some(Err(e)) => return Err(classify(e)),
-                None => break,
-            }
-        }
-        Ok(records)
+    fn metadata_handle(&self) -> Metadata {
+        self.metadata.clone()
     }
 }
 
-impl KafkaReader {
-    fn to_record(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<Record, LogError> {
-        let topic = self.names.topic(m.topic()).ok_or_else(|| {
-            LogError::Fatal(format!("record from unexpected topic {}", m.topic()))
-        })?;
-        let appended_at = m
-            .timestamp()
-            .to_millis()
-            .and_then(DateTime::<Utc>::from_timestamp_millis)
-            .unwrap_or_else(Utc::now);
-        Ok(Record {
-            topic,
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            appended_at,
-        })
+/// An assignment of each partition at its offset.
+fn partitions_at(names: &TopicNames, from: &[ReadFrom]) -> Result<TopicPartitionList, LogError> {
+    let mut assignment = TopicPartitionList::new();
+    for f in from {
+        assignment
+            .add_partition_offset(&names.name(f.topic), f.partition, Offset::Offset(f.offset))
+            .map_err(fatal)?;
     }
+    Ok(assignment)
+}
+
+fn to_record(
+    names: &TopicNames,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<Record, LogError> {
+    let topic = names.topic(m.topic()).ok_or_else(|| {
+        LogError::Fatal(format!("record from unexpected topic {}", m.topic()))
+    })?;
+    let appended_at = m
+        .timestamp()
+        .to_millis()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or_else(Utc::now);
+    Ok(Record {
+        topic,
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        appended_at,
+    })
 }
 
 fn fatal(e: KafkaError) -> LogError {

@@ -1,13 +1,13 @@
 //! The log's most recent records, kept in memory by the process that
 //! appended or read them, so that its other readers (a projection, the
 //! fan-out, a process manager: each reads every record of its topics) do not
-//! each fetch the same rows from Postgres again.
+//! each fetch the same records from Postgres or the broker again.
 //!
 //! A record is kept only once it is known committed (its append confirmed,
-//! or read back from the table), exactly as the table holds it, so a reader
-//! served from here reads what it would have read there. Other processes'
-//! appends leave gaps, so a reader takes only the unbroken run from its
-//! next offset and asks Postgres for the rest.
+//! or read back from the table or the broker), exactly as the log holds it,
+//! so a reader served from here reads what it would have read there. What
+//! is not kept leaves gaps, so a reader takes only the unbroken run from its
+//! next offset and asks the log itself for the rest.
 
 use crate::Record;
 use imlog_events::Topic;
@@ -20,7 +20,7 @@ const BYTES_PER_PARTITION: usize = 4 << 20;
 const OVERHEAD: usize = 96;
 
 #[derive(Default)]
-pub(super) struct Recent {
+pub(crate) struct Recent {
     partitions: Mutex<HashMap<(Topic, i32), Tail>>,
 }
 
@@ -36,7 +36,7 @@ fn size(record: &Record) -> usize {
 
 impl Recent {
     /// Keeps committed records.
-    pub(super) fn keep(&self, records: impl IntoIterator<Item = Record>) {
+    pub(crate) fn keep(&self, records: impl IntoIterator<Item = Record>) {
         let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         for record in records {
             let tail = partitions
@@ -58,7 +58,7 @@ impl Recent {
 
     /// Up to `max` records of a partition from offset `from` on, without a
     /// gap (none if `from` is not kept).
-    pub(super) fn run_from(
+    pub(crate) fn run_from(
         &self,
         topic: Topic,
         partition: i32,
