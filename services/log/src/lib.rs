@@ -123,7 +123,8 @@ pub trait EventLog: Send + Sync + 'static {
 pub trait LogReader: Send {
     /// Up to `max` records, in offset order within each partition, with no
     /// gaps. Waits up to `wait` for the first one; an empty result means
-    /// nothing new arrived in that time.
+    /// nothing new arrived in that time. After an error the reader's place
+    /// is unknown: make a new one from the offsets the caller stored.
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError>;
 }
 

@@ -379,13 +379,19 @@ impl EventLog for KafkaLog {
 }
 
 impl KafkaLog {
-    /// This process's tail of `topic`, started on first use.
+    /// This process's tail of `topic`, started on first use (and again
+    /// after one ended). A tail runs as long as the log: a process keeps
+    /// its readers for its lifetime.
     fn tail(&self, topic: Topic) -> Arc<Tail> {
         let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
-        tails
-            .entry(topic)
-            .or_insert_with(|| Arc::new(Tail::start(self, topic, self.recent.clone())))
-            .clone()
+        match tails.get(&topic) {
+            Some(tail) if tail.is_alive() => tail.clone(),
+            _ => {
+                let tail = Arc::new(Tail::start(self, topic, self.recent.clone()));
+                tails.insert(topic, tail.clone());
+                tail
+            }
+        }
     }
 
     fn metadata_handle(&self) -> Metadata {

@@ -28,10 +28,14 @@ pub(super) struct KafkaReader {
     own: Option<Own>,
 }
 
-/// The reader's own consumer, for partitions memory cannot serve.
+/// The reader's own consumer, for partitions memory cannot serve. It is
+/// assigned once: librdkafka can abort the process when a consumer is
+/// assigned anew while its last assignment is still starting (an assertion
+/// in `rd_kafka_assignment_partition_stopped`), so a reader that needs
+/// other partitions makes a new consumer.
 struct Own {
     consumer: StreamConsumer,
-    /// The entries of `next` it is assigned, as of when assigned.
+    /// The entries of `next` it is assigned.
     assigned: Vec<usize>,
 }
 
@@ -95,40 +99,57 @@ impl LogReader for KafkaReader {
 }
 
 impl KafkaReader {
-    /// Each partition's unbroken run in memory (a fair share of `max` each),
-    /// and the entries of `next` that memory cannot serve though the log
-    /// may hold more for them.
+    /// Each partition's unbroken run in memory, and the entries of `next`
+    /// that memory cannot serve though the log may hold more for them.
+    ///
+    /// Each partition gets a fair share of `max`; what the quiet ones leave
+    /// is shared again among those that filled theirs (as the Postgres
+    /// log's reader does), so one busy partition is still read `max` at a
+    /// time.
     fn read_memory(&mut self, max: usize) -> (Vec<Record>, Vec<usize>) {
-        let share = (max / self.next.len().max(1)).max(1);
         let mut records = Vec::new();
         let mut behind = Vec::new();
-        for (i, from) in self.next.iter_mut().enumerate() {
-            // The tail's position before memory: the tail keeps records
-            // before it moves on, so a run missing below it is not coming.
-            let tail_next = self.tails[i].reads_next(from.partition);
-            let run = self
-                .recent
-                .run_from(from.topic, from.partition, from.offset, share);
-            match run.last() {
-                Some(last) => {
-                    from.offset = last.offset + 1;
-                    records.extend(run);
+        let mut asking: Vec<usize> = (0..self.next.len()).collect();
+        while !asking.is_empty() && records.len() < max {
+            let share = ((max - records.len()) / asking.len()).max(1);
+            let mut more = Vec::new();
+            for i in asking {
+                let from = &mut self.next[i];
+                // The tail's position before memory: the tail keeps records
+                // before it moves on, so a run missing below it is not coming.
+                let tail_next = self.tails[i].reads_next(from.partition);
+                let run = self
+                    .recent
+                    .run_from(from.topic, from.partition, from.offset, share);
+                match run.last() {
+                    Some(last) => {
+                        from.offset = last.offset + 1;
+                        if run.len() == share {
+                            more.push(i);
+                        }
+                        records.extend(run);
+                    }
+                    None if tail_next.is_some_and(|next| from.offset >= next) => {}
+                    None => behind.push(i),
                 }
-                None if tail_next.is_some_and(|next| from.offset >= next) => {}
-                None => behind.push(i),
             }
+            asking = more;
         }
+        behind.sort_unstable();
         (records, behind)
     }
 
+    /// An own consumer that reads every partition in `behind`. One that
+    /// reads more (some have caught up since) is kept: what it reads of
+    /// those is either already served (dropped) or exactly their next.
     fn assign_own(&mut self, behind: &[usize]) -> Result<(), LogError> {
-        if self.own.as_ref().is_some_and(|own| own.assigned == behind) {
-            return Ok(());
+        if let Some(own) = &self.own {
+            if behind.iter().all(|i| own.assigned.contains(i)) {
+                return Ok(());
+            }
         }
-        let consumer = match self.own.take() {
-            Some(own) => own.consumer,
-            None => consumer_config(&self.brokers).create().map_err(fatal)?,
-        };
+        self.own = None;
+        let consumer: StreamConsumer = consumer_config(&self.brokers).create().map_err(fatal)?;
         let from: Vec<ReadFrom> = behind.iter().map(|&i| self.next[i]).collect();
         consumer
             .assign(&partitions_at(&self.names, &from)?)

@@ -77,11 +77,15 @@ impl Tail {
     /// on, if any exist, are either kept in memory or (below the tail's
     /// start, or forgotten) to be read from the broker.
     pub(super) fn reads_next(&self, partition: i32) -> Option<i64> {
-        if !self.shared.alive.load(Ordering::Acquire) {
+        if !self.is_alive() {
             return None;
         }
         let next = self.shared.next.get(partition as usize)?;
         Some(next.load(Ordering::Acquire)).filter(|&n| n >= 0)
+    }
+
+    pub(super) fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Acquire)
     }
 
     pub(super) fn changes(&self) -> watch::Receiver<u64> {
@@ -129,11 +133,22 @@ async fn run(
     loop {
         let first = match consumer.recv().await {
             Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(topic = topic.base_name(), error = %classify(e), "the log's tail could not read; retrying");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
+            Err(e) => match classify(e) {
+                e @ crate::LogError::Unavailable(_) => {
+                    tracing::warn!(topic = topic.base_name(), error = %e, "the log's tail could not read; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+                // E.g. its offset is out of range (the broker lost records it
+                // had acknowledged): the consumer would not read that
+                // partition again. The tail ends; its readers read on their
+                // own consumers, which report the error to their owners,
+                // and the next reader of the topic starts a new tail.
+                e => {
+                    tracing::error!(topic = topic.base_name(), error = %e, "the log's tail stopped");
+                    return;
+                }
+            },
         };
         let mut records: Vec<Record> = Vec::new();
         let mut keep = |m: &rdkafka::message::BorrowedMessage<'_>| match to_record(&names, m) {
