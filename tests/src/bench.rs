@@ -48,20 +48,15 @@ pub async fn produce(
     in_flight: usize,
     linger_ms: u32,
 ) -> (f64, Instant) {
-    let mut config = rdkafka::ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("linger.ms", linger_ms.to_string());
-    if crate::kafka_idempotent() {
-        config.set("enable.idempotence", "true");
-    } else {
-        config
-            .set("enable.idempotence", "false")
-            .set("message.send.max.retries", "0")
-            .set("max.in.flight.requests.per.connection", "5");
-    }
-    let producer: FutureProducer = config.create().expect("producer");
+    let producer: FutureProducer = imlog_log::producer_config(&KafkaSettings {
+        brokers: brokers.to_owned(),
+        topic_prefix: String::new(),
+        replication_factor: 1,
+        linger_ms,
+        idempotent: crate::kafka_idempotent(),
+    })
+    .create()
+    .expect("producer");
     // Warm up (metadata, connections, idempotent producer id) as imlog's
     // producer already is, then measure.
     let warm = FutureRecord::to(topic)

@@ -18,7 +18,7 @@ use imlog_events::{partition_for_key, LogPosition, Topic};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use kafka::{KafkaLog, KafkaSettings, READER_FETCH_WAIT_MS};
+pub use kafka::{producer_config, KafkaLog, KafkaSettings, READER_FETCH_WAIT_MS};
 pub use postgres::PgLog;
 
 /// One record read back from the log.

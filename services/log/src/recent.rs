@@ -9,7 +9,7 @@
 //! is not kept leaves gaps, so a reader takes only the unbroken run from its
 //! next offset and asks the log itself for the rest.
 
-use crate::Record;
+use crate::{ReadFrom, Record};
 use imlog_events::Topic;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -54,6 +54,19 @@ impl Recent {
                 }
             }
         }
+    }
+
+    /// Serves a reader at `from` up to `max` records of its partition from
+    /// here (an unbroken run, into `records`), moving `from` past them;
+    /// how many.
+    pub(crate) fn serve(&self, from: &mut ReadFrom, max: usize, records: &mut Vec<Record>) -> usize {
+        let run = self.run_from(from.topic, from.partition, from.offset, max);
+        if let Some(last) = run.last() {
+            from.offset = last.offset + 1;
+        }
+        let served = run.len();
+        records.extend(run);
+        served
     }
 
     /// Up to `max` records of a partition from offset `from` on, without a

@@ -226,6 +226,12 @@ struct Delivery {
 }
 
 fn new_producer(settings: &KafkaSettings) -> Result<FutureProducer, LogError> {
+    producer_config(settings).create().map_err(fatal)
+}
+
+/// The configuration of the log's producer (public for benchmarks whose
+/// baseline must produce exactly as imlog does).
+pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = client_config(&settings.brokers);
     config
         .set("acks", "all")
@@ -243,7 +249,7 @@ fn new_producer(settings: &KafkaSettings) -> Result<FutureProducer, LogError> {
             .set("message.send.max.retries", "0")
             .set("max.in.flight.requests.per.connection", "5");
     }
-    config.create().map_err(fatal)
+    config
 }
 
 fn client_config(brokers: &str) -> ClientConfig {

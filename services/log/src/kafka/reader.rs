@@ -118,19 +118,11 @@ impl KafkaReader {
                 // The tail's position before memory: the tail keeps records
                 // before it moves on, so a run missing below it is not coming.
                 let tail_next = self.tails[i].reads_next(from.partition);
-                let run = self
-                    .recent
-                    .run_from(from.topic, from.partition, from.offset, share);
-                match run.last() {
-                    Some(last) => {
-                        from.offset = last.offset + 1;
-                        if run.len() == share {
-                            more.push(i);
-                        }
-                        records.extend(run);
-                    }
-                    None if tail_next.is_some_and(|next| from.offset >= next) => {}
-                    None => behind.push(i),
+                match self.recent.serve(from, share, &mut records) {
+                    0 if tail_next.is_some_and(|next| from.offset >= next) => {}
+                    0 => behind.push(i),
+                    served if served == share => more.push(i),
+                    _ => {}
                 }
             }
             asking = more;

@@ -167,26 +167,20 @@ impl PgReader {
                 let end = heard
                     .end(from.topic, from.partition)
                     .max(self.found_ends[i]);
-                let run = self
-                    .recent
-                    .run_from(from.topic, from.partition, from.offset, share);
-                match run.last() {
-                    Some(last) => {
-                        from.offset = last.offset + 1;
-                        if run.len() == share {
-                            more.push(i);
-                        } else if end.is_none_or(|end| from.offset < end) {
+                match self.recent.serve(from, share, &mut records) {
+                    served if served == share => more.push(i),
+                    1.. => {
+                        if end.is_none_or(|end| from.offset < end) {
                             reached_end = false;
                         }
-                        records.extend(run);
                     }
-                    None if !check && end.is_some_and(|end| from.offset >= end) => {}
+                    0 if !check && end.is_some_and(|end| from.offset >= end) => {}
                     // Our own writer's batch in flight, heard of before it
                     // was kept: the writer wakes us once it is in memory.
-                    None if !check && heard.writing(from.topic, from.partition, from.offset) => {
+                    0 if !check && heard.writing(from.topic, from.partition, from.offset) => {
                         reached_end = false;
                     }
-                    None => from_table.push(i),
+                    0 => from_table.push(i),
                 }
             }
             if !from_table.is_empty() {
