@@ -399,6 +399,109 @@ pub async fn readers_behind_and_at_the_end_read_the_same_records(open: Opener) {
     }
 }
 
+/// The same across every partition of a topic: readers of all partitions
+/// — one from the end, three from the start (before the appends, while
+/// they go on, and once the busiest partition's oldest records are no
+/// longer kept) — while appends go to every partition (most to one, over
+/// 4 MiB of it), each read every record of every partition from its offset
+/// once, in order within each partition.
+pub async fn readers_of_many_partitions_read_each_partition_whole(open: Opener) {
+    const BEFORE: usize = 24;
+    const DURING: usize = 480;
+    const TOTAL: usize = BEFORE + DURING;
+    let log = open().await;
+    let partitions = Topic::Messages.partitions();
+    // Keys for every partition; most appends go to the first one.
+    let mut keys: Vec<Option<String>> = vec![None; partitions as usize];
+    for k in 0.. {
+        let key = format!("many-{k}");
+        let p = partition_for_key(key.as_bytes(), partitions) as usize;
+        keys[p].get_or_insert(key);
+        if keys.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let keys: Vec<String> = keys.into_iter().map(|k| k.expect("a key")).collect();
+    let key_of = |i: usize| &keys[if i.is_multiple_of(3) { i % keys.len() } else { 0 }];
+    let payload = |i: usize| {
+        let mut p = format!("m{i}-").into_bytes();
+        p.resize(16 << 10, b'y');
+        p
+    };
+    for i in 0..BEFORE {
+        log.append(Topic::Messages, key_of(i), payload(i))
+            .await
+            .expect("append");
+    }
+    let read = |log: SharedLog, from_end: bool| {
+        tokio::spawn(async move {
+            let ends = log.end_offsets(Topic::Messages).await.expect("ends");
+            let from: Vec<ReadFrom> = ends
+                .iter()
+                .enumerate()
+                .map(|(p, &end)| ReadFrom {
+                    topic: Topic::Messages,
+                    partition: p as i32,
+                    offset: if from_end { end } else { 0 },
+                })
+                .collect();
+            let mut reader = log.reader(from.clone()).await.expect("reader");
+            // Everything from `from` on, and nothing more once all came.
+            let mut records: Vec<Record> = Vec::new();
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let want = if from_end { TOTAL - BEFORE } else { TOTAL };
+                if records.len() >= want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {want} arrived",
+                    records.len()
+                );
+                records.extend(
+                    reader
+                        .next_batch(37, Duration::from_millis(300))
+                        .await
+                        .expect("read"),
+                );
+            }
+            (from, records)
+        })
+    };
+    let mut readers = vec![read(log.clone(), true), read(log.clone(), false)];
+    // Let both start before the appends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in BEFORE..TOTAL {
+        log.append(Topic::Messages, key_of(i), payload(i))
+            .await
+            .expect("append");
+        // One from the start while appends go on, one once the busiest
+        // partition's oldest records are no longer kept.
+        if i == BEFORE + 100 || i == TOTAL - 40 {
+            readers.push(read(log.clone(), false));
+        }
+    }
+    for reader in readers {
+        let (from, records) = reader.await.expect("reader");
+        for f in &from {
+            let offsets: Vec<i64> = records
+                .iter()
+                .filter(|r| r.partition == f.partition)
+                .map(|r| r.offset)
+                .collect();
+            let end = log.end_offsets(Topic::Messages).await.expect("ends")[f.partition as usize];
+            assert_eq!(
+                offsets,
+                (f.offset..end).collect::<Vec<_>>(),
+                "partition {} read from {}",
+                f.partition,
+                f.offset
+            );
+        }
+    }
+}
+
 /// Every test of the suite, by name, for the backends' test files.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -412,7 +515,8 @@ macro_rules! conformance_tests {
             restart_resumes_where_it_was,
             idle_reader_waits_then_wakes,
             two_processes_appending_are_read_whole_by_either,
-            readers_behind_and_at_the_end_read_the_same_records);
+            readers_behind_and_at_the_end_read_the_same_records,
+            readers_of_many_partitions_read_each_partition_whole);
     };
     (@each $opener:expr; $($name:ident),*) => {
         $(
