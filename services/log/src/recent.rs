@@ -71,7 +71,7 @@ impl Recent {
 
     /// Up to `max` records of a partition from offset `from` on, without a
     /// gap (none if `from` is not kept).
-    pub(crate) fn run_from(
+    fn run_from(
         &self,
         topic: Topic,
         partition: i32,

@@ -336,8 +336,8 @@ impl EventLog for KafkaLog {
     }
 
     async fn append_all(&self, records: Vec<AppendRecord>) -> Vec<Result<LogPosition, LogError>> {
-        // Enqueue in order (the idempotent producer keeps per-partition order),
-        // then await every delivery.
+        // Enqueue in order (the producer keeps per-partition order: it is
+        // idempotent, or never retries), then await every delivery.
         let mut deliveries = Vec::with_capacity(records.len());
         for r in &records {
             let partition = partition_for_key(r.key.as_bytes(), r.topic.partitions());
@@ -393,15 +393,11 @@ impl KafkaLog {
         match tails.get(&topic) {
             Some(tail) if tail.is_alive() => tail.clone(),
             _ => {
-                let tail = Arc::new(Tail::start(self, topic, self.recent.clone()));
+                let tail = Arc::new(Tail::start(self, topic));
                 tails.insert(topic, tail.clone());
                 tail
             }
         }
-    }
-
-    fn metadata_handle(&self) -> Metadata {
-        self.metadata.clone()
     }
 }
 

@@ -51,18 +51,18 @@ impl Drop for Tail {
 }
 
 impl Tail {
-    pub(super) fn start(log: &KafkaLog, topic: Topic, recent: Arc<Recent>) -> Tail {
+    pub(super) fn start(log: &KafkaLog, topic: Topic) -> Tail {
         let shared = Arc::new(Shared {
             next: (0..topic.partitions()).map(|_| AtomicI64::new(-1)).collect(),
             alive: AtomicBool::new(true),
         });
         let (bump, changed) = watch::channel(0);
         let task = tokio::spawn(run(
-            log.metadata_handle(),
+            log.metadata.clone(),
             log.settings.brokers.clone(),
             log.names.clone(),
             topic,
-            recent,
+            log.recent.clone(),
             shared.clone(),
             bump,
         ));
