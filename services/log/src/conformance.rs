@@ -422,7 +422,13 @@ pub async fn readers_of_many_partitions_read_each_partition_whole(open: Opener) 
         }
     }
     let keys: Vec<String> = keys.into_iter().map(|k| k.expect("a key")).collect();
-    let key_of = |i: usize| &keys[if i.is_multiple_of(3) { i % keys.len() } else { 0 }];
+    let key_of = |i: usize| {
+        &keys[if i.is_multiple_of(3) {
+            i % keys.len()
+        } else {
+            0
+        }]
+    };
     let payload = |i: usize| {
         let mut p = format!("m{i}-").into_bytes();
         p.resize(16 << 10, b'y');

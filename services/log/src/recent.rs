@@ -59,7 +59,12 @@ impl Recent {
     /// Serves a reader at `from` up to `max` records of its partition from
     /// here (an unbroken run, into `records`), moving `from` past them;
     /// how many.
-    pub(crate) fn serve(&self, from: &mut ReadFrom, max: usize, records: &mut Vec<Record>) -> usize {
+    pub(crate) fn serve(
+        &self,
+        from: &mut ReadFrom,
+        max: usize,
+        records: &mut Vec<Record>,
+    ) -> usize {
         let run = self.run_from(from.topic, from.partition, from.offset, max);
         if let Some(last) = run.last() {
             from.offset = last.offset + 1;
@@ -71,13 +76,7 @@ impl Recent {
 
     /// Up to `max` records of a partition from offset `from` on, without a
     /// gap (none if `from` is not kept).
-    fn run_from(
-        &self,
-        topic: Topic,
-        partition: i32,
-        from: i64,
-        max: usize,
-    ) -> Vec<Record> {
+    fn run_from(&self, topic: Topic, partition: i32, from: i64, max: usize) -> Vec<Record> {
         let partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tail) = partitions.get(&(topic, partition)) else {
             return Vec::new();

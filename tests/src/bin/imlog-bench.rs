@@ -435,12 +435,8 @@ async fn main() {
         c.batch_execute("CREATE DATABASE bench_kafka")
             .await
             .expect("database");
-        let raw = kafka_pipeline_baseline(
-            &brokers,
-            10_000,
-            Some(imlog_log::READER_FETCH_WAIT_MS),
-        )
-        .await;
+        let raw =
+            kafka_pipeline_baseline(&brokers, 10_000, Some(imlog_log::READER_FETCH_WAIT_MS)).await;
         let raw_default = kafka_pipeline_baseline(&brokers, 10_000, None).await;
         let ours =
             kafka_sent_and_projected(&cluster.url_for("bench_kafka"), dir.path(), &brokers).await;

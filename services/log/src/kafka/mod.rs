@@ -416,9 +416,9 @@ fn to_record(
     names: &TopicNames,
     m: &rdkafka::message::BorrowedMessage<'_>,
 ) -> Result<Record, LogError> {
-    let topic = names.topic(m.topic()).ok_or_else(|| {
-        LogError::Fatal(format!("record from unexpected topic {}", m.topic()))
-    })?;
+    let topic = names
+        .topic(m.topic())
+        .ok_or_else(|| LogError::Fatal(format!("record from unexpected topic {}", m.topic())))?;
     let appended_at = m
         .timestamp()
         .to_millis()

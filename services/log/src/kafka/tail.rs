@@ -53,7 +53,9 @@ impl Drop for Tail {
 impl Tail {
     pub(super) fn start(log: &KafkaLog, topic: Topic) -> Tail {
         let shared = Arc::new(Shared {
-            next: (0..topic.partitions()).map(|_| AtomicI64::new(-1)).collect(),
+            next: (0..topic.partitions())
+                .map(|_| AtomicI64::new(-1))
+                .collect(),
             alive: AtomicBool::new(true),
         });
         let (bump, changed) = watch::channel(0);
@@ -163,7 +165,10 @@ async fn run(
                 _ => break,
             }
         }
-        let ends: Vec<(i32, i64)> = records.iter().map(|r| (r.partition, r.offset + 1)).collect();
+        let ends: Vec<(i32, i64)> = records
+            .iter()
+            .map(|r| (r.partition, r.offset + 1))
+            .collect();
         recent.keep(records);
         // Kept first, then announced: a reader that sees the new end finds
         // the records in memory.
@@ -192,9 +197,7 @@ async fn start_at_end(
             offset,
         })
         .collect();
-    let consumer: StreamConsumer = consumer_config(brokers)
-        .create()
-        .map_err(super::fatal)?;
+    let consumer: StreamConsumer = consumer_config(brokers).create().map_err(super::fatal)?;
     consumer
         .assign(&partitions_at(names, &from)?)
         .map_err(super::fatal)?;

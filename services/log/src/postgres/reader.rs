@@ -3,8 +3,8 @@
 //! more than that ([`Appended`]'s ends).
 
 use super::heard::Appended;
-use crate::recent::Recent;
 use super::{db_error, unavailable, FALLBACK_POLL};
+use crate::recent::Recent;
 use crate::{LogError, LogReader, ReadFrom, Record, TopicNames};
 use async_trait::async_trait;
 use imlog_events::Topic;

@@ -3,8 +3,8 @@
 //! and answered.
 
 use super::heard::{writing, wrote, Appended};
-use crate::recent::Recent;
 use super::{db_error, unavailable, MAX_BATCH};
+use crate::recent::Recent;
 use crate::{LogError, Record};
 use chrono::{DateTime, Utc};
 use imlog_events::{LogPosition, Topic};
