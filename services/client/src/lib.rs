@@ -100,7 +100,9 @@ impl Client {
         let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
         config.read_buffer_size = 4 * 1024;
         config.write_buffer_size = 0;
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
+        // Requests are small whole frames: none waits for the last one's
+        // acknowledgement (TCP_NODELAY).
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .map_err(transport)?;
         Ok(Client {

@@ -2,6 +2,7 @@
 
 use crate::config::{LogBackend, Settings};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use imlog_domain::accounts::AccountsSettings;
 use imlog_domain::gateways::{self, Gateways};
 use imlog_domain::messages::MessagesSettings;
@@ -351,6 +352,13 @@ impl Application {
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            // Every frame is a whole reply or push, written at once: none
+            // should wait for the previous one's acknowledgement (Nagle).
+            let listener = listener.tap_io(|tcp: &mut tokio::net::TcpStream| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+                }
+            });
             let server =
                 axum::serve(listener, service).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = server.await {
