@@ -205,14 +205,7 @@ async fn write(
     message: Message,
     deadline: Duration,
 ) -> bool {
-    let mut send = std::pin::pin!(sink.send(message));
-    // Almost every write fits the socket at once: only one that has to wait
-    // for room arms the deadline's timer (tens of thousands a second
-    // otherwise, on a gateway pushing to a large group).
-    if let std::task::Poll::Ready(sent) = futures::poll!(send.as_mut()) {
-        return sent.is_ok();
-    }
-    match tokio::time::timeout(deadline, send).await {
+    match tokio::time::timeout(deadline, sink.send(message)).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {

@@ -352,8 +352,9 @@ impl Application {
         let stop = shutdown.clone();
         tasks.spawn(async move {
             let service = router.into_make_service_with_connect_info::<SocketAddr>();
-            // Every frame is a whole reply or push, written at once: none
-            // should wait for the previous one's acknowledgement (Nagle).
+            // A WebSocket frame is a whole reply or push, written at once:
+            // none should wait for the previous one's acknowledgement
+            // (Nagle). Plain HTTP answers lose nothing by it either.
             let listener = listener.tap_io(|tcp: &mut tokio::net::TcpStream| {
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");

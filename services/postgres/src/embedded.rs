@@ -2,11 +2,14 @@
 //! Postgres binaries on the machine. Postgres refuses to run as root, so when
 //! imlog runs as root the cluster runs as the `postgres` system user.
 //!
-//! The cluster listens on 127.0.0.1 only, with a password generated at
-//! `initdb` and stored beside it (mode 0600). imlog itself connects through
-//! a Unix socket in the cluster's directory (which only the cluster's user,
-//! and root, can enter): a round trip over it costs Postgres and imlog less
-//! than one over TCP loopback, and every acknowledged message makes several.
+//! The cluster listens on 127.0.0.1 (for other tools) and on a Unix socket
+//! in its own directory (which only the cluster's user, and root, can
+//! enter), with a password generated at `initdb` and stored beside it (mode
+//! 0600). imlog connects through the socket: a round trip over it costs
+//! Postgres and imlog less than one over TCP loopback, and every
+//! acknowledged message makes several. A directory whose path cannot hold a
+//! socket, a filesystem that refuses one, or a cluster an older imlog
+//! started leaves TCP only.
 
 use crate::PgError;
 use rand::RngCore;
@@ -128,7 +131,22 @@ impl PrivateCluster {
                 tracing::info!(port, dir = %cluster.cluster_dir.display(), "adopting running private Postgres");
                 port
             }
-            None => cluster.launch(free_port().map_err(io("choosing a port for Postgres"))?)?,
+            None => {
+                let port = free_port().map_err(io("choosing a port for Postgres"))?;
+                let socket = socket_dir_option(&cluster.cluster_dir).is_some();
+                if !socket {
+                    tracing::info!(dir = %cluster.cluster_dir.display(),
+                        "the cluster's directory cannot hold a Unix socket (its path is too long, or has characters other than letters, digits and /._-): imlog reaches Postgres over TCP");
+                }
+                match cluster.launch(port, socket) {
+                    // A filesystem that refuses socket files, say.
+                    Err(e) if socket => {
+                        tracing::warn!(error = %e, "the private Postgres did not start with a Unix socket in its directory; starting it on TCP only");
+                        cluster.launch(port, false)?
+                    }
+                    started => started?,
+                }
+            }
         };
         // As the running postmaster says: one started by an older imlog
         // listens on TCP only.
@@ -149,14 +167,11 @@ impl PrivateCluster {
     /// URL of another database in this cluster (tests create one each):
     /// through its Unix socket if it has one, else TCP on 127.0.0.1.
     pub fn url_for(&self, database: &str) -> String {
-        let host = match &self.socket_dir {
-            // The URL form of a socket directory: the path, percent-encoded.
-            Some(dir) => dir.display().to_string().replace('/', "%2F"),
-            None => "127.0.0.1".to_owned(),
-        };
-        format!(
-            "postgres://{SUPERUSER}:{}@{host}:{}/{database}",
-            self.password, self.port
+        cluster_url(
+            self.socket_dir.as_deref(),
+            &self.password,
+            self.port,
+            database,
         )
     }
 
@@ -223,7 +238,8 @@ impl PrivateCluster {
                 "private Postgres is not running; starting it again");
             // Blocking (pg_ctl waits for recovery), and its old backends may
             // still be exiting: a failure is retried on the next round.
-            let relaunch = || self.launch(self.port);
+            // As it ran: the pools' URL names its socket, or TCP.
+            let relaunch = || self.launch(self.port, self.socket_dir.is_some());
             let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
                 == tokio::runtime::RuntimeFlavor::MultiThread;
             let relaunched = if multi_thread {
@@ -334,17 +350,23 @@ impl PrivateCluster {
         self.running(true).map(|(port, _)| port)
     }
 
-    /// The Unix socket directory the running postmaster announced in
-    /// `postmaster.pid` (its fifth line), if any.
+    /// The running postmaster's Unix socket directory, if it announced
+    /// (in `postmaster.pid`, its fifth line) the one `launch` gives it.
     fn running_socket_dir(&self) -> Option<PathBuf> {
         let pid_file = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
-        let dir = pid_file.lines().nth(4)?.trim();
-        (!dir.is_empty()).then(|| PathBuf::from(dir))
+        let announced = pid_file.lines().nth(4)?.trim();
+        let ours = socket_dir_option(&self.cluster_dir)?;
+        (announced == ours).then(|| PathBuf::from(ours))
     }
 
-    fn launch(&self, port: u16) -> Result<u16, PgError> {
+    /// Starts the postmaster on `port`, and with `socket` on a Unix socket
+    /// in the cluster's directory too.
+    fn launch(&self, port: u16, socket: bool) -> Result<u16, PgError> {
         let log = self.cluster_dir.join("imlog-postgres.log");
-        let sockets = socket_dir_option(&self.cluster_dir).unwrap_or_default();
+        let sockets = match socket {
+            true => socket_dir_option(&self.cluster_dir).unwrap_or_default(),
+            false => String::new(),
+        };
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{sockets}'"
         );
@@ -427,6 +449,17 @@ fn socket_dir_option(dir: &Path) -> Option<String> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
     (plain && dir.len() + "/.s.PGSQL.65535".len() < 108).then(|| dir.to_owned())
+}
+
+/// A cluster's URL: through the socket in `socket_dir` (a path
+/// `socket_dir_option` accepted, so `/` is the only character to encode),
+/// else TCP on 127.0.0.1.
+fn cluster_url(socket_dir: Option<&Path>, password: &str, port: u16, database: &str) -> String {
+    let host = match socket_dir {
+        Some(dir) => dir.display().to_string().replace('/', "%2F"),
+        None => "127.0.0.1".to_owned(),
+    };
+    format!("postgres://{SUPERUSER}:{password}@{host}:{port}/{database}")
 }
 
 /// Writes a file only its owner can read, from the moment it exists.
@@ -557,8 +590,9 @@ fn free_port() -> std::io::Result<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::socket_dir_option;
+    use super::{cluster_url, socket_dir_option};
     use std::path::Path;
+    use tokio_postgres::config::Host;
 
     #[test]
     fn a_socket_lives_in_the_cluster_directory_when_its_path_allows() {
@@ -566,11 +600,33 @@ mod tests {
             socket_dir_option(Path::new("/var/lib/imlog/postgres")).as_deref(),
             Some("/var/lib/imlog/postgres")
         );
-        // Would not fit a socket address with the socket's own name.
-        let long = format!("/{}", "d".repeat(100));
-        assert_eq!(socket_dir_option(Path::new(&long)), None);
+        // 92 bytes and the socket's name, `/.s.PGSQL.65535`, fill a socket
+        // address (108 bytes with the closing zero); one more would not fit.
+        let longest = format!("/{}", "d".repeat(91));
+        assert_eq!(
+            socket_dir_option(Path::new(&longest)),
+            Some(longest.clone())
+        );
+        let too_long = format!("/{}", "d".repeat(92));
+        assert_eq!(socket_dir_option(Path::new(&too_long)), None);
         // Would not pass through pg_ctl's command line unchanged.
         assert_eq!(socket_dir_option(Path::new("/srv/my data/postgres")), None);
         assert_eq!(socket_dir_option(Path::new("/srv/it's/postgres")), None);
+    }
+
+    #[test]
+    fn a_cluster_url_names_its_socket_or_tcp() {
+        let url = cluster_url(Some(Path::new("/srv/imlog/postgres")), "pw", 5433, "chat");
+        let config: tokio_postgres::Config = url.parse().expect("a URL tokio-postgres reads");
+        assert_eq!(
+            config.get_hosts(),
+            [Host::Unix("/srv/imlog/postgres".into())]
+        );
+        assert_eq!(config.get_ports(), [5433]);
+        assert_eq!(config.get_dbname(), Some("chat"));
+        assert_eq!(config.get_password(), Some(&b"pw"[..]));
+
+        let config: tokio_postgres::Config = cluster_url(None, "pw", 5433, "chat").parse().unwrap();
+        assert_eq!(config.get_hosts(), [Host::Tcp("127.0.0.1".into())]);
     }
 }
