@@ -86,7 +86,11 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
     let app = TestApp::spawn_with(s, Roles::ALL).await;
     let (mut talker, _, _) = app.user("talker").await;
     let (mut silent, _, _) = app.user("silent").await;
+    // The silent client's last frame: its timeout runs from when the gateway
+    // read it, which is after this instant (measured from the login's
+    // request instead, a slow login made the close look early).
     let started = Instant::now();
+    silent.ping().await.expect("ping");
     // One client pings every 300 ms and stays; the other says nothing.
     let pinger = tokio::spawn(async move {
         for _ in 0..10 {
