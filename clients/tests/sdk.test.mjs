@@ -341,7 +341,12 @@ test('chat: friend request, messages both ways, read receipts, recall', { timeou
     const recalled = next(b, 'recalled');
     await a.recall(threadId, sent[1].message_id);
     assert.deepEqual(await recalled, { thread_id: threadId, message_id: sent[1].message_id, by: a.userId });
-    const all = await readAll(b, threadId);
+    // The push comes from the log; bob's reads show the recall once the
+    // read model has it, moments later (PROTOCOL.md, "Pushes").
+    const all = await until(async () => {
+      const page = await readAll(b, threadId);
+      return page.find((m) => m.message_id === sent[1].message_id)?.recalled && page;
+    }, 'bob reads the recall');
     const two = all.find((m) => m.message_id === sent[1].message_id);
     assert.equal(two.recalled, true);
     assert.equal(two.body, '');
@@ -516,7 +521,11 @@ test('reconnect: every outgoing message is sent exactly once through a server cr
       queued.map((q) => q.unique_id),
       'the same unique ids as queued',
     );
-    const after = await readAll(b, threadId);
+    // A's writes reach B's reads once projected, moments after their acks.
+    const after = await until(async () => {
+      const messages = await readAll(b, threadId);
+      return final.every((o) => messages.some((m) => m.message_id === o.message_id)) && messages;
+    }, 'B to sync the queued messages');
     assertOnceEach(after.map((m) => m.body), ['queued 1', 'queued 2', 'queued 3'], 'sync after the reload');
     for (const o of final) assert.equal(after.find((m) => m.body === o.body).message_id, o.message_id);
   });
@@ -666,7 +675,11 @@ test('uploads: chunks, progress, pause/resume, resume after a reload, cancel, me
         state: 'uploaded',
       });
     }
-    const synced = (await readAll(b, threadId)).find((m) => m.message_id === item.message_id);
+    // The push comes from the log; the read model has the state moments later.
+    const synced = await until(async () => {
+      const message = (await readAll(b, threadId)).find((m) => m.message_id === item.message_id);
+      return message?.media.state === 'uploaded' && message;
+    }, "B to sync the message's settled state");
     assert.equal(synced.media.state, 'uploaded');
   });
 });
