@@ -313,7 +313,9 @@ async fn replay_and_log_copy_work_from_the_command_line() {
 
 /// kill -9 of the private Postgres under a running `imlog serve`: serve
 /// starts it again (crash recovery from the WAL) and carries on, with
-/// nothing that was acknowledged lost.
+/// nothing that was acknowledged lost. The postmaster is serve's child
+/// (serve adopts it), so the killed one is a zombie until serve reaps it, as
+/// under a container's process 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_restarts_its_private_postgres_when_it_is_killed() {
     let (_dir, data) = imlog_tests::serve_data_dir();

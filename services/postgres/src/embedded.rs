@@ -261,6 +261,9 @@ impl PrivateCluster {
                 "leaving the private Postgres to the imlog process that owns it");
             return Ok(());
         }
+        let pid = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|f| f.lines().next()?.trim().parse::<i32>().ok());
         self.run(
             "pg_ctl stop",
             self.command("pg_ctl")
@@ -268,7 +271,17 @@ impl PrivateCluster {
                 .arg("-D")
                 .arg(&self.cluster_dir)
                 .args(["-m", "fast", "-w", "-t", "60"]),
-        )
+        )?;
+        // Ours to reap (see `launch`); it exits just after its pid file goes.
+        if let Some(pid) = pid {
+            for _ in 0..100 {
+                if !is_our_child(pid) || exited(pid) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        Ok(())
     }
 
     /// Creates the cluster. The password file is written first and initdb
@@ -332,9 +345,10 @@ impl PrivateCluster {
         let started: i64 = lines.get(2)?.parse().ok()?;
         let port: u16 = lines.get(3)?.parse().ok()?;
         let ready = lines.get(7).is_some_and(|status| *status == "ready");
-        // Signal 0 only checks that the process exists.
+        // Signal 0 only checks that the process exists: an exited
+        // postmaster that is our child stays a zombie until reaped.
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        if !alive {
+        if !alive || exited(pid) {
             return None;
         }
         if !remove_stale || !surely_another_process(pid, started, &self.cluster_dir) {
@@ -362,6 +376,14 @@ impl PrivateCluster {
     /// Starts the postmaster on `port`, and with `socket` on a Unix socket
     /// in the cluster's directory too.
     fn launch(&self, port: u16, socket: bool) -> Result<u16, PgError> {
+        // pg_ctl leaves the postmaster behind as an orphan. Adopted by this
+        // process rather than by init, it is reaped here when it dies
+        // (`exited`), as it must be when imlog is a container's process 1,
+        // where it would otherwise stay a zombie that looks alive and is
+        // never started again.
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::debug!(error = %e, "cannot adopt the postmaster (PR_SET_CHILD_SUBREAPER)");
+        }
         let log = self.cluster_dir.join("imlog-postgres.log");
         let sockets = match socket {
             true => socket_dir_option(&self.cluster_dir).unwrap_or_default(),
@@ -502,6 +524,38 @@ fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
         Ok(true) => process_start(pid).is_some_and(|at| (at - started).abs() > 2),
         Err(_) => false,
     }
+}
+
+/// Whether `pid` has exited but is not reaped (a zombie, which signal 0
+/// still finds); reaped here if it is our child.
+fn exited(pid: i32) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    if zombie {
+        let flags = nix::sys::wait::WaitPidFlag::WNOHANG;
+        // Not our child (ECHILD): its parent reaps it.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(flags));
+    }
+    zombie
+}
+
+/// Whether `pid` is a child of this process (from /proc: its parent).
+fn is_our_child(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some(ppid == std::process::id())
+        })
+        .unwrap_or(false)
 }
 
 /// When process `pid` started, in Unix time (from /proc).
