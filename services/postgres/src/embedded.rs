@@ -261,9 +261,15 @@ impl PrivateCluster {
                 "leaving the private Postgres to the imlog process that owns it");
             return Ok(());
         }
-        let pid = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid"))
+        // The postmaster's pid and start time, to reap it after.
+        let postmaster = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid"))
             .ok()
-            .and_then(|f| f.lines().next()?.trim().parse::<i32>().ok());
+            .and_then(|f| {
+                let mut lines = f.lines().map(str::trim);
+                let pid: i32 = lines.next()?.parse().ok()?;
+                let started: i64 = lines.nth(1)?.parse().ok()?;
+                Some((pid, started))
+            });
         self.run(
             "pg_ctl stop",
             self.command("pg_ctl")
@@ -273,9 +279,9 @@ impl PrivateCluster {
                 .args(["-m", "fast", "-w", "-t", "60"]),
         )?;
         // Ours to reap (see `launch`); it exits just after its pid file goes.
-        if let Some(pid) = pid {
+        if let Some((pid, started)) = postmaster {
             for _ in 0..100 {
-                if !is_our_child(pid) || exited(pid) {
+                if !is_our_child(pid) || exited(pid, started) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
@@ -348,7 +354,7 @@ impl PrivateCluster {
         // Signal 0 only checks that the process exists: an exited
         // postmaster that is our child stays a zombie until reaped.
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        if !alive || exited(pid) {
+        if !alive || exited(pid, started) {
             return None;
         }
         if !remove_stale || !surely_another_process(pid, started, &self.cluster_dir) {
@@ -376,14 +382,6 @@ impl PrivateCluster {
     /// Starts the postmaster on `port`, and with `socket` on a Unix socket
     /// in the cluster's directory too.
     fn launch(&self, port: u16, socket: bool) -> Result<u16, PgError> {
-        // pg_ctl leaves the postmaster behind as an orphan. Adopted by this
-        // process rather than by init, it is reaped here when it dies
-        // (`exited`), as it must be when imlog is a container's process 1,
-        // where it would otherwise stay a zombie that looks alive and is
-        // never started again.
-        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            tracing::debug!(error = %e, "cannot adopt the postmaster (PR_SET_CHILD_SUBREAPER)");
-        }
         let log = self.cluster_dir.join("imlog-postgres.log");
         let sockets = match socket {
             true => socket_dir_option(&self.cluster_dir).unwrap_or_default(),
@@ -392,7 +390,16 @@ impl PrivateCluster {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{sockets}'"
         );
-        self.run(
+        // pg_ctl leaves the postmaster behind as an orphan. This process
+        // adopts it (a subreaper while pg_ctl runs, no longer, so that the
+        // postmaster's own children go to init when it dies), and so reaps
+        // it once it has died (`exited`, when the supervisor or `stop` next
+        // looks): as under a container's process 1, where it would
+        // otherwise stay a zombie that looks alive and is never started
+        // again.
+        let adopting = nix::sys::prctl::get_child_subreaper() == Ok(false)
+            && nix::sys::prctl::set_child_subreaper(true).is_ok();
+        let started = self.run(
             "pg_ctl start",
             self.command("pg_ctl")
                 .arg("start")
@@ -401,7 +408,11 @@ impl PrivateCluster {
                 .arg("-l")
                 .arg(&log)
                 .args(["-w", "-t", "120", "-o", &options]),
-        )?;
+        );
+        if adopting {
+            let _ = nix::sys::prctl::set_child_subreaper(false);
+        }
+        started?;
         tracing::info!(port, dir = %self.cluster_dir.display(), "private Postgres started");
         Ok(port)
     }
@@ -526,14 +537,17 @@ fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
     }
 }
 
-/// Whether `pid` has exited but is not reaped (a zombie, which signal 0
-/// still finds); reaped here if it is our child.
-fn exited(pid: i32) -> bool {
+/// Whether `pid`, a postmaster that started at `started` (Unix time, from
+/// `postmaster.pid`), has exited but is not reaped (a zombie, which signal
+/// 0 still finds); reaped here if it is our child. A zombie that started at
+/// another time is some other process that reused the pid: left alone.
+fn exited(pid: i32, started: i64) -> bool {
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
         .unwrap_or(false);
-    if zombie {
+    let ours = process_start(pid).is_some_and(|at| (at - started).abs() <= 2);
+    if zombie && ours {
         let flags = nix::sys::wait::WaitPidFlag::WNOHANG;
         // Not our child (ECHILD): its parent reaps it.
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(flags));
