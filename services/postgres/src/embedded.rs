@@ -399,7 +399,7 @@ impl PrivateCluster {
         // again.
         let adopting = nix::sys::prctl::get_child_subreaper() == Ok(false)
             && nix::sys::prctl::set_child_subreaper(true).is_ok();
-        let started = self.run(
+        let launched = self.run(
             "pg_ctl start",
             self.command("pg_ctl")
                 .arg("start")
@@ -412,7 +412,7 @@ impl PrivateCluster {
         if adopting {
             let _ = nix::sys::prctl::set_child_subreaper(false);
         }
-        started?;
+        launched?;
         tracing::info!(port, dir = %self.cluster_dir.display(), "private Postgres started");
         Ok(port)
     }
