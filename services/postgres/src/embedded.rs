@@ -261,15 +261,8 @@ impl PrivateCluster {
                 "leaving the private Postgres to the imlog process that owns it");
             return Ok(());
         }
-        // The postmaster's pid and start time, to reap it after.
-        let postmaster = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid"))
-            .ok()
-            .and_then(|f| {
-                let mut lines = f.lines().map(str::trim);
-                let pid: i32 = lines.next()?.parse().ok()?;
-                let started: i64 = lines.nth(1)?.parse().ok()?;
-                Some((pid, started))
-            });
+        // Read before its file goes, to reap the postmaster after.
+        let postmaster = PostmasterPid::read(&self.cluster_dir);
         self.run(
             "pg_ctl stop",
             self.command("pg_ctl")
@@ -279,7 +272,7 @@ impl PrivateCluster {
                 .args(["-m", "fast", "-w", "-t", "60"]),
         )?;
         // Ours to reap (see `launch`); it exits just after its pid file goes.
-        if let Some((pid, started)) = postmaster {
+        if let Some(PostmasterPid { pid, started, .. }) = postmaster {
             for _ in 0..100 {
                 if !is_our_child(pid) || exited(pid, started) {
                     break;
@@ -344,13 +337,13 @@ impl PrivateCluster {
     /// a container restart) is removed, so that the cluster can start; a
     /// process that might be the postmaster is never treated so.
     fn running(&self, remove_stale: bool) -> Option<(u16, bool)> {
-        let pid_path = self.cluster_dir.join("postmaster.pid");
-        let pid_file = std::fs::read_to_string(&pid_path).ok()?;
-        let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
-        let pid: i32 = lines.first()?.parse().ok()?;
-        let started: i64 = lines.get(2)?.parse().ok()?;
-        let port: u16 = lines.get(3)?.parse().ok()?;
-        let ready = lines.get(7).is_some_and(|status| *status == "ready");
+        let PostmasterPid {
+            pid,
+            started,
+            port,
+            ready,
+            ..
+        } = PostmasterPid::read(&self.cluster_dir)?;
         // Signal 0 only checks that the process exists: an exited
         // postmaster that is our child stays a zombie until reaped.
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
@@ -360,6 +353,7 @@ impl PrivateCluster {
         if !remove_stale || !surely_another_process(pid, started, &self.cluster_dir) {
             return Some((port, ready));
         }
+        let pid_path = self.cluster_dir.join("postmaster.pid");
         tracing::warn!(pid, file = %pid_path.display(),
             "postmaster.pid names a process that is not this cluster's Postgres; removing the stale file");
         let _ = std::fs::remove_file(&pid_path);
@@ -371,10 +365,9 @@ impl PrivateCluster {
     }
 
     /// The running postmaster's Unix socket directory, if it announced
-    /// (in `postmaster.pid`, its fifth line) the one `launch` gives it.
+    /// (in `postmaster.pid`) the one `launch` gives it.
     fn running_socket_dir(&self) -> Option<PathBuf> {
-        let pid_file = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
-        let announced = pid_file.lines().nth(4)?.trim();
+        let announced = PostmasterPid::read(&self.cluster_dir)?.socket_dir;
         let ours = socket_dir_option(&self.cluster_dir)?;
         (announced == ours).then(|| PathBuf::from(ours))
     }
@@ -514,6 +507,32 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// its working directory (a postmaster works in its data dir) is another
 /// one, and it is no Postgres at all or started at another time. Anything
 /// unreadable (another user's process, no /proc) counts as "might be it".
+/// What a postmaster wrote of itself in its cluster's `postmaster.pid`.
+struct PostmasterPid {
+    pid: i32,
+    /// When it started, in Unix time.
+    started: i64,
+    port: u16,
+    /// Its first Unix socket directory; empty if it has none.
+    socket_dir: String,
+    /// It accepts connections (its status line says so).
+    ready: bool,
+}
+
+impl PostmasterPid {
+    fn read(cluster_dir: &Path) -> Option<PostmasterPid> {
+        let file = std::fs::read_to_string(cluster_dir.join("postmaster.pid")).ok()?;
+        let lines: Vec<&str> = file.lines().map(str::trim).collect();
+        Some(PostmasterPid {
+            pid: lines.first()?.parse().ok()?,
+            started: lines.get(2)?.parse().ok()?,
+            port: lines.get(3)?.parse().ok()?,
+            socket_dir: lines.get(4).copied().unwrap_or_default().to_owned(),
+            ready: lines.get(7).is_some_and(|status| *status == "ready"),
+        })
+    }
+}
+
 fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(cwd), Ok(ours)) = (
@@ -532,7 +551,9 @@ fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
     });
     match postgres {
         Ok(false) => true,
-        Ok(true) => process_start(pid).is_some_and(|at| (at - started).abs() > 2),
+        Ok(true) => proc_stat(pid)
+            .and_then(|stat| stat.started)
+            .is_some_and(|at| (at - started).abs() > 2),
         Err(_) => false,
     }
 }
@@ -542,51 +563,52 @@ fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
 /// 0 still finds); reaped here if it is our child. A zombie that started at
 /// another time is some other process that reused the pid: left alone.
 fn exited(pid: i32, started: i64) -> bool {
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')))
-        .unwrap_or(false);
-    let ours = process_start(pid).is_some_and(|at| (at - started).abs() <= 2);
-    if zombie && ours {
+    let Some(stat) = proc_stat(pid).filter(|stat| stat.zombie) else {
+        return false;
+    };
+    if stat.started.is_some_and(|at| (at - started).abs() <= 2) {
         let flags = nix::sys::wait::WaitPidFlag::WNOHANG;
         // Not our child (ECHILD): its parent reaps it.
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(flags));
     }
-    zombie
+    true
 }
 
 /// Whether `pid` is a child of this process (from /proc: its parent).
 fn is_our_child(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let ppid: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(ppid == std::process::id())
-        })
-        .unwrap_or(false)
+    proc_stat(pid).is_some_and(|stat| stat.parent == std::process::id())
 }
 
-/// When process `pid` started, in Unix time (from /proc).
-fn process_start(pid: i32) -> Option<i64> {
+/// What /proc/<pid>/stat says of a process.
+struct ProcStat {
+    /// Exited, not reaped yet.
+    zombie: bool,
+    parent: u32,
+    /// When it started, in Unix time (if the boot time can be read).
+    started: Option<i64>,
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields resume after its ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: i64 = fields.get(19)?.parse().ok()?;
-    let boot: i64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
-    Some(boot + ticks / hz)
+    let started = || {
+        let ticks: i64 = fields.get(19)?.parse().ok()?;
+        let boot: i64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+        Some(boot + ticks / hz)
+    };
+    Some(ProcStat {
+        zombie: *fields.first()? == "Z",
+        parent: fields.get(1)?.parse().ok()?,
+        started: started(),
+    })
 }
 
 /// Checks that the user the cluster runs as can enter every directory above
