@@ -131,6 +131,18 @@ async function readAll(client, threadId) {
   }
 }
 
+/**
+ * `readAll`, again until `check` holds of what it reads: another
+ * connection's change reaches reads once projected, moments after its push
+ * or ack (PROTOCOL.md, "Pushes").
+ */
+async function readAllWhen(client, threadId, check, what) {
+  return until(async () => {
+    const messages = await readAll(client, threadId);
+    return check(messages) && messages;
+  }, what);
+}
+
 /** How many times each value occurs. */
 function tally(values) {
   const counts = new Map();
@@ -341,12 +353,12 @@ test('chat: friend request, messages both ways, read receipts, recall', { timeou
     const recalled = next(b, 'recalled');
     await a.recall(threadId, sent[1].message_id);
     assert.deepEqual(await recalled, { thread_id: threadId, message_id: sent[1].message_id, by: a.userId });
-    // The push comes from the log; bob's reads show the recall once the
-    // read model has it, moments later (PROTOCOL.md, "Pushes").
-    const all = await until(async () => {
-      const page = await readAll(b, threadId);
-      return page.find((m) => m.message_id === sent[1].message_id)?.recalled && page;
-    }, 'bob reads the recall');
+    const all = await readAllWhen(
+      b,
+      threadId,
+      (messages) => messages.find((m) => m.message_id === sent[1].message_id)?.recalled,
+      'bob reads the recall',
+    );
     const two = all.find((m) => m.message_id === sent[1].message_id);
     assert.equal(two.recalled, true);
     assert.equal(two.body, '');
@@ -470,10 +482,12 @@ test('reconnect: every outgoing message is sent exactly once through a server cr
     // with. B's connection sees A's writes moments later: wait for the last.
     const isMine = (m) => m.sender_id === a.userId && m.kind === 'text' && m.body.startsWith('message ');
     const lastId = Math.max(...results.map((r) => r.message_id));
-    const all = await until(async () => {
-      const messages = await readAll(b, threadId);
-      return messages.some((m) => m.message_id >= lastId) && messages;
-    }, 'B to sync up to the last message');
+    const all = await readAllWhen(
+      b,
+      threadId,
+      (messages) => messages.some((m) => m.message_id >= lastId),
+      'B to sync up to the last message',
+    );
     const mine = all.filter(isMine);
     assertOnceEach(mine.map((m) => m.body), bodies, 'sync');
     assert.equal(mine.length, total);
@@ -521,11 +535,12 @@ test('reconnect: every outgoing message is sent exactly once through a server cr
       queued.map((q) => q.unique_id),
       'the same unique ids as queued',
     );
-    // A's writes reach B's reads once projected, moments after their acks.
-    const after = await until(async () => {
-      const messages = await readAll(b, threadId);
-      return final.every((o) => messages.some((m) => m.message_id === o.message_id)) && messages;
-    }, 'B to sync the queued messages');
+    const after = await readAllWhen(
+      b,
+      threadId,
+      (messages) => final.every((o) => messages.some((m) => m.message_id === o.message_id)),
+      'B to sync the queued messages',
+    );
     assertOnceEach(after.map((m) => m.body), ['queued 1', 'queued 2', 'queued 3'], 'sync after the reload');
     for (const o of final) assert.equal(after.find((m) => m.body === o.body).message_id, o.message_id);
   });
@@ -675,11 +690,15 @@ test('uploads: chunks, progress, pause/resume, resume after a reload, cancel, me
         state: 'uploaded',
       });
     }
-    // The push comes from the log; the read model has the state moments later.
-    const synced = await until(async () => {
-      const message = (await readAll(b, threadId)).find((m) => m.message_id === item.message_id);
-      return message?.media.state === 'uploaded' && message;
-    }, "B to sync the message's settled state");
+    const isItem = (m) => m.message_id === item.message_id;
+    const synced = (
+      await readAllWhen(
+        b,
+        threadId,
+        (messages) => messages.find(isItem)?.media.state === 'uploaded',
+        "B to sync the message's settled state",
+      )
+    ).find(isItem);
     assert.equal(synced.media.state, 'uploaded');
   });
 });
