@@ -502,11 +502,6 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Whether process `pid` is certainly not the postmaster of the cluster in
-/// `dir` that wrote a pid file saying it started at `started` (Unix time):
-/// its working directory (a postmaster works in its data dir) is another
-/// one, and it is no Postgres at all or started at another time. Anything
-/// unreadable (another user's process, no /proc) counts as "might be it".
 /// What a postmaster wrote of itself in its cluster's `postmaster.pid`.
 struct PostmasterPid {
     pid: i32,
@@ -533,6 +528,11 @@ impl PostmasterPid {
     }
 }
 
+/// Whether process `pid` is certainly not the postmaster of the cluster in
+/// `dir` that wrote a pid file saying it started at `started` (Unix time):
+/// its working directory (a postmaster works in its data dir) is another
+/// one, and it is no Postgres at all or started at another time. Anything
+/// unreadable (another user's process, no /proc) counts as "might be it".
 fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(cwd), Ok(ours)) = (
@@ -552,7 +552,7 @@ fn surely_another_process(pid: i32, started: i64, dir: &Path) -> bool {
     match postgres {
         Ok(false) => true,
         Ok(true) => proc_stat(pid)
-            .and_then(|stat| stat.started)
+            .and_then(|stat| stat.started())
             .is_some_and(|at| (at - started).abs() > 2),
         Err(_) => false,
     }
@@ -566,7 +566,7 @@ fn exited(pid: i32, started: i64) -> bool {
     let Some(stat) = proc_stat(pid).filter(|stat| stat.zombie) else {
         return false;
     };
-    if stat.started.is_some_and(|at| (at - started).abs() <= 2) {
+    if stat.started().is_some_and(|at| (at - started).abs() <= 2) {
         let flags = nix::sys::wait::WaitPidFlag::WNOHANG;
         // Not our child (ECHILD): its parent reaps it.
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(flags));
@@ -584,16 +584,13 @@ struct ProcStat {
     /// Exited, not reaped yet.
     zombie: bool,
     parent: u32,
-    /// When it started, in Unix time (if the boot time can be read).
-    started: Option<i64>,
+    /// When it started, in clock ticks since boot.
+    start_ticks: Option<i64>,
 }
 
-fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces: fields resume after its ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let started = || {
-        let ticks: i64 = fields.get(19)?.parse().ok()?;
+impl ProcStat {
+    /// When it started, in Unix time (if the boot time can be read).
+    fn started(&self) -> Option<i64> {
         let boot: i64 = std::fs::read_to_string("/proc/stat")
             .ok()?
             .lines()
@@ -602,12 +599,18 @@ fn proc_stat(pid: i32) -> Option<ProcStat> {
             .parse()
             .ok()?;
         let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
-        Some(boot + ticks / hz)
-    };
+        Some(boot + self.start_ticks? / hz)
+    }
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields resume after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     Some(ProcStat {
         zombie: *fields.first()? == "Z",
         parent: fields.get(1)?.parse().ok()?,
-        started: started(),
+        start_ticks: fields.get(19).and_then(|t| t.parse().ok()),
     })
 }
 
