@@ -1,5 +1,5 @@
-//! What the benchmark binaries share: percentiles, and rdkafka baselines
-//! against the broker imlog's Kafka log uses.
+//! What the benchmark binaries share: their command lines, percentiles, and
+//! rdkafka baselines against the broker imlog's Kafka log uses.
 
 use imlog_events::{partition_for_key, Topic};
 use imlog_log::{EventLog, KafkaLog, KafkaSettings};
@@ -7,6 +7,27 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 
 /// The `p` quantile of `samples` (0 when there are none).
+/// A bench's `--name number` pairs. `--help` prints `usage` and exits; a
+/// flag without a number prints what is wrong and the usage, and exits 2.
+pub fn numeric_flags(argv: &[String], usage: &str) -> Vec<(String, u64)> {
+    if argv.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        std::process::exit(0);
+    }
+    argv.chunks(2)
+        .map(|pair| match pair.get(1).map(|v| v.parse::<u64>()) {
+            Some(Ok(n)) => (pair[0].clone(), n),
+            _ => bad_flag(&format!("{} wants a number", pair[0]), usage),
+        })
+        .collect()
+}
+
+/// Prints `problem` and the usage; exits 2.
+pub fn bad_flag(problem: &str, usage: &str) -> ! {
+    eprintln!("{problem}\n\n{usage}");
+    std::process::exit(2)
+}
+
 pub fn pct(samples: &mut [Duration], p: f64) -> Duration {
     if samples.is_empty() {
         return Duration::ZERO;

@@ -20,7 +20,7 @@ use imlog_domain::credentials::{new_token, token_digest};
 use imlog_events::{Envelope, EventMeta, SessionId, SessionStarted, UserRegistered};
 use imlog_log::{AppendRecord, SharedLog};
 use imlog_protocol::{Push, ThreadId, UserId};
-use imlog_tests::bench::{messages_topic, ms, pct, produce};
+use imlog_tests::bench::{bad_flag, messages_topic, ms, numeric_flags, pct, produce};
 use imlog_tests::Client;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,13 @@ struct Load {
 
 const GROUP_MEMBERS: usize = 200;
 
+const USAGE: &str = "imlog-chat-bench [--clients 1000] [--rate 2000] [--group-rate 150] [--seconds 10] [--warmup 2]
+  --clients     online WebSocket clients (at least 700: 250 senders, 250 receivers, a 200-member group)
+  --rate        private messages/s, from 250 senders
+  --group-rate  messages/s to the 200-member group
+  --seconds     how long the counted load runs, after --warmup seconds of the same load
+The Kafka rows run when IMLOG_TEST_KAFKA_BROKERS names a broker.";
+
 fn args() -> Load {
     let mut load = Load {
         clients: 1000,
@@ -46,21 +53,22 @@ fn args() -> Load {
         warmup: 2,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    for pair in argv.chunks(2) {
-        let value = || pair.get(1).and_then(|v| v.parse().ok()).expect("a number");
-        match pair[0].as_str() {
-            "--clients" => load.clients = value(),
-            "--rate" => load.rate = value(),
-            "--group-rate" => load.group_rate = value(),
-            "--seconds" => load.seconds = value() as u64,
-            "--warmup" => load.warmup = value() as u64,
-            other => panic!("unknown argument {other}"),
+    for (flag, value) in numeric_flags(&argv, USAGE) {
+        match flag.as_str() {
+            "--clients" => load.clients = value as usize,
+            "--rate" => load.rate = value as usize,
+            "--group-rate" => load.group_rate = value as usize,
+            "--seconds" => load.seconds = value,
+            "--warmup" => load.warmup = value,
+            other => bad_flag(&format!("unknown flag {other}"), USAGE),
         }
     }
-    assert!(
-        load.clients >= 2 * 250 + GROUP_MEMBERS,
-        "at least 700 clients"
-    );
+    if load.clients < 2 * 250 + GROUP_MEMBERS {
+        bad_flag("--clients: at least 700", USAGE);
+    }
+    if load.rate == 0 {
+        bad_flag("--rate: at least 1", USAGE);
+    }
     load
 }
 

@@ -24,6 +24,7 @@ use imlog::app::{Application, Roles};
 use imlog::config::{LogBackend, Secret, Settings, StorageBackend};
 use imlog_client::{sha256_hex, FilesClient};
 use imlog_protocol::{ContentType, DeclareUpload, FileName, Sha256Hex, UploadKind};
+use imlog_tests::bench::{bad_flag, numeric_flags};
 use imlog_tests::Client;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::io::Write;
@@ -32,6 +33,17 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
+
+const USAGE: &str =
+    "imlog-files-bench [--mib 1024] [--window 8] [--runs 3] [--chunk-mib 8] [--latency-mib 256]
+                  [--latency-window 16] [--s3-only] [--unsigned-payload]
+  --mib             size of the file uploaded and downloaded
+  --window          chunks in flight in a windowed upload
+  --runs            measured runs of the main upload and its baseline (medians)
+  --chunk-mib       the server's chunk size (files.chunk_bytes)
+  --latency-mib, --latency-window   the upload over the delaying proxy
+  --s3-only         only the S3 rows (IMLOG_TEST_S3_* name the server)
+  --unsigned-payload  imlog and a second baseline send S3 parts unsigned";
 const PART: usize = 8 * MIB;
 
 struct Args {
@@ -69,16 +81,16 @@ fn args() -> Args {
         argv.remove(i);
         a.unsigned = true;
     }
-    for pair in argv.chunks(2) {
-        let value = || pair.get(1).and_then(|v| v.parse().ok()).expect("a number");
-        match pair[0].as_str() {
-            "--mib" => a.mib = value(),
-            "--chunk-mib" => a.chunk_mib = value(),
-            "--runs" => a.runs = value().max(1),
-            "--window" => a.window = value(),
-            "--latency-mib" => a.latency_mib = value(),
-            "--latency-window" => a.latency_window = value(),
-            other => panic!("unknown argument {other}"),
+    for (flag, value) in numeric_flags(&argv, USAGE) {
+        let value = value as usize;
+        match flag.as_str() {
+            "--mib" => a.mib = value,
+            "--chunk-mib" => a.chunk_mib = value,
+            "--runs" => a.runs = value.max(1),
+            "--window" => a.window = value,
+            "--latency-mib" => a.latency_mib = value,
+            "--latency-window" => a.latency_window = value,
+            other => bad_flag(&format!("unknown flag {other}"), USAGE),
         }
     }
     a
