@@ -6,18 +6,23 @@ use imlog_log::{EventLog, KafkaLog, KafkaSettings};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 
-/// The `p` quantile of `samples` (0 when there are none).
 /// A bench's `--name number` pairs. `--help` prints `usage` and exits; a
-/// flag without a number prints what is wrong and the usage, and exits 2.
+/// flag `usage` does not name, or one without a number, prints what is
+/// wrong and the usage, and exits 2.
 pub fn numeric_flags(argv: &[String], usage: &str) -> Vec<(String, u64)> {
     if argv.iter().any(|a| a == "--help" || a == "-h") {
         println!("{usage}");
         std::process::exit(0);
     }
     argv.chunks(2)
-        .map(|pair| match pair.get(1).map(|v| v.parse::<u64>()) {
-            Some(Ok(n)) => (pair[0].clone(), n),
-            _ => bad_flag(&format!("{} wants a number", pair[0]), usage),
+        .map(|pair| {
+            if !pair[0].starts_with("--") || !usage.contains(&format!("{} ", pair[0])) {
+                bad_flag(&format!("unknown flag {}", pair[0]), usage);
+            }
+            match pair.get(1).map(|v| v.parse::<u64>()) {
+                Some(Ok(n)) => (pair[0].clone(), n),
+                _ => bad_flag(&format!("{} wants a number", pair[0]), usage),
+            }
         })
         .collect()
 }
@@ -28,6 +33,7 @@ pub fn bad_flag(problem: &str, usage: &str) -> ! {
     std::process::exit(2)
 }
 
+/// The `p` quantile of `samples` (0 when there are none).
 pub fn pct(samples: &mut [Duration], p: f64) -> Duration {
     if samples.is_empty() {
         return Duration::ZERO;

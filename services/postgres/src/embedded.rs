@@ -11,8 +11,9 @@
 //! socket, a filesystem that refuses one, or a cluster an older imlog
 //! started leaves TCP only.
 //!
-//! The owner keeps 256 MB of WAL files ready (`min_wal_size`, created on
-//! the first start): a commit never waits while Postgres creates one.
+//! The owner keeps 256 MB of WAL files ready (`min_wal_size`; made at
+//! start when fewer exist), so that a burst of commits does not wait while
+//! Postgres creates them.
 
 use crate::PgError;
 use rand::RngCore;
@@ -28,6 +29,11 @@ const DATABASE: &str = "imlog";
 /// The WAL the cluster keeps ready (`min_wal_size`), and which its owner
 /// creates up front: see [`PrivateCluster::prepare_wal`].
 const READY_WAL_MB: i64 = 256;
+/// `prepare_wal` leaves a disk with less free than this alone: Postgres
+/// restarts itself when it cannot create a WAL file.
+const PREPARE_WAL_FREE_MB: u64 = 4 * READY_WAL_MB as u64;
+/// How long `prepare_wal` may hold up a start (a slow disk).
+const PREPARE_WAL_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct PrivateCluster {
     cluster_dir: PathBuf,
@@ -43,6 +49,17 @@ pub struct PrivateCluster {
     /// This process holds the lock: it started (or took over) the cluster,
     /// and only it stops it.
     owner: bool,
+}
+
+/// The WAL files in `pg_wal`, used and ready.
+async fn wal_files(client: &tokio_postgres::Client) -> Result<i64, PgError> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PgError {
@@ -162,8 +179,10 @@ impl PrivateCluster {
             let _ = cluster.stop();
             return Err(e);
         }
-        if let Err(e) = cluster.prepare_wal().await {
-            tracing::warn!(error = %e, "could not create the private Postgres's WAL files up front; it creates them as it needs them");
+        match tokio::time::timeout(PREPARE_WAL_WITHIN, cluster.prepare_wal()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not create the private Postgres's WAL files up front; it creates them as it needs them"),
+            Err(_) => tracing::warn!("creating the private Postgres's WAL files up front took over 30 s; going on without the rest"),
         }
         Ok(cluster)
     }
@@ -444,41 +463,55 @@ impl PrivateCluster {
         Ok(())
     }
 
-    /// Makes sure `READY_WAL_MB` of WAL files exist (the first start of a
-    /// cluster creates them; `min_wal_size` keeps them). Postgres otherwise
-    /// creates a WAL file when it first needs it: the commit that crosses
-    /// into it writes 16 MiB of zeros and fsyncs them holding the WAL write
-    /// lock, and every commit waits 20–50 ms behind it. On a new cluster
-    /// that is every 16 MiB of WAL (every few seconds at 2,000 messages/s),
-    /// and after a quiet spell the same for the next burst. Each
-    /// `pg_switch_wal` moves on to the next file, creating it; the
-    /// checkpoint then renames the used ones into the future files.
+    /// Makes sure `READY_WAL_MB` of WAL files exist, and that Postgres keeps
+    /// them (`min_wal_size`: `launch` passes it, and a running cluster that
+    /// an older imlog started gets it in `postgresql.auto.conf`). Postgres otherwise creates a
+    /// WAL file when it first needs it: the commit that crosses into it
+    /// writes the whole file (16 MiB of zeros) and fsyncs it holding the WAL
+    /// write lock, and every other commit waits behind it (20–50 ms on the
+    /// machine of docs/BENCHMARKS.md). On a new cluster that happens every
+    /// 16 MiB of WAL, and after a quiet spell again for the next burst.
+    /// Each `pg_switch_wal` makes Postgres move on to a new file; the
+    /// checkpoint then renames the used ones into future files.
     async fn prepare_wal(&self) -> Result<(), PgError> {
         let (client, connection) =
             tokio_postgres::connect(&self.url_for("postgres"), tokio_postgres::NoTls).await?;
         let driver = tokio::spawn(connection);
+        let kept: String = client
+            .query_one("SELECT current_setting('min_wal_size')", &[])
+            .await?
+            .get(0);
+        if kept != format!("{READY_WAL_MB}MB") {
+            // Not in one message: ALTER SYSTEM refuses to run in a
+            // transaction block, and a multi-statement query is one.
+            client
+                .batch_execute(&format!(
+                    "ALTER SYSTEM SET min_wal_size = '{READY_WAL_MB}MB'"
+                ))
+                .await?;
+            client.batch_execute("SELECT pg_reload_conf()").await?;
+        }
         let segment: i64 = client
             .query_one(
-                "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
+                "SELECT pg_size_bytes(current_setting('wal_segment_size'))",
                 &[],
             )
             .await?
             .get(0);
-        let wanted = READY_WAL_MB * 1024 * 1024 / segment.max(1);
-        let count = || async {
-            let files: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'",
-                    &[],
-                )
-                .await?
-                .get(0);
-            Ok::<_, PgError>(files)
-        };
+        let wanted = (READY_WAL_MB * 1024 * 1024 / segment.max(1)).clamp(1, 256);
         let mut switched = false;
         // A switch into a file that already exists creates none: bounded.
         for _ in 0..2 * wanted {
-            if count().await? >= wanted {
+            if wal_files(&client).await? >= wanted {
+                break;
+            }
+            let free = nix::sys::statvfs::statvfs(&self.cluster_dir)
+                .map(|fs| fs.blocks_available() * fs.fragment_size() / (1024 * 1024));
+            if free.is_ok_and(|mb| mb < PREPARE_WAL_FREE_MB) {
+                tracing::warn!(
+                    free_mb = free.ok(),
+                    "little disk left: not creating the private Postgres's WAL files up front"
+                );
                 break;
             }
             // A switch needs WAL since the last one; the message is that WAL.
@@ -492,7 +525,7 @@ impl PrivateCluster {
         }
         if switched {
             client.batch_execute("CHECKPOINT").await?;
-            let files = count().await?;
+            let files = wal_files(&client).await?;
             tracing::info!(files, "private Postgres: WAL files created up front");
         }
         drop(client);

@@ -40,7 +40,8 @@ const USAGE: &str = "imlog-chat-bench [--clients 1000] [--rate 2000] [--group-ra
   --clients     online WebSocket clients (at least 700: 250 senders, 250 receivers, a 200-member group)
   --rate        private messages/s, from 250 senders
   --group-rate  messages/s to the 200-member group
-  --seconds     how long the counted load runs, after --warmup seconds of the same load
+  --seconds     how long the counted load runs (at most 3600)
+  --warmup      seconds of the same load before, not counted (at most 3600)
 The Kafka rows run when IMLOG_TEST_KAFKA_BROKERS names a broker.";
 
 fn args() -> Load {
@@ -66,8 +67,11 @@ fn args() -> Load {
     if load.clients < 2 * 250 + GROUP_MEMBERS {
         bad_flag("--clients: at least 700", USAGE);
     }
-    if load.rate == 0 {
-        bad_flag("--rate: at least 1", USAGE);
+    if load.rate == 0 || load.group_rate == 0 {
+        bad_flag("--rate and --group-rate: at least 1", USAGE);
+    }
+    if load.seconds > 3600 || load.warmup > 3600 {
+        bad_flag("--seconds and --warmup: at most 3600", USAGE);
     }
     load
 }
@@ -251,7 +255,7 @@ async fn run(backend: LogBackend, url: &str, dir: &std::path::Path, load: &Load)
         }));
     }
     let group_sender = {
-        let every = Duration::from_secs_f64(1.0 / load.group_rate.max(1) as f64);
+        let every = Duration::from_secs_f64(1.0 / load.group_rate as f64);
         let group: ThreadId = group;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

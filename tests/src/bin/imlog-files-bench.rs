@@ -41,7 +41,7 @@ const USAGE: &str =
   --window          chunks in flight in a windowed upload
   --runs            measured runs of the main upload and its baseline (medians)
   --chunk-mib       the server's chunk size (files.chunk_bytes)
-  --latency-mib, --latency-window   the upload over the delaying proxy
+  --latency-mib, --latency-window   the upload over the delaying proxy (at most --mib)
   --s3-only         only the S3 rows (IMLOG_TEST_S3_* name the server)
   --unsigned-payload  imlog and a second baseline send S3 parts unsigned";
 const PART: usize = 8 * MIB;
@@ -92,6 +92,15 @@ fn args() -> Args {
             "--latency-window" => a.latency_window = value,
             other => bad_flag(&format!("unknown flag {other}"), USAGE),
         }
+    }
+    if a.mib == 0 || a.chunk_mib == 0 || a.window == 0 || a.latency_window == 0 {
+        bad_flag(
+            "--mib, --chunk-mib, --window, --latency-window: at least 1",
+            USAGE,
+        );
+    }
+    if a.latency_mib > a.mib {
+        bad_flag("--latency-mib: at most --mib", USAGE);
     }
     a
 }
