@@ -1,5 +1,6 @@
 //! Operations: the query role's HTTP API, heartbeats, metrics, replay with a
-//! swap, `log copy` between backends, and the S3 object store.
+//! swap, `log copy` between backends, the S3 object store, and the private
+//! Postgres's WAL files.
 
 use imlog::app::{Application, Roles};
 use imlog::config::Secret;

@@ -465,14 +465,16 @@ impl PrivateCluster {
 
     /// Makes sure `READY_WAL_MB` of WAL files exist, and that Postgres keeps
     /// them (`min_wal_size`: `launch` passes it, and a running cluster that
-    /// an older imlog started gets it in `postgresql.auto.conf`). Postgres otherwise creates a
-    /// WAL file when it first needs it: the commit that crosses into it
-    /// writes the whole file (16 MiB of zeros) and fsyncs it holding the WAL
-    /// write lock, and every other commit waits behind it (20–50 ms on the
-    /// machine of docs/BENCHMARKS.md). On a new cluster that happens every
-    /// 16 MiB of WAL, and after a quiet spell again for the next burst.
-    /// Each `pg_switch_wal` makes Postgres move on to a new file; the
-    /// checkpoint then renames the used ones into future files.
+    /// an older imlog started gets it in `postgresql.auto.conf`).
+    ///
+    /// Postgres otherwise creates a WAL file when it first needs it: the
+    /// commit that crosses into it writes the whole file (16 MiB of zeros)
+    /// and fsyncs it holding the WAL write lock, and every other commit
+    /// waits behind it (20–50 ms on the machine of docs/BENCHMARKS.md). On a
+    /// new cluster that happens every 16 MiB of WAL, and after a quiet spell
+    /// again for the next burst. Each `pg_switch_wal` makes Postgres move on
+    /// to a new file; the checkpoint then renames the used ones into future
+    /// files.
     async fn prepare_wal(&self) -> Result<(), PgError> {
         let (client, connection) =
             tokio_postgres::connect(&self.url_for("postgres"), tokio_postgres::NoTls).await?;

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: usize = 1024 * 1024;
+const PART: usize = 8 * MIB;
 
 const USAGE: &str =
     "imlog-files-bench [--mib 1024] [--window 8] [--runs 3] [--chunk-mib 8] [--latency-mib 256]
@@ -44,7 +45,6 @@ const USAGE: &str =
   --latency-mib, --latency-window   the upload over the delaying proxy (at most --mib)
   --s3-only         only the S3 rows (IMLOG_TEST_S3_* name the server)
   --unsigned-payload  imlog and a second baseline send S3 parts unsigned";
-const PART: usize = 8 * MIB;
 
 struct Args {
     mib: usize,
