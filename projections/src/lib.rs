@@ -25,6 +25,7 @@ use deadpool_postgres::Transaction;
 use imlog_events::{Envelope, Topic};
 use imlog_log::Record;
 use imlog_postgres::Migration;
+use std::time::Duration;
 
 pub use read_model::{Page, ReadError, ReadModel};
 
@@ -133,6 +134,14 @@ pub trait Projection: Send + Sync + 'static {
     /// restarting from its stored offsets, applies them again from the log.
     fn waits_for_disk(&self) -> bool {
         true
+    }
+    /// How often at most a live runner starts a batch while records keep
+    /// coming (the first record after a quiet spell is applied at once, the
+    /// ones behind it share the next transaction). Each batch costs its
+    /// transaction's round trips whatever its size; a projection of many
+    /// records may trade freshness for fewer of them.
+    fn linger(&self) -> Duration {
+        runner::LINGER
     }
     /// How many runners apply it side by side, each over its share of the
     /// partitions ([`runner::Shard`]). Only for a projection whose rows of

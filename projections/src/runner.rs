@@ -32,8 +32,9 @@ pub const SWAPPED_CHANNEL: &str = "imlog_swapped";
 const BATCH: usize = 500;
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// A live projection starts batches at most this often while records keep
-/// coming: a record arriving when it was idle is applied at once, the ones
-/// behind it share a transaction instead of paying one each.
+/// coming, unless it says otherwise (`Projection::linger`): a record
+/// arriving when it was idle is applied at once, the ones behind it share a
+/// transaction instead of paying one each.
 pub const LINGER: Duration = Duration::from_millis(2);
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
@@ -181,7 +182,7 @@ pub async fn run(
         metrics::histogram!("imlog_projection_batch_seconds", "projection" => name, "shard" => shard_label.clone())
             .record(started.elapsed().as_secs_f64());
         if matches!(until, Until::Cancelled(..)) && batch.len() < BATCH {
-            tokio::time::sleep_until((started + LINGER).into()).await;
+            tokio::time::sleep_until((started + projection.linger()).into()).await;
         }
     }
 }
