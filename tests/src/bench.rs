@@ -6,6 +6,14 @@ use imlog_log::{EventLog, KafkaLog, KafkaSettings};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::{Duration, Instant};
 
+/// Writes every dirty page out and waits (`sync`), so that a figure which
+/// waits for fsync — every durable append — is not the writeback of what ran
+/// before the bench (building it leaves hundreds of MB dirty; on this
+/// machine's virtual disk a WAL flush queued behind them took 100 ms).
+pub async fn flush_dirty_pages() {
+    let _ = tokio::task::spawn_blocking(nix::unistd::sync).await;
+}
+
 /// A bench's `--name number` pairs. `--help` prints `usage` and exits; a
 /// flag `usage` does not name, or one without a number, prints what is
 /// wrong and the usage, and exits 2.

@@ -10,7 +10,7 @@ use imlog::app::{Application, Roles};
 use imlog::config::{LogBackend, Secret, Settings};
 use imlog_events::{Envelope, EventMeta, MessageKind, MessagePosted, ThreadId, Topic, UserId};
 use imlog_log::{EventLog, KafkaLog, KafkaSettings, PgLog, SharedLog};
-use imlog_tests::bench::{messages_topic, ms, pct, produce};
+use imlog_tests::bench::{flush_dirty_pages, messages_topic, ms, pct, produce};
 use imlog_tests::{Client, MessageId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -368,6 +368,7 @@ async fn main() {
         .expect("private Postgres");
     let url = cluster.url();
     let mut rows = Vec::new();
+    flush_dirty_pages().await;
 
     // Warm the fresh cluster's WAL first (it is ~30% slower on its first load).
     pg_insert_baseline(&url, 20_000).await;

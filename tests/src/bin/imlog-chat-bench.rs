@@ -20,7 +20,9 @@ use imlog_domain::credentials::{new_token, token_digest};
 use imlog_events::{Envelope, EventMeta, SessionId, SessionStarted, UserRegistered};
 use imlog_log::{AppendRecord, SharedLog};
 use imlog_protocol::{Push, ThreadId, UserId};
-use imlog_tests::bench::{bad_flag, messages_topic, ms, numeric_flags, pct, produce};
+use imlog_tests::bench::{
+    bad_flag, flush_dirty_pages, messages_topic, ms, numeric_flags, pct, produce,
+};
 use imlog_tests::Client;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -183,6 +185,7 @@ async fn run(backend: LogBackend, url: &str, dir: &std::path::Path, load: &Load)
         .await
         .expect("group");
 
+    flush_dirty_pages().await;
     let epoch = Instant::now();
     // Sends before this (µs since `epoch`) warm up and are not counted.
     let counted_from = Duration::from_secs(load.warmup).as_micros() as u64;
